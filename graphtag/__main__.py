@@ -1,0 +1,5 @@
+import sys
+
+from graphtag.cli import main
+
+sys.exit(main())

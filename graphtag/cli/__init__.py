@@ -1,0 +1,91 @@
+"""The ``graphtag`` command. Subcommands import torch only when they export."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from graphtag.errors import GraphtagError
+
+DESCRIPTION = """\
+graphtag exports PyTorch models to ONNX with every node tagged by the nn.Module it
+came from (node metadata "pkg.graphtag.module"), and rewrites ONNX graphs with
+composable passes.
+"""
+
+EPILOG = """\
+examples:
+  graphtag passes list
+  graphtag run model.onnx -p "toposort" -o sorted.onnx --time-passes
+Run 'graphtag COMMAND --help' for a command's options.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from graphtag.cli import passes_cmd, run_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="graphtag",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for errors (for bug reports)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for module in (passes_cmd, run_cmd, *_optional_commands()):
+        module.add_parser(commands)
+    return parser
+
+
+def _optional_commands() -> list:
+    """Commands whose modules exist in this version (the export edge is optional)."""
+    import importlib
+
+    found = []
+    for name in ("export_cmd", "compare_cmd"):
+        try:
+            found.append(importlib.import_module(f"graphtag.cli.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"graphtag.cli.{name}":
+                raise
+    return found
+
+
+def _version() -> str:
+    from graphtag import __version__
+
+    return f"graphtag {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GraphtagError as exc:
+        if args.debug:
+            raise
+        print(f"graphtag: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("graphtag: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure still gets one line, not a traceback
+        if args.debug or os.environ.get("GRAPHTAG_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"graphtag: internal error: {type(exc).__name__}: {first} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

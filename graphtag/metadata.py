@@ -1,0 +1,44 @@
+"""Metadata keys graphtag reads and writes, and helpers to access them.
+
+All graphtag keys live under the ``pkg.graphtag.`` prefix so they never clash with
+torch's (``pkg.torch.onnx.``) or onnxscript's keys.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+# Node: tag of the module the node executes in, e.g. "/Model/Encoder/Layer.0".
+MODULE = "pkg.graphtag.module"
+# Node: how an inferred tag was obtained (absent when it came from the exporter).
+TAG_SOURCE = "pkg.graphtag.tag_source"
+# Node: JSON list of other modules involved, each {"module": tag, "role": ...}.
+CONTEXTS = "pkg.graphtag.contexts"
+# Value: JSON list of tags of the modules consuming the value.
+CONSUMERS = "pkg.graphtag.consumers"
+# Model: JSON module tree (see graphtag.hierarchy).
+HIERARCHY = "pkg.graphtag.hierarchy"
+# Model: graphtag version that wrote the tags.
+VERSION = "pkg.graphtag.version"
+# Model: JSON of the module-filter configuration used when tagging.
+FILTER = "pkg.graphtag.filter"
+
+# Written by torch.onnx's dynamo exporter on every node.
+TORCH_NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+TORCH_CLASS_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
+TORCH_STACK_TRACE = "pkg.torch.onnx.stack_trace"
+TORCH_FX_NODE = "pkg.torch.onnx.fx_node"
+# Written by onnxscript's optimizer on initializers it folded.
+ONNXSCRIPT_FOLDED_FROM = "pkg.onnxscript.optimizer.folded_from"
+
+
+def node_tag(node: ir.Node) -> str | None:
+    """The module tag of ``node``, or None when it has none."""
+    return node.metadata_props.get(MODULE)
+
+
+def iter_all_nodes(model: ir.Model):
+    """Every node of the model: main graph, nested subgraphs and local functions."""
+    yield from ir.traversal.RecursiveGraphIterator(model.graph)
+    for function in model.functions.values():
+        yield from ir.traversal.RecursiveGraphIterator(function)

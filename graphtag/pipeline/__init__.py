@@ -1,0 +1,25 @@
+"""Pass registry, pipeline parsing and the instrumented pipeline runner."""
+
+from graphtag.pipeline.manager import PassRecord, Pipeline, PipelineReport
+from graphtag.pipeline.parse import PassInvocation, load_pipeline_toml, parse_pipeline
+from graphtag.pipeline.registry import (
+    ENTRY_POINT_GROUP,
+    OptionSpec,
+    PassRegistry,
+    PassSpec,
+    registry,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "OptionSpec",
+    "PassInvocation",
+    "PassRecord",
+    "PassRegistry",
+    "PassSpec",
+    "Pipeline",
+    "PipelineReport",
+    "load_pipeline_toml",
+    "parse_pipeline",
+    "registry",
+]

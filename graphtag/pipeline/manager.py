@@ -1,0 +1,126 @@
+"""Run a pipeline of passes with instrumentation (timing, verify-each, dumps)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+
+import onnx_ir as ir
+
+from graphtag.errors import GraphtagError, VerificationError
+from graphtag.pipeline.parse import PassInvocation, load_pipeline_toml, parse_pipeline
+from graphtag.pipeline.registry import PassRegistry, registry
+
+
+@dataclasses.dataclass
+class PassRecord:
+    """What one pass did: -time-passes style figures."""
+
+    name: str
+    seconds: float
+    modified: bool
+
+
+@dataclasses.dataclass
+class PipelineReport:
+    records: list[PassRecord] = dataclasses.field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(r.seconds for r in self.records)
+
+    @property
+    def modified(self) -> bool:
+        return any(r.modified for r in self.records)
+
+
+class Pipeline(ir.passes.PassBase):
+    """An ordered list of onnx_ir passes, itself an onnx_ir pass.
+
+    Any ``onnx_ir.passes.PassBase`` can be a step (graphtag's, onnx_ir's, onnxscript's,
+    a plugin's), so a Pipeline nests inside ``ir.passes.PassManager`` and vice versa.
+    After a run, :attr:`report` holds each pass's wall time and modified flag.
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[ir.passes.PassBase | tuple[str, ir.passes.PassBase]],
+        *,
+        verify_each: bool = False,
+        dump_after: Collection[str] = (),
+        dump_dir: str | os.PathLike | None = None,
+        on_pass_start: Callable[[int, str], None] | None = None,
+    ) -> None:
+        if not steps:
+            raise GraphtagError("a pipeline needs at least one pass")
+        self.steps: list[tuple[str, ir.passes.PassBase]] = [
+            step if isinstance(step, tuple) else (type(step).__name__, step) for step in steps
+        ]
+        names = {name for name, _ in self.steps}
+        missing = sorted(set(dump_after) - names)
+        if missing:
+            raise GraphtagError(
+                f"--dump-after names passes not in the pipeline: {', '.join(missing)}"
+            )
+        self.verify_each = verify_each
+        self.dump_after = set(dump_after)
+        self.dump_dir = Path(dump_dir) if dump_dir is not None else Path(".")
+        self.on_pass_start = on_pass_start
+        self.report = PipelineReport()
+
+    @classmethod
+    def from_invocations(
+        cls, invocations: Sequence[PassInvocation], reg: PassRegistry | None = None, **kwargs
+    ) -> Pipeline:
+        reg = reg or registry()
+        steps = [(inv.name, reg.get(inv.name).create(inv.options)) for inv in invocations]
+        return cls(steps, **kwargs)
+
+    @classmethod
+    def from_text(cls, text: str, reg: PassRegistry | None = None, **kwargs) -> Pipeline:
+        """Build from ``name{opt=value},name2``; options are checked against declarations."""
+        return cls.from_invocations(parse_pipeline(text), reg, **kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, reg: PassRegistry | None = None, **kwargs):
+        return cls.from_invocations(load_pipeline_toml(path), reg, **kwargs)
+
+    @property
+    def in_place(self) -> bool:
+        return all(p.in_place for _, p in self.steps)
+
+    @property
+    def changes_input(self) -> bool:
+        first = self.steps[0][1]
+        return first.in_place or first.changes_input
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.report = PipelineReport()
+        for index, (name, pass_) in enumerate(self.steps):
+            if self.on_pass_start is not None:
+                self.on_pass_start(index, name)
+            start = time.perf_counter()
+            try:
+                result = pass_(model)
+            except GraphtagError as exc:
+                raise GraphtagError(f"pass '{name}': {exc}") from exc
+            except ir.passes.InvariantError as exc:
+                cause = exc.__cause__ or exc
+                raise GraphtagError(f"pass '{name}': {exc} ({cause})") from exc
+            elapsed = time.perf_counter() - start
+            model = result.model
+            self.report.records.append(PassRecord(name, elapsed, result.modified))
+            if self.verify_each:
+                from graphtag.invariants import model_problems
+
+                problems = model_problems(model)
+                if problems:
+                    raise VerificationError(name, "; ".join(problems))
+            if name in self.dump_after:
+                from graphtag.io import save
+
+                save(model, self.dump_dir / f"after-{index:02d}-{name}.onnx")
+        return ir.passes.PassResult(model, self.report.modified)

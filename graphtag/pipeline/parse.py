@@ -1,0 +1,145 @@
+"""Pipeline descriptions: the textual form and the TOML form.
+
+Text: ``toposort,tag-propagation{strategy=consumers,min-share=0.5}``; option values
+may be quoted ("..." or '...') to contain commas or braces.
+
+TOML::
+
+    [[pass]]
+    name = "toposort"
+
+    [[pass]]
+    name = "tag-propagation"
+    strategy = "consumers"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from graphtag.errors import PipelineError
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class PassInvocation:
+    """One step of a pipeline: a pass name and its raw (unconverted) options."""
+
+    name: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if not self.options:
+            return self.name
+        inner = ",".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.name}{{{inner}}}"
+
+
+def parse_pipeline(text: str) -> list[PassInvocation]:
+    """Parse the textual pipeline form; raises PipelineError pointing at the bad spot."""
+    parser = _Parser(text)
+    steps = parser.parse()
+    if not steps:
+        raise PipelineError("empty pipeline: name at least one pass")
+    return steps
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def error(self, what: str) -> PipelineError:
+        return PipelineError(f"bad pipeline at column {self.pos + 1}: {what} in {self.text!r}")
+
+    def skip_ws(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        self.skip_ws()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def name(self, what: str) -> str:
+        self.skip_ws()
+        match = _NAME.match(self.text, self.pos)
+        if not match:
+            raise self.error(f"expected a {what}")
+        self.pos = match.end()
+        return match.group()
+
+    def value(self) -> str:
+        self.skip_ws()
+        quote = self.peek()
+        if quote in ("'", '"'):
+            end = self.text.find(quote, self.pos + 1)
+            if end < 0:
+                raise self.error("unterminated quoted value")
+            value = self.text[self.pos + 1 : end]
+            self.pos = end + 1
+            return value
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in ",}{":
+            self.pos += 1
+        value = self.text[start : self.pos].strip()
+        if not value:
+            raise self.error("expected a value")
+        return value
+
+    def parse(self) -> list[PassInvocation]:
+        steps = []
+        if not self.peek():
+            return steps
+        while True:
+            name = self.name("pass name")
+            options: dict[str, Any] = {}
+            if self.peek() == "{":
+                self.pos += 1
+                while self.peek() != "}":
+                    key = self.name("option name")
+                    if self.peek() != "=":
+                        raise self.error(f"expected '=' after option '{key}'")
+                    self.pos += 1
+                    if key in options:
+                        raise self.error(f"option '{key}' given twice")
+                    options[key.replace("-", "_")] = self.value()
+                    if self.peek() == ",":
+                        self.pos += 1
+                    elif self.peek() != "}":
+                        raise self.error("expected ',' or '}'")
+                self.pos += 1
+            steps.append(PassInvocation(name, options))
+            nxt = self.peek()
+            if not nxt:
+                return steps
+            if nxt != ",":
+                raise self.error("expected ',' between passes")
+            self.pos += 1
+
+
+def load_pipeline_toml(path: str | os.PathLike) -> list[PassInvocation]:
+    """Read ``[[pass]]`` tables (``name`` plus options) from a TOML file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such pipeline file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PipelineError(f"{path}: not a readable TOML pipeline ({exc})") from None
+    entries = data.get("pass")
+    if not isinstance(entries, list) or not entries:
+        raise PipelineError(f"{path}: expected one or more [[pass]] tables")
+    steps = []
+    for index, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise PipelineError(f"{path}: [[pass]] number {index} has no name")
+        options = {k.replace("-", "_"): v for k, v in entry.items() if k != "name"}
+        steps.append(PassInvocation(entry["name"], options))
+    return steps

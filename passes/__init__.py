@@ -1,0 +1,13 @@
+"""graphtag's built-in passes, one module per pass.
+
+Each pass is an ``onnx_ir.passes`` pass class; :data:`BUILTIN_PASSES` maps its
+pipeline name to ``module:Class`` so the registry imports a pass only when used.
+"""
+
+from __future__ import annotations
+
+BUILTIN_PASSES: dict[str, str] = {
+    "toposort": "graphtag.passes.toposort:TopologicalSortPass",
+}
+
+__all__ = ["BUILTIN_PASSES"]

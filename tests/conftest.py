@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from onnx_builders import tagged_mlp  # noqa: E402
+
+import graphtag  # noqa: E402
+
+
+@pytest.fixture
+def mlp_path(tmp_path: Path) -> Path:
+    path = tmp_path / "mlp.onnx"
+    graphtag.save(tagged_mlp(), path)
+    return path
