@@ -1,0 +1,1 @@
+"""The export edge: the only part of graphtag that imports torch."""
