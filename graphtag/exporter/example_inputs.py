@@ -1,0 +1,417 @@
+"""Example inputs for tracing: generated from the forward signature and config, or read from a spec file.
+
+The generator knows the input *names* that the transformers library uses across all models
+(``input_ids``, ``pixel_values``, ``input_features``, ...) and sizes them from config fields,
+so no model family needs special handling. Anything it cannot size is reported by name and
+the user is pointed at ``--input-specs``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from graphtag.errors import GraphtagError
+
+_SEED = 0
+_DEFAULT_IMAGE_SIZE = 224  # what vision configs without an image_size (convnets) are trained at
+_DEFAULT_AUDIO_SAMPLES = 16000  # one second at the usual 16 kHz
+
+_DTYPES = {n: getattr(torch, n) for n in ("bool", "uint8", "int8", "int16", "int32", "int64")}
+_DTYPES.update({n: getattr(torch, n) for n in ("float16", "bfloat16", "float32", "float64")})
+
+
+@dataclass
+class ExampleInputs:
+    """Positional and keyword arguments for one call of ``model.forward``."""
+
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- generator
+
+
+def make_example_inputs(
+    model: nn.Module, config: Any = None, *, batch_size: int = 1, seq_len: int = 8
+) -> ExampleInputs:
+    """Build deterministic example inputs for ``model.forward``.
+
+    Fills the required parameters plus the model's main input (transformers marks every
+    input optional), the decoder inputs of encoder-decoders and the inputs of sub-model
+    configs (``vision_config``/``audio_config``); ``attention_mask``/``token_type_ids`` go
+    with generated token ids. Raises GraphtagError naming the parameters it cannot size.
+    """
+    if config is None:
+        config = _model_config(model)
+    gen = torch.Generator().manual_seed(_SEED)
+    params = _forward_params(model)
+    sizer = _Sizer(model, config, gen, batch_size, seq_len)
+
+    wanted = [p.name for p in params.values() if p.default is inspect.Parameter.empty]
+    if config is not None:
+        wanted += _config_driven_inputs(model, config, params)
+    wanted = list(dict.fromkeys(wanted))  # dedupe, keep order
+
+    values: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for name in wanted:
+        tensor = sizer.make(name, single=len(wanted) == 1)
+        if tensor is None:
+            unknown.append(name)
+        else:
+            values[name] = tensor
+    if unknown:
+        raise GraphtagError(
+            f"cannot infer example inputs for parameter(s) {', '.join(unknown)} of "
+            f"{type(model).__name__}.forward; describe them with --input-specs FILE.json"
+        )
+    if not values and params:  # only optional parameters, none of them known
+        raise GraphtagError(
+            f"cannot tell which of the optional parameters {', '.join(params)} of "
+            f"{type(model).__name__}.forward to fill; describe them with --input-specs FILE.json"
+        )
+
+    # Companions of generated token ids: the mask and segment ids that real callers pass.
+    ids = values.get("input_ids")
+    if ids is not None:
+        if "attention_mask" in params:
+            values.setdefault("attention_mask", torch.ones_like(ids))
+        # Only models with a segment embedding (type_vocab_size) take real token types.
+        if (
+            "token_type_ids" in params
+            and (getattr(_text_config(config), "type_vocab_size", 0) or 0) > 0
+        ):
+            values.setdefault("token_type_ids", torch.zeros_like(ids))
+    # Float inputs follow the weights (a checkpoint may load in float16/bfloat16).
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None:
+        values = {k: v.to(dtype) if v.is_floating_point() else v for k, v in values.items()}
+    if "use_cache" in params:
+        # Export the stateless forward: cache objects in the outputs are not tensors, and
+        # neither exporter can return them.
+        values["use_cache"] = False
+    return _split_positional(params, values)
+
+
+def _model_config(model: nn.Module) -> Any:
+    config = getattr(model, "config", None)
+    # Only a transformers-style config is useful; anything else is ignored.
+    return config if hasattr(config, "to_dict") else None
+
+
+def _forward_params(model: nn.Module) -> dict[str, inspect.Parameter]:
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError) as exc:
+        raise GraphtagError(
+            f"cannot read the signature of {type(model).__name__}.forward: {exc}"
+        ) from exc
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {name: p for name, p in sig.parameters.items() if p.kind not in skip}
+
+
+def _config_driven_inputs(
+    model: nn.Module, config: Any, params: dict[str, inspect.Parameter]
+) -> list[str]:
+    """Optional parameters that a transformers model still needs to run meaningfully."""
+    names: list[str] = []
+    main = getattr(model, "main_input_name", None)
+    if main in params:
+        names.append(main)
+    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params:
+        names.append("decoder_input_ids")
+    # Composite models (e.g. dual encoders) need every modality, unless the text stream
+    # carries placeholder tokens for it: random ids cannot line up with such placeholders.
+    splices_media = any(
+        k.endswith(("_token_id", "_token_index")) and k.split("_")[0] in ("image", "video", "audio")
+        for k in _config_keys(config)
+    )
+    if not splices_media:
+        for sub, inp in (
+            ("vision_config", "pixel_values"),
+            ("audio_config", "input_features"),
+            ("audio_config", "input_values"),
+        ):
+            if getattr(config, sub, None) is not None and inp in params:
+                names.append(inp)
+    return names
+
+
+def _config_keys(config: Any) -> list[str]:
+    try:
+        return list(config.to_dict())
+    except Exception:  # a config that cannot serialise itself just has no keys for us
+        return []
+
+
+def _text_config(config: Any, *, decoder: bool = False) -> Any:
+    """The config that sizes the encoder-side (or decoder-side) token ids."""
+    if config is None:
+        return None
+    if decoder:
+        attempts: list[dict[str, bool]] = [{"decoder": True}]
+    else:
+        # A separate encoder sub-config (encoder-decoder wrappers) owns the input ids;
+        # otherwise the unqualified lookup finds nested text configs.
+        encoder = getattr(config, "encoder", None)
+        if hasattr(encoder, "to_dict"):
+            return encoder
+        attempts = [{}, {"encoder": True}]
+    get = getattr(config, "get_text_config", None)
+    for kwargs in attempts if callable(get) else []:
+        try:
+            return get(**kwargs)
+        except Exception:  # ambiguous or custom configs: try the next form
+            continue
+    return config
+
+
+def _sub_config(config: Any, *names: str) -> Any:
+    for name in names:
+        sub = getattr(config, name, None)
+        if sub is not None:
+            return sub
+    return config
+
+
+def _split_positional(
+    params: dict[str, inspect.Parameter], values: dict[str, Any]
+) -> ExampleInputs:
+    # Positional-only parameters cannot be passed by name; everything else goes as kwargs.
+    args = []
+    for name, p in params.items():
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY and name in values:
+            args.append(values.pop(name))
+    return ExampleInputs(tuple(args), values)
+
+
+class _Sizer:
+    """Makes one tensor for a parameter name, sized from config fields or the first layer."""
+
+    def __init__(self, model: nn.Module, config: Any, gen: torch.Generator, batch: int, seq: int):
+        self.model, self.config, self.gen, self.batch = model, config, gen, batch
+        limit = getattr(_text_config(config), "max_position_embeddings", None)
+        self.seq = min(seq, limit) if isinstance(limit, int) and limit > 0 else seq
+
+    def make(self, name: str, *, single: bool) -> torch.Tensor | None:
+        cfg = self.config
+        if cfg is not None:
+            if name == "input_ids":
+                return self._ids(_text_config(cfg), self._embedding_rows())
+            if name == "decoder_input_ids":
+                return self._ids(_text_config(cfg, decoder=True), None)
+            if name == "pixel_values":
+                return self._pixels(_sub_config(cfg, "vision_config", "encoder"))
+            if name == "input_features":
+                return self._features(_sub_config(cfg, "audio_config", "encoder"))
+            if name == "input_values":
+                return self._waveform(_sub_config(cfg, "audio_config", "encoder"))
+            if name in ("attention_mask", "token_type_ids"):
+                return None  # added next to generated ids; alone they mean nothing
+        if single:
+            return self._from_first_layer()
+        return None
+
+    def _embedding_rows(self) -> int | None:
+        get = getattr(self.model, "get_input_embeddings", None)
+        try:
+            emb = get() if callable(get) else None
+        except Exception:  # models without text embeddings raise NotImplementedError
+            emb = None
+        return getattr(emb, "num_embeddings", None)
+
+    def _ids(self, cfg: Any, rows: int | None) -> torch.Tensor:
+        vocab = getattr(cfg, "vocab_size", None)
+        sizes = [v for v in (vocab, rows) if isinstance(v, int) and v > 0]
+        if not sizes:
+            raise GraphtagError(
+                "cannot infer the vocabulary size for token ids (config has no vocab_size); "
+                "describe the inputs with --input-specs FILE.json"
+            )
+        high = min(sizes)
+        ids = torch.randint(0, high, (self.batch, self.seq), generator=self.gen)
+        return _avoid_special_tokens(ids, _special_token_ids(self.config, cfg), high)
+
+    def _pixels(self, cfg: Any) -> torch.Tensor:
+        channels = getattr(cfg, "num_channels", None) or 3
+        size = getattr(cfg, "image_size", None) or _DEFAULT_IMAGE_SIZE
+        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
+        return torch.randn(self.batch, channels, h, w, generator=self.gen)
+
+    def _features(self, cfg: Any) -> torch.Tensor:
+        # Channel-first log-mel features (num_mel_bins) feed a conv stack whose output must
+        # cover max_source_positions; flat per-frame features (input_feat_per_channel) are
+        # channel-last with a free length.
+        mel = getattr(cfg, "num_mel_bins", None)
+        if mel:
+            positions = getattr(cfg, "max_source_positions", None)
+            frames = 2 * positions if positions else 2 * self.seq * 8
+            return torch.randn(self.batch, mel, frames, generator=self.gen)
+        per_channel = getattr(cfg, "input_feat_per_channel", None) or getattr(
+            cfg, "feature_size", None
+        )
+        if not per_channel:
+            raise GraphtagError(
+                "cannot infer the size of input_features from the config; "
+                "describe the inputs with --input-specs FILE.json"
+            )
+        dim = per_channel * (getattr(cfg, "input_channels", None) or 1)
+        return torch.randn(self.batch, self.seq * 8, dim, generator=self.gen)
+
+    def _waveform(self, cfg: Any) -> torch.Tensor:
+        # A conv feature extractor needs at least its receptive field; aim for seq frames.
+        strides = getattr(cfg, "conv_stride", None)
+        kernels = getattr(cfg, "conv_kernel", None)
+        if strides and kernels:
+            samples = math.prod(strides) * self.seq + sum(kernels)
+        else:
+            samples = _DEFAULT_AUDIO_SAMPLES
+        return torch.randn(self.batch, samples, generator=self.gen)
+
+    def _from_first_layer(self) -> torch.Tensor | None:
+        """A lone tensor parameter of a plain module, sized by the first layer that reads it."""
+        leaf = next((m for m in self.model.modules() if not any(True for _ in m.children())), None)
+        b, s, g = self.batch, self.seq, self.gen
+        if isinstance(leaf, nn.Embedding):
+            return torch.randint(0, leaf.num_embeddings, (b, s), generator=g)
+        if isinstance(leaf, nn.Linear):
+            return torch.randn(b, leaf.in_features, generator=g)
+        if isinstance(leaf, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            spatial = (32, 32, 8)[: len(leaf.kernel_size)][::-1]  # 32 | 32x32 | 8x32x32
+            return torch.randn(b, leaf.in_channels, *spatial, generator=g)
+        if isinstance(leaf, nn.RNNBase):
+            shape = (b, s, leaf.input_size) if leaf.batch_first else (s, b, leaf.input_size)
+            return torch.randn(*shape, generator=g)
+        return None
+
+
+def _special_token_ids(*configs: Any) -> set[int]:
+    ids: set[int] = set()
+    for cfg in configs:
+        if cfg is None:
+            continue
+        for key in _config_keys(cfg):
+            if not key.endswith(("_token_id", "_token_index", "_token_ids")):
+                continue
+            value = getattr(cfg, key, None)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            ids.update(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+    return ids
+
+
+def _avoid_special_tokens(ids: torch.Tensor, special: set[int], high: int) -> torch.Tensor:
+    # Random ids that hit e.g. an image placeholder or EOS can change control flow; swap
+    # them for the lowest ordinary id.
+    special = {s for s in special if 0 <= s < high}
+    if not special:
+        return ids
+    plain = next((i for i in range(high) if i not in special), None)
+    if plain is None:
+        return ids
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    for s in special:
+        mask |= ids == s
+    return ids.masked_fill(mask, plain)
+
+
+# ---------------------------------------------------------------------------- check
+
+
+def check_inputs_fit(model: nn.Module, inputs: ExampleInputs) -> Any:
+    """Run one forward pass; turn any failure into a one-line GraphtagError. Returns the output."""
+    try:
+        with torch.no_grad():
+            return model(*inputs.args, **inputs.kwargs)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise GraphtagError(
+            f"inputs do not fit the model: {type(exc).__name__}: {first} "
+            "(describe the inputs with --input-specs FILE.json)"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------- spec files
+
+
+def load_input_specs(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read and validate ``{name: {"shape": [...], "dtype": ..., "low"?, "high"?, "value"?}}``."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GraphtagError(f"input specs file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphtagError(f"cannot read input specs file {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise GraphtagError(f"input specs file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise GraphtagError(
+            f"input specs file {path} must be a non-empty JSON object: name -> spec"
+        )
+    return {name: _validate_spec(path, name, spec) for name, spec in raw.items()}
+
+
+def _validate_spec(path: Path, name: str, spec: Any) -> dict[str, Any]:
+    where = f"input specs {path}: input '{name}'"
+    if not isinstance(spec, dict):
+        raise GraphtagError(f"{where} must be an object with 'shape' and 'dtype'")
+    extra = set(spec) - {"shape", "dtype", "low", "high", "value"}
+    if extra:
+        raise GraphtagError(f"{where} has unknown key(s): {', '.join(sorted(extra))}")
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise GraphtagError(f"{where}: 'shape' must be a list of non-negative integers")
+    dtype = spec.get("dtype", "float32")
+    if dtype not in _DTYPES:
+        raise GraphtagError(f"{where}: unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+    for key in ("low", "high", "value"):
+        v = spec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise GraphtagError(f"{where}: '{key}' must be a number")
+    low, high = spec.get("low"), spec.get("high")
+    if low is not None and high is not None and not low < high:
+        raise GraphtagError(f"{where}: 'low' must be less than 'high'")
+    return {
+        "shape": list(shape),
+        "dtype": dtype,
+        **{k: spec[k] for k in ("low", "high", "value") if k in spec},
+    }
+
+
+def inputs_from_specs(specs: dict[str, dict[str, Any]]) -> ExampleInputs:
+    """Deterministic tensors for validated specs, passed as keyword arguments.
+
+    Integers default to [0, 2) (use "high" for token ids, "value": 1 for masks); floats are
+    standard normal, or uniform in [low, high) when either bound is given.
+    """
+    gen = torch.Generator().manual_seed(_SEED)
+    kwargs: dict[str, torch.Tensor] = {}
+    for name, spec in specs.items():
+        shape, dtype = tuple(spec["shape"]), _DTYPES[spec["dtype"]]
+        if "value" in spec:
+            kwargs[name] = torch.full(shape, spec["value"], dtype=dtype)
+        elif dtype is torch.bool:
+            kwargs[name] = torch.randint(0, 2, shape, generator=gen).to(torch.bool)
+        elif dtype.is_floating_point:
+            if "low" in spec or "high" in spec:
+                low = float(spec.get("low", 0.0))
+                high = float(spec.get("high", low + 1.0))
+                t = torch.rand(shape, generator=gen) * (high - low) + low
+            else:
+                t = torch.randn(shape, generator=gen)
+            kwargs[name] = t.to(dtype)
+        else:
+            low = int(spec.get("low", 0))
+            high = int(spec.get("high", low + 2))
+            kwargs[name] = torch.randint(low, high, shape, generator=gen, dtype=dtype)
+    return ExampleInputs((), kwargs)

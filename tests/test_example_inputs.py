@@ -1,0 +1,311 @@
+"""Example-input generation from forward signatures and configs, and --input-specs files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+transformers = pytest.importorskip("transformers")
+
+from graphtag.errors import GraphtagError  # noqa: E402
+from graphtag.exporter.example_inputs import (  # noqa: E402
+    ExampleInputs,
+    check_inputs_fit,
+    inputs_from_specs,
+    load_input_specs,
+    make_example_inputs,
+)
+
+VOCAB = 99
+
+
+def tiny_configs() -> dict[str, object]:
+    t = transformers
+    return {
+        "bert": t.BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+        ),
+        "gpt2": t.GPT2Config(
+            vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0
+        ),
+        "t5": t.T5Config(vocab_size=VOCAB, d_model=32, d_ff=37, d_kv=16, num_layers=1, num_heads=2),
+        "vit": t.ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+            image_size=30,
+            patch_size=10,
+        ),
+        "resnet": t.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
+    }
+
+
+# use_cache=False wherever forward takes it: the export is of the stateless forward.
+EXPECTED_KEYS = {
+    "bert": {"input_ids", "attention_mask", "token_type_ids", "use_cache"},
+    "gpt2": {"input_ids", "attention_mask", "use_cache"},  # GPT-2 has no segment embedding
+    "t5": {"input_ids", "attention_mask", "decoder_input_ids", "use_cache"},
+    "vit": {"pixel_values"},  # no attention_mask without token ids
+    "resnet": {"pixel_values"},
+}
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    return {k: transformers.AutoModel.from_config(c).eval() for k, c in tiny_configs().items()}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_KEYS))
+def test_generated_inputs_run_the_model(models, name):
+    model = models[name]
+    inputs = make_example_inputs(model)
+    assert inputs.args == ()
+    assert set(inputs.kwargs) == EXPECTED_KEYS[name]
+    if "use_cache" in inputs.kwargs:
+        assert inputs.kwargs["use_cache"] is False
+    assert check_inputs_fit(model, inputs) is not None
+    for key in ("input_ids", "decoder_input_ids"):
+        if key in inputs.kwargs:
+            ids = inputs.kwargs[key]
+            assert ids.dtype == torch.int64 and ids.shape == (1, 8)
+            assert int(ids.min()) >= 0 and int(ids.max()) < VOCAB
+    if "attention_mask" in inputs.kwargs:
+        assert bool((inputs.kwargs["attention_mask"] == 1).all())
+    if "token_type_ids" in inputs.kwargs:
+        assert bool((inputs.kwargs["token_type_ids"] == 0).all())
+
+
+def test_pixel_sizes_come_from_config(models):
+    vit = make_example_inputs(models["vit"]).kwargs["pixel_values"]
+    assert vit.shape == (1, 3, 30, 30) and vit.dtype == torch.float32
+    # ResNet configs carry no image_size: the usual 224 is used.
+    assert make_example_inputs(models["resnet"]).kwargs["pixel_values"].shape == (1, 3, 224, 224)
+
+
+def test_float_inputs_follow_weight_dtype(models):
+    model = transformers.ViTModel(tiny_configs()["vit"]).to(torch.bfloat16).eval()
+    inputs = make_example_inputs(model)
+    assert inputs.kwargs["pixel_values"].dtype == torch.bfloat16
+    check_inputs_fit(model, inputs)
+
+
+def test_batch_and_seq_len_and_determinism(models):
+    a = make_example_inputs(models["bert"], batch_size=2, seq_len=5)
+    b = make_example_inputs(models["bert"], batch_size=2, seq_len=5)
+    assert a.kwargs["input_ids"].shape == (2, 5)
+    assert a.kwargs.keys() == b.kwargs.keys()
+    assert all(torch.equal(a.kwargs[k], b.kwargs[k]) for k in a.kwargs if k != "use_cache")
+
+
+def test_seq_len_capped_by_position_embeddings():
+    cfg = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=4,
+    )
+    model = transformers.BertModel(cfg).eval()
+    inputs = make_example_inputs(model, seq_len=16)
+    assert inputs.kwargs["input_ids"].shape == (1, 4)
+    check_inputs_fit(model, inputs)
+
+
+def test_head_model_and_explicit_config(models):
+    cfg = tiny_configs()["gpt2"]
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    inputs = make_example_inputs(model, cfg)
+    assert set(inputs.kwargs) == {"input_ids", "attention_mask", "use_cache"}
+    check_inputs_fit(model, inputs)
+
+
+def test_special_token_ids_are_avoided():
+    cfg = transformers.GPT2Config(
+        vocab_size=4, n_embd=16, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=2
+    )
+    model = transformers.GPT2Model(cfg).eval()
+    ids = make_example_inputs(model, seq_len=64).kwargs["input_ids"]
+    assert set(ids.unique().tolist()) <= {0, 3}
+
+
+# ---------------------------------------------------------------- plain modules
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, query, key, scale: float = 1.0):
+        return self.proj(query) + key * scale
+
+
+class PositionalOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x, /):
+        return self.conv(x)
+
+
+def test_plain_module_sized_by_first_layer():
+    model = nn.Sequential(nn.Linear(6, 3), nn.ReLU()).eval()
+    inputs = make_example_inputs(model)
+    assert inputs.args == () and inputs.kwargs["input"].shape == (1, 6)
+    check_inputs_fit(model, inputs)
+
+
+def test_embedding_first_layer_gives_ids():
+    model = nn.Sequential(nn.Embedding(7, 4), nn.Flatten())
+    ids = make_example_inputs(model, seq_len=3).kwargs["input"]
+    assert ids.dtype == torch.int64 and ids.shape == (1, 3) and int(ids.max()) < 7
+
+
+def test_positional_only_parameter_goes_to_args():
+    inputs = make_example_inputs(PositionalOnly())
+    assert inputs.kwargs == {} and inputs.args[0].shape == (1, 3, 32, 32)
+    check_inputs_fit(PositionalOnly(), inputs)
+
+
+def test_unsizable_parameters_are_named():
+    with pytest.raises(GraphtagError, match=r"query, key.*--input-specs") as err:
+        make_example_inputs(TwoInputs())
+    assert "\n" not in str(err.value)
+
+
+def test_module_without_known_first_layer():
+    with pytest.raises(GraphtagError, match=r"parameter.*input.*--input-specs"):
+        make_example_inputs(nn.Sequential(nn.ReLU()))
+
+
+def test_check_inputs_fit_reports_one_line():
+    model = nn.Linear(4, 3)
+    bad = ExampleInputs((torch.zeros(2, 5),), {})
+    with pytest.raises(GraphtagError, match=r"^inputs do not fit the model: RuntimeError") as err:
+        check_inputs_fit(model, bad)
+    assert "\n" not in str(err.value)
+
+
+def test_check_inputs_fit_keeps_grad_off():
+    model = nn.Linear(4, 3)
+    out = check_inputs_fit(model, ExampleInputs((torch.zeros(1, 4),), {}))
+    assert out.shape == (1, 3) and not out.requires_grad
+
+
+# ---------------------------------------------------------------- spec files
+
+
+def write(tmp_path, data, name="specs.json"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_specs_file_drives_a_model(tmp_path, models):
+    path = write(
+        tmp_path,
+        {
+            "input_ids": {"shape": [2, 5], "dtype": "int64", "high": VOCAB},
+            "attention_mask": {"shape": [2, 5], "dtype": "int64", "value": 1},
+        },
+    )
+    specs = load_input_specs(path)
+    inputs = inputs_from_specs(specs)
+    assert list(inputs.kwargs) == ["input_ids", "attention_mask"]
+    ids = inputs.kwargs["input_ids"]
+    assert ids.shape == (2, 5) and ids.dtype == torch.int64 and int(ids.max()) < VOCAB
+    assert bool((inputs.kwargs["attention_mask"] == 1).all())
+    check_inputs_fit(models["bert"], inputs)
+
+
+def test_specs_dtypes_and_ranges(tmp_path):
+    specs = load_input_specs(
+        write(
+            tmp_path,
+            {
+                "a": {"shape": [3, 4], "dtype": "float32", "low": 2.0, "high": 3.0},
+                "b": {"shape": [5], "dtype": "float16"},
+                "c": {"shape": [10], "dtype": "int32", "low": 5, "high": 7},
+                "d": {"shape": [2, 2], "dtype": "bool"},
+                "e": {"shape": [], "dtype": "float64", "value": 0.5},
+            },
+        )
+    )
+    kw = inputs_from_specs(specs).kwargs
+    assert kw["a"].dtype == torch.float32 and bool(((kw["a"] >= 2) & (kw["a"] < 3)).all())
+    assert kw["b"].dtype == torch.float16 and kw["b"].shape == (5,)
+    assert kw["c"].dtype == torch.int32 and set(kw["c"].tolist()) <= {5, 6}
+    assert kw["d"].dtype == torch.bool
+    assert kw["e"].shape == () and float(kw["e"]) == 0.5
+    again = inputs_from_specs(specs).kwargs
+    assert all(torch.equal(kw[k], again[k]) for k in kw)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "non-empty JSON object"),
+        ({"x": [1, 2]}, "must be an object"),
+        ({"x": {"shape": [1, -2], "dtype": "float32"}}, "non-negative integers"),
+        ({"x": {"shape": "1x2", "dtype": "float32"}}, "non-negative integers"),
+        ({"x": {"shape": [1], "dtype": "complex7"}}, "unknown dtype 'complex7'"),
+        ({"x": {"shape": [1], "dtype": "int64", "low": 3, "high": 3}}, "'low' must be less"),
+        ({"x": {"shape": [1], "dtype": "int64", "hgih": 3}}, "unknown key.*hgih"),
+        ({"x": {"shape": [1], "dtype": "int64", "value": "one"}}, "'value' must be a number"),
+    ],
+)
+def test_bad_specs_files(tmp_path, content, message):
+    with pytest.raises(GraphtagError, match=message) as err:
+        load_input_specs(write(tmp_path, content))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_specs_file(tmp_path):
+    with pytest.raises(GraphtagError, match="input specs file not found"):
+        load_input_specs(tmp_path / "nope.json")
+
+
+def test_nested_text_and_vision_configs():
+    t = transformers
+    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    cfg = t.CLIPConfig(
+        text_config={**sizes, "intermediate_size": 37, "vocab_size": 50},
+        vision_config={**sizes, "intermediate_size": 37, "image_size": 30, "patch_size": 10},
+    )
+    model = t.CLIPModel(cfg).eval()
+    inputs = make_example_inputs(model)
+    assert set(inputs.kwargs) == {"input_ids", "attention_mask", "pixel_values"}
+    assert int(inputs.kwargs["input_ids"].max()) < 50  # vocab of text_config, not top level
+    assert inputs.kwargs["pixel_values"].shape == (1, 3, 30, 30)
+    check_inputs_fit(model, inputs)
+
+
+class NoInputs(nn.Module):
+    def forward(self):
+        return torch.ones(2)
+
+
+class OnlyOptional(nn.Module):
+    def forward(self, x=None, y=None):
+        return x
+
+
+def test_forward_without_parameters():
+    assert make_example_inputs(NoInputs()) == ExampleInputs((), {})
+
+
+def test_only_optional_parameters_are_named():
+    with pytest.raises(GraphtagError, match=r"optional parameters x, y .*--input-specs"):
+        make_example_inputs(OnlyOptional())
