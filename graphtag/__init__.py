@@ -15,7 +15,7 @@ from graphtag.io import load, save
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from graphtag.export.exporter import ExportResult
+    from graphtag.exporter.tagged_export import ExportResult
 
 __all__ = [
     "GraphtagError",
@@ -32,6 +32,6 @@ def export(
     model: Any, args: tuple = (), kwargs: dict | None = None, f: Any = None, **options: Any
 ) -> ExportResult:
     """Export ``model`` with ``torch.onnx.export`` and tag every node (imports torch)."""
-    from graphtag.export.exporter import export as _export
+    from graphtag.exporter.tagged_export import export as _export
 
     return _export(model, args, kwargs, f, **options)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 BUILTIN_PASSES: dict[str, str] = {
     "toposort": "graphtag.passes.toposort:TopologicalSortPass",
+    "tag-propagation": "graphtag.passes.tag_propagation:TagPropagationPass",
 }
 
 __all__ = ["BUILTIN_PASSES"]

@@ -7,9 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from onnx_builders import tagged_mlp  # noqa: E402
+from onnx_builders import tagged_mlp
 
-import graphtag  # noqa: E402
+import graphtag
 
 
 @pytest.fixture

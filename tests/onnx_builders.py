@@ -16,12 +16,17 @@ def tagged_mlp(seed: int = 0, hidden: int = 8) -> ir.Model:
 
     def init(name: str, shape: tuple[int, ...]) -> ir.Value:
         tensor = ir.tensor(rng.standard_normal(shape).astype(np.float32), name=name)
-        value = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype),
-                         const_value=tensor)
+        value = ir.Value(
+            name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor
+        )
         graph.register_initializer(value)
         return value
 
-    w1, b1, w2 = init("fc1.weight", (4, hidden)), init("fc1.bias", (hidden,)), init("fc2.weight", (hidden, 3))
+    w1, b1, w2 = (
+        init("fc1.weight", (4, hidden)),
+        init("fc1.bias", (hidden,)),
+        init("fc2.weight", (hidden, 3)),
+    )
     steps = [
         ("MatMul", [x, w1], "/MLP/Layer.fc1"),
         ("Add", [None, b1], "/MLP/Layer.fc1"),

@@ -19,7 +19,11 @@ def test_help_explains_commands():
     for word in ("passes", "run", "pkg.graphtag.module"):
         assert word in proc.stdout
     run_help = run_cli("run", "--help").stdout
-    assert "--time-passes" in run_help and "--verify-each" in run_help and "pipeline syntax" in run_help
+    assert (
+        "--time-passes" in run_help
+        and "--verify-each" in run_help
+        and "pipeline syntax" in run_help
+    )
 
 
 def test_passes_list_json_has_docs_and_options():
@@ -47,8 +51,16 @@ def test_core_commands_do_not_import_torch(mlp_path, tmp_path):
 def test_run_with_time_passes_and_verify_each(mlp_path, tmp_path):
     out = tmp_path / "out.onnx"
     before = digest(mlp_path)
-    proc = run_cli("run", mlp_path, "-p", "toposort,ir.remove-unused-nodes", "-o", out,
-                   "--time-passes", "--verify-each")
+    proc = run_cli(
+        "run",
+        mlp_path,
+        "-p",
+        "toposort,ir.remove-unused-nodes",
+        "-o",
+        out,
+        "--time-passes",
+        "--verify-each",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["pass", "ms", "modified"]
@@ -56,12 +68,22 @@ def test_run_with_time_passes_and_verify_each(mlp_path, tmp_path):
     assert lines[-1].startswith("total")
     assert digest(mlp_path) == before
     model = graphtag.load(out)
-    assert [metadata.node_tag(n) for n in model.graph][0] == "/MLP/Layer.fc1"
+    assert metadata.node_tag(next(iter(model.graph))) == "/MLP/Layer.fc1"
 
 
 def test_run_dump_after(mlp_path, tmp_path):
-    proc = run_cli("run", mlp_path, "-p", "toposort", "-o", tmp_path / "o.onnx",
-                   "--dump-after", "toposort", "--dump-dir", tmp_path)
+    proc = run_cli(
+        "run",
+        mlp_path,
+        "-p",
+        "toposort",
+        "-o",
+        tmp_path / "o.onnx",
+        "--dump-after",
+        "toposort",
+        "--dump-dir",
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "after-00-toposort.onnx").exists()
 
@@ -108,6 +130,7 @@ def test_unwritable_output_paths(mlp_path, tmp_path):
 
 def test_output_over_input_is_refused(mlp_path):
     before = digest(mlp_path)
-    assert_clean_failure(run_cli("run", mlp_path, "-p", "toposort", "-o", mlp_path),
-                         "overwrite the input")
+    assert_clean_failure(
+        run_cli("run", mlp_path, "-p", "toposort", "-o", mlp_path), "overwrite the input"
+    )
     assert digest(mlp_path) == before

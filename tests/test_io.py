@@ -18,7 +18,9 @@ def test_round_trip_keeps_metadata(tmp_path):
     model.metadata_props["pkg.graphtag.version"] = "test"
     path = graphtag.save(model, tmp_path / "m.onnx")
     loaded = graphtag.load(path)
-    assert [metadata.node_tag(n) for n in loaded.graph] == [metadata.node_tag(n) for n in model.graph]
+    assert [metadata.node_tag(n) for n in loaded.graph] == [
+        metadata.node_tag(n) for n in model.graph
+    ]
     assert loaded.metadata_props["pkg.graphtag.version"] == "test"
     onnx.checker.check_model(str(path), full_check=True)
     np.testing.assert_array_equal(run_ort(path, feeds(model))[0], run_ort(model, feeds(model))[0])

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from graphtag import metadata
-from graphtag.export.attribution import (
+from graphtag.exporter.attribution import (
     TorchScriptScopeResolver,
     tag_from_name_scopes,
     tag_from_torchscript_scope,
 )
-from graphtag.export.module_tree import DEFAULT_KEEP_TORCH_CLASSES, FilterConfig, build_hierarchy
+from graphtag.exporter.module_tree import DEFAULT_KEEP_TORCH_CLASSES, FilterConfig, build_hierarchy
 from graphtag.hierarchy import Hierarchy, is_valid_tag
 
 transformers = pytest.importorskip("transformers")

@@ -24,8 +24,14 @@ from graphtag.pipeline import (
 class RecordPass(ir.passes.InPlacePass):
     """Append a label to the model's doc string (to observe pass order)."""
 
-    def __init__(self, *, label: str = "x", times: int = 1, loud: bool = False,
-                 mode: Literal["append", "noop"] = "append") -> None:
+    def __init__(
+        self,
+        *,
+        label: str = "x",
+        times: int = 1,
+        loud: bool = False,
+        mode: Literal["append", "noop"] = "append",
+    ) -> None:
         self.label, self.times, self.loud, self.mode = label, times, loud, mode
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -77,15 +83,21 @@ class PromisesNothingPass(ir.passes.InPlacePass):
 @pytest.fixture
 def reg() -> PassRegistry:
     reg = PassRegistry()
-    for name, cls in [("record", RecordPass), ("break-tags", BreakTagsPass),
-                      ("break-graph", BreakGraphPass), ("needs-tags", NeedsTagsPass),
-                      ("promises-nothing", PromisesNothingPass)]:
+    for name, cls in [
+        ("record", RecordPass),
+        ("break-tags", BreakTagsPass),
+        ("break-graph", BreakGraphPass),
+        ("needs-tags", NeedsTagsPass),
+        ("promises-nothing", PromisesNothingPass),
+    ]:
         reg.register(name, cls, origin="test")
     return reg
 
 
 def test_parse_pipeline_text():
-    steps = parse_pipeline(" toposort , tag-propagation{strategy=consumers, min-share = 0.5},x{s='a,b}'}")
+    steps = parse_pipeline(
+        " toposort , tag-propagation{strategy=consumers, min-share = 0.5},x{s='a,b}'}"
+    )
     assert steps == [
         PassInvocation("toposort"),
         PassInvocation("tag-propagation", {"strategy": "consumers", "min_share": "0.5"}),
@@ -113,7 +125,9 @@ def test_parse_pipeline_errors(text, message):
 def test_options_are_typed_and_checked(reg):
     spec = reg.get("record")
     assert [(o.name, o.type_name, o.default) for o in spec.options] == [
-        ("label", "str", "x"), ("times", "int", 1), ("loud", "bool", False),
+        ("label", "str", "x"),
+        ("times", "int", 1),
+        ("loud", "bool", False),
         ("mode", "append|noop", "append"),
     ]
     assert spec.doc == "Append a label to the model's doc string (to observe pass order)."
@@ -124,12 +138,16 @@ def test_options_are_typed_and_checked(reg):
         Pipeline.from_text("record{times=two}", reg)
     with pytest.raises(PipelineError, match="must be one of append, noop"):
         Pipeline.from_text("record{mode=other}", reg)
-    with pytest.raises(PipelineError, match=r"has no option 'colour' \(valid options: label, times"):
+    with pytest.raises(
+        PipelineError, match=r"has no option 'colour' \(valid options: label, times"
+    ):
         Pipeline.from_text("record{colour=red}", reg)
 
 
 def test_unknown_pass_lists_valid_names(reg):
-    with pytest.raises(PipelineError, match=r"unknown pass 'nope' \(valid passes: .*toposort.*record"):
+    with pytest.raises(
+        PipelineError, match=r"unknown pass 'nope' \(valid passes: .*toposort.*record"
+    ):
         Pipeline.from_text("toposort,nope", reg)
 
 
@@ -140,7 +158,10 @@ def test_passes_run_in_order_with_timing(reg):
     assert result.model is model
     assert model.doc_string == "ac"
     assert [(r.name, r.modified) for r in pipeline.report.records] == [
-        ("record", True), ("record", False), ("record", True)]
+        ("record", True),
+        ("record", False),
+        ("record", True),
+    ]
     assert all(r.seconds >= 0 for r in pipeline.report.records)
     assert result.modified is True
     assert Pipeline.from_text("record{mode=noop}", reg)(model).modified is False
@@ -148,8 +169,10 @@ def test_passes_run_in_order_with_timing(reg):
 
 def test_pipeline_from_toml(reg, tmp_path):
     path = tmp_path / "p.toml"
-    path.write_text('[[pass]]\nname = "record"\nlabel = "t"\ntimes = 3\n\n'
-                    '[[pass]]\nname = "ir.remove-unused-nodes"\n')
+    path.write_text(
+        '[[pass]]\nname = "record"\nlabel = "t"\ntimes = 3\n\n'
+        '[[pass]]\nname = "ir.remove-unused-nodes"\n'
+    )
     assert load_pipeline_toml(path)[0] == PassInvocation("record", {"label": "t", "times": 3})
     model = tagged_mlp()
     Pipeline.from_toml(path, reg)(model)
@@ -169,16 +192,26 @@ def test_mixes_graphtag_onnx_ir_and_onnxscript_passes(reg):
     dead = ir.Node("", "Neg", [model.graph.inputs[0]], name="dead")
     model.graph.append(dead)
     pipeline = Pipeline(
-        [("toposort", reg.get("toposort").create()),
-         ("ir.remove-unused-nodes", reg.get("ir.remove-unused-nodes").create()),
-         ("fold", FoldConstantsPass(shape_inference=False, input_size_limit=1024,
-                                    output_size_limit=1024))],
+        [
+            ("toposort", reg.get("toposort").create()),
+            ("ir.remove-unused-nodes", reg.get("ir.remove-unused-nodes").create()),
+            (
+                "fold",
+                FoldConstantsPass(
+                    shape_inference=False, input_size_limit=1024, output_size_limit=1024
+                ),
+            ),
+        ],
         verify_each=True,
     )
     result = pipeline(model)
     assert "dead" not in {n.name for n in result.model.graph}
     assert [metadata.node_tag(n) for n in result.model.graph] == [
-        "/MLP/Layer.fc1", "/MLP/Layer.fc1", "/MLP", "/MLP/Layer.fc2"]
+        "/MLP/Layer.fc1",
+        "/MLP/Layer.fc1",
+        "/MLP",
+        "/MLP/Layer.fc2",
+    ]
     assert run_ort(result.model, feeds(model))[0].tolist() == expected[0].tolist()
     # The pipeline is an onnx_ir pass itself, so it nests in onnx_ir's PassManager.
     nested = ir.passes.PassManager([Pipeline.from_text("record{label=n}", reg)])
@@ -205,8 +238,9 @@ def test_preconditions_and_postconditions(reg):
 
 
 def test_dump_after(reg, tmp_path):
-    pipeline = Pipeline.from_text("record{label=a},toposort", reg, dump_after=["record"],
-                                  dump_dir=tmp_path)
+    pipeline = Pipeline.from_text(
+        "record{label=a},toposort", reg, dump_after=["record"], dump_dir=tmp_path
+    )
     pipeline(tagged_mlp())
     dumped = graphtag.load(tmp_path / "after-00-record.onnx")
     assert dumped.doc_string == "a"

@@ -30,7 +30,10 @@ def test_plugin_pass_is_registered_with_declared_options(reg):
     assert spec.origin == "plugin graphtag-demo-plugin"
     assert spec.doc == "Write a key/value pair into every node's metadata_props."
     assert [(o.name, o.type_name) for o in spec.options] == [
-        ("key", "str"), ("value", "str"), ("mode", "all|untagged")]
+        ("key", "str"),
+        ("value", "str"),
+        ("mode", "all|untagged"),
+    ]
 
 
 def test_plugin_pass_runs_in_a_pipeline(reg, mlp_path):
@@ -39,7 +42,9 @@ def test_plugin_pass_runs_in_a_pipeline(reg, mlp_path):
     assert pipeline(model).modified
     assert {n.metadata_props["demo.stamp"] for n in model.graph} == {"42"}
     assert [(r.name, r.modified) for r in pipeline.report.records] == [
-        ("toposort", False), ("demo-stamp", True)]
+        ("toposort", False),
+        ("demo-stamp", True),
+    ]
     # Running it again changes nothing.
     assert not Pipeline.from_text("demo-stamp{value=42}", reg)(model).modified
 

@@ -14,7 +14,9 @@ import onnx_ir as ir
 class StampPass(ir.passes.InPlacePass):
     """Write a key/value pair into every node's metadata_props."""
 
-    def __init__(self, *, key: str = "demo.stamp", value: str = "1", mode: Literal["all", "untagged"] = "all") -> None:
+    def __init__(
+        self, *, key: str = "demo.stamp", value: str = "1", mode: Literal["all", "untagged"] = "all"
+    ) -> None:
         super().__init__()
         self.key = key
         self.value = value

@@ -1,0 +1,201 @@
+"""``graphtag export MODEL OUTPUT.onnx``: export with every node tagged by its module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from graphtag.cli.tables import render_table
+from graphtag.errors import GraphtagError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="export a PyTorch model to ONNX with every node tagged by its module",
+        description=(
+            "Export MODEL with torch.onnx.export and write OUTPUT.onnx where every node carries "
+            "metadata 'pkg.graphtag.module' (its nn.Module path) and the model carries the "
+            "module hierarchy. MODEL is a local directory (config.json + weights), a Hugging "
+            "Face hub id (needs the network), or package.module:factory / file.py:factory "
+            "returning an nn.Module or (module, example_inputs)."
+        ),
+        epilog=(
+            "example (offline, embedded tiny BERT):\n"
+            "  graphtag export graphtag.exporter.examples:tiny_bert bert-tiny.onnx"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("output", metavar="OUTPUT.onnx")
+    parser.add_argument(
+        "--exporter",
+        choices=("dynamo", "torchscript", "auto"),
+        default="dynamo",
+        help="torch exporter; auto tries dynamo then TorchScript (default dynamo)",
+    )
+    parser.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="pass optimize=False to the dynamo exporter (exact metadata)",
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset version")
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="build the architecture from its config alone (no weights read)",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a model directory's own Python code to run (off by default)",
+    )
+    parser.add_argument(
+        "--input-specs",
+        metavar="FILE.json",
+        help='inputs as {"name": {"shape": [...], "dtype": "int64"}}',
+    )
+    parser.add_argument(
+        "--keep-all-modules",
+        action="store_true",
+        help="give every module a tag, torch.nn ones included",
+    )
+    parser.add_argument(
+        "--keep-torch-class",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="also tag this torch.nn class (repeatable), e.g. Linear",
+    )
+    parser.add_argument(
+        "--drop-torch-class",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="stop tagging this torch.nn class (repeatable), e.g. Embedding",
+    )
+    parser.add_argument(
+        "--sidecar",
+        action="store_true",
+        help="also write OUTPUT.graphtag.json with the hierarchy and node tags",
+    )
+    parser.add_argument(
+        "--strip-torch-metadata",
+        action="store_true",
+        help="drop torch's stack_trace and fx_node node metadata (~1 KB/node)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _step(index: int, total: int, text: str) -> None:
+    print(f"[{index}/{total}] {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphtag.exporter.example_inputs import (
+        check_inputs_fit,
+        inputs_from_specs,
+        load_input_specs,
+        make_example_inputs,
+    )
+    from graphtag.exporter.module_tree import FilterConfig
+    from graphtag.exporter.sources import load_model
+    from graphtag.exporter.tagged_export import export
+
+    output = Path(args.output)
+    _check_output(output)
+    started = time.perf_counter()
+    _step(1, 4, f"loading {args.model}")
+    loaded = load_model(
+        args.model, random_init=args.random_init, trust_remote_code=args.trust_remote_code
+    )
+    _step(2, 4, "preparing example inputs")
+    if args.input_specs:
+        inputs = inputs_from_specs(load_input_specs(args.input_specs))
+    elif loaded.example_inputs is not None:
+        inputs = loaded.example_inputs
+    else:
+        inputs = make_example_inputs(loaded.module, loaded.config)
+    check_inputs_fit(loaded.module, inputs)
+
+    config = FilterConfig.create(
+        add=args.keep_torch_class, remove=args.drop_torch_class, keep_all=args.keep_all_modules
+    )
+    options: dict = {}
+    if args.no_optimize:
+        options["optimize"] = False
+    if args.opset is not None:
+        options["opset_version"] = args.opset
+    common = {"filter_config": config, "strip_torch_metadata": args.strip_torch_metadata}
+    exporter = "dynamo" if args.exporter in ("dynamo", "auto") else "torchscript"
+    _step(3, 4, f"exporting with the {exporter} exporter")
+    try:
+        result = export(
+            loaded.module,
+            inputs.args,
+            inputs.kwargs,
+            dynamo=exporter == "dynamo",
+            **common,
+            **options,
+        )
+    except GraphtagError as exc:
+        if args.exporter != "auto":
+            raise
+        print(f"graphtag: warning: {exc}; falling back to TorchScript", file=sys.stderr)
+        options.pop("optimize", None)
+        result = export(
+            loaded.module, inputs.args, inputs.kwargs, dynamo=False, **common, **options
+        )
+    _step(4, 4, f"writing {output}")
+    result.save(output)
+    if args.sidecar:
+        _write_sidecar(result, output)
+    elapsed = time.perf_counter() - started
+    stats = result.stats
+    rows = [
+        ("model", loaded.description or args.model),
+        ("exporter", result.exporter),
+        ("nodes", stats.nodes),
+        ("tagged", f"{stats.tagged} ({stats.tagged_share:.1%})"),
+        ("modules", f"{stats.modules} kept, {stats.executed_modules} executed"),
+        ("export time", f"{stats.export_seconds:.2f} s"),
+        ("total time", f"{elapsed:.2f} s"),
+        ("output", f"{output} ({output.stat().st_size / 1e6:.1f} MB)"),
+    ]
+    print(render_table(("", ""), rows))
+    return 0
+
+
+def _check_output(output: Path) -> None:
+    """Fail before the (slow) export when the output cannot be written."""
+    folder = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        raise GraphtagError(f"{output}: is a directory, expected a file name")
+    if not folder.is_dir():
+        raise GraphtagError(f"{output}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise GraphtagError(f"{output}: output folder {folder} is not writable")
+
+
+def _write_sidecar(result, output: Path) -> Path:
+    from graphtag import metadata
+
+    sidecar = output.with_name(output.name + ".graphtag.json")
+    data = {
+        "version": result.model.metadata_props.get(metadata.VERSION),
+        "hierarchy": result.hierarchy.to_json_dict(),
+        "nodes": {
+            node.name: node.metadata_props.get(metadata.MODULE)
+            for node in metadata.iter_all_nodes(result.model)
+        },
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", dir=sidecar.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(tmp, sidecar)
+    return sidecar

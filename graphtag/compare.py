@@ -1,0 +1,156 @@
+"""Topology comparison of two ONNX models: everything except metadata.
+
+Two models have the same topology when their graphs list the same nodes in the same
+order with the same op types, domains, inputs, outputs and attributes, and the same
+graph inputs, outputs, initializers (name, type, shape, bytes), opsets and functions.
+Node/value metadata and doc strings are ignored: that is what graphtag adds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Iterator
+
+import onnx_ir as ir
+
+_MAX_REPORTED = 20
+
+
+@dataclasses.dataclass
+class TopologyDiff:
+    differences: list[str]
+    total: int
+
+    @property
+    def identical(self) -> bool:
+        return self.total == 0
+
+    def report(self) -> str:
+        if self.identical:
+            return "topology identical"
+        lines = [f"{self.total} topology difference(s):"]
+        lines += [f"  {d}" for d in self.differences]
+        if self.total > len(self.differences):
+            lines.append(f"  ... and {self.total - len(self.differences)} more")
+        return "\n".join(lines)
+
+
+def _value_names(values: Iterable[ir.Value | None]) -> list[str]:
+    return ["" if v is None else (v.name or "") for v in values]
+
+
+def _attribute_signature(attr: ir.Attr) -> object:
+    if attr.is_ref():
+        return ("ref", attr.ref_attr_name)
+    if attr.type == ir.AttributeType.GRAPH:
+        return ("graph", _graph_signature_digest(attr.value))
+    if attr.type == ir.AttributeType.GRAPHS:
+        return ("graphs", tuple(_graph_signature_digest(g) for g in attr.value))
+    if attr.type == ir.AttributeType.TENSOR:
+        return ("tensor", _tensor_digest(attr.value))
+    if attr.type == ir.AttributeType.TENSORS:
+        return ("tensors", tuple(_tensor_digest(t) for t in attr.value))
+    value = attr.value
+    if isinstance(value, list | tuple):
+        value = tuple(value)
+    return (attr.type.name, value)
+
+
+def _tensor_digest(tensor: ir.TensorProtocol) -> tuple:
+    digest = hashlib.sha256(tensor.tobytes()).hexdigest()[:16]
+    return (tensor.dtype.name, tuple(tensor.shape), digest)
+
+
+def _node_signature(node: ir.Node) -> tuple:
+    return (
+        node.domain,
+        node.op_type,
+        node.overload,
+        tuple(_value_names(node.inputs)),
+        tuple(_value_names(node.outputs)),
+        tuple(sorted((k, _attribute_signature(a)) for k, a in node.attributes.items())),
+    )
+
+
+def _graph_signature_digest(graph: ir.Graph) -> str:
+    h = hashlib.sha256()
+    for item in _graph_items(graph):
+        h.update(repr(item).encode())
+    return h.hexdigest()[:16]
+
+
+def _value_type(value: ir.Value) -> tuple:
+    shape = None if value.shape is None else tuple(str(d) for d in value.shape)
+    return (value.name, str(value.type), shape)
+
+
+def _graph_items(graph: ir.Graph | ir.Function) -> Iterator[tuple]:
+    yield ("inputs", tuple(_value_type(v) for v in graph.inputs))
+    yield ("outputs", tuple(_value_type(v) for v in graph.outputs))
+    for node in graph:
+        yield ("node", _node_signature(node))
+
+
+def _describe_node(sig: tuple) -> str:
+    domain, op, _, inputs, outputs, attrs = sig
+    op_name = f"{domain}::{op}" if domain else op
+    return f"{op_name}({', '.join(inputs)}) -> {', '.join(outputs)} attrs={[a[0] for a in attrs]}"
+
+
+def compare_topology(a: ir.Model, b: ir.Model) -> TopologyDiff:
+    """Compare two models structurally, ignoring all metadata."""
+    diffs: list[str] = []
+    total = 0
+
+    def add(text: str) -> None:
+        nonlocal total
+        total += 1
+        if len(diffs) < _MAX_REPORTED:
+            diffs.append(text)
+
+    if dict(a.opset_imports) != dict(b.opset_imports):
+        add(f"opset imports: {dict(a.opset_imports)} != {dict(b.opset_imports)}")
+    _compare_graph("graph", a.graph, b.graph, add)
+    _compare_initializers(a.graph, b.graph, add)
+    fa, fb = set(a.functions), set(b.functions)
+    for key in sorted(fa ^ fb):
+        add(f"function {'::'.join(k for k in key if k)} only in {'A' if key in fa else 'B'}")
+    for key in sorted(fa & fb):
+        _compare_graph(f"function {key[1]}", a.functions[key], b.functions[key], add)
+    return TopologyDiff(diffs, total)
+
+
+def _compare_graph(where: str, ga, gb, add) -> None:
+    items_a, items_b = list(_graph_items(ga)), list(_graph_items(gb))
+    if len(items_a) != len(items_b):
+        add(f"{where}: {len(items_a) - 2} nodes in A, {len(items_b) - 2} nodes in B")
+    for index, (ia, ib) in enumerate(zip(items_a, items_b)):
+        if ia == ib:
+            continue
+        if ia[0] == "node" and ib[0] == "node":
+            add(
+                f"{where}: node #{index - 2} differs: A {_describe_node(ia[1])} "
+                f"| B {_describe_node(ib[1])}"
+            )
+        else:
+            add(f"{where}: graph {ia[0]} differ: A {ia[1]} | B {ib[1]}")
+
+
+def _compare_initializers(ga: ir.Graph, gb: ir.Graph, add) -> None:
+    ia, ib = ga.initializers, gb.initializers
+    if list(ia) != list(ib):
+        only_a = [n for n in ia if n not in ib]
+        only_b = [n for n in ib if n not in ia]
+        if only_a or only_b:
+            add(f"initializers only in A: {only_a[:5]}, only in B: {only_b[:5]}")
+        else:
+            add("initializers listed in a different order")
+    for name in ia:
+        if name not in ib:
+            continue
+        ta, tb = ia[name].const_value, ib[name].const_value
+        if (ta is None) != (tb is None):
+            add(f"initializer {name}: value present in only one model")
+        elif ta is not None and _tensor_digest(ta) != _tensor_digest(tb):
+            add(f"initializer {name}: {_tensor_digest(ta)} != {_tensor_digest(tb)}")

@@ -1,0 +1,159 @@
+"""Infer module tags for nodes that have none, from their neighbours in the graph."""
+
+from __future__ import annotations
+
+__all__ = ["TagPropagationPass"]
+
+from collections import Counter, deque
+from typing import Literal
+
+import onnx_ir as ir
+
+from graphtag import metadata
+from graphtag.hierarchy import Hierarchy, tag_lca, tag_parent
+
+Strategy = Literal["lca", "producers", "consumers"]
+
+
+class TagPropagationPass(ir.passes.InPlacePass):
+    """Tag untagged nodes with the deepest module containing their producers and consumers.
+
+    Reads: ``pkg.graphtag.module`` of tagged nodes; the hierarchy in the model metadata
+    (only to know the root). Writes: ``pkg.graphtag.module`` and
+    ``pkg.graphtag.tag_source`` (``inferred:<rule>``) on nodes that had no tag, in the
+    main graph, subgraphs and functions. Tags already present are never changed.
+
+    Rules, in order, over the tags of a node's tagged neighbours (producers of its inputs,
+    consumers of its outputs; nodes tagged by this pass count, so chains of untagged
+    nodes are filled from both ends):
+
+    * ``strategy=lca``: their lowest common ancestor; when that is the root while the
+      neighbours lie deeper, the producers' LCA, then the consumers' LCA, then the most
+      frequent neighbour tag (``allow_root=true`` accepts the root instead);
+    * ``strategy=producers`` / ``consumers``: the LCA of that side only, falling back to
+      the other side;
+    * a node inside a subgraph with no tagged neighbour takes its enclosing node's tag;
+      a node with no tagged neighbour at all takes the root tag.
+
+    Invariants: graph structure is untouched; linear in nodes + edges (each node is
+    revisited only when a neighbour gains a tag); idempotent (a second run reports
+    ``modified=False``). :attr:`stats` counts inferred nodes by rule.
+    """
+
+    def __init__(self, *, strategy: Strategy = "lca", allow_root: bool = False) -> None:
+        super().__init__()
+        self.strategy = strategy
+        self.allow_root = allow_root
+        self.stats: Counter[str] = Counter()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.stats = Counter()
+        root = _root_tag(model)
+        for container in [model.graph, *model.functions.values()]:
+            self._propagate(container, root, enclosing_tag=None)
+        return ir.passes.PassResult(model, modified=sum(self.stats.values()) > 0)
+
+    def _propagate(self, container, root: str | None, enclosing_tag: str | None) -> None:
+        nodes = list(container)
+        untagged = [n for n in nodes if metadata.node_tag(n) is None]
+        pending = set(untagged)
+        queue = deque(untagged)
+        while queue:
+            node = queue.popleft()
+            if node not in pending:
+                continue
+            producers, consumers = _neighbour_tags(node)
+            if not producers and not consumers:
+                continue  # retried when a neighbour gets a tag
+            tag, rule = self._choose(producers, consumers, root)
+            _set_tag(node, tag, rule)
+            self.stats[rule] += 1
+            pending.discard(node)
+            queue.extend(n for n in _neighbours(node) if n in pending)
+        # Nodes with no tagged neighbour at all (isolated, or all-untagged islands).
+        for node in untagged:
+            if node in pending:
+                fallback = enclosing_tag or root
+                if fallback is None:
+                    continue
+                _set_tag(node, fallback, "enclosing" if enclosing_tag else "root")
+                self.stats["enclosing" if enclosing_tag else "root"] += 1
+        for node in nodes:
+            for attr in node.attributes.values():
+                for graph in _graphs_of(attr):
+                    self._propagate(graph, root, metadata.node_tag(node))
+
+    def _choose(self, producers: list[str], consumers: list[str], root: str | None):
+        if self.strategy != "lca":
+            first, second = (
+                (producers, consumers) if self.strategy == "producers" else (consumers, producers)
+            )
+            side = first or second
+            return tag_lca(side), self.strategy if first else f"{self.strategy}-fallback"
+        tag = tag_lca(producers + consumers)
+        if tag is not None and (self.allow_root or not _is_root(tag, root, producers + consumers)):
+            return tag, "lca"
+        for side, rule in ((producers, "producers-lca"), (consumers, "consumers-lca")):
+            side_tag = tag_lca(side)
+            if side_tag is not None and not _is_root(side_tag, root, side):
+                return side_tag, rule
+        counts = Counter(producers + consumers)
+        best = max(counts.items(), key=lambda item: (item[1], -len(item[0]), item[0]))[0]
+        return best, "majority"
+
+
+def _is_root(tag: str, root: str | None, neighbours: list[str]) -> bool:
+    """The LCA is the root while some neighbour lies deeper (a real loss of precision)."""
+    is_top = tag == root if root is not None else tag_parent(tag) is None
+    return is_top and any(t != tag for t in neighbours)
+
+
+def _root_tag(model: ir.Model) -> str | None:
+    hierarchy = Hierarchy.from_model(model)
+    if hierarchy is not None:
+        return hierarchy.root
+    for node in metadata.iter_all_nodes(model):
+        tag = metadata.node_tag(node)
+        if tag:
+            return "/" + tag[1:].split("/")[0]
+    return None
+
+
+def _set_tag(node: ir.Node, tag: str, rule: str) -> None:
+    node.metadata_props[metadata.MODULE] = tag
+    node.metadata_props[metadata.TAG_SOURCE] = f"inferred:{rule}"
+
+
+def _neighbour_tags(node: ir.Node) -> tuple[list[str], list[str]]:
+    producers = []
+    for value in node.inputs:
+        producer = value.producer() if value is not None else None
+        tag = metadata.node_tag(producer) if producer is not None else None
+        if tag:
+            producers.append(tag)
+    consumers = []
+    for value in node.outputs:
+        for use in value.uses():
+            tag = metadata.node_tag(use.node)
+            if tag:
+                consumers.append(tag)
+    return producers, consumers
+
+
+def _neighbours(node: ir.Node):
+    for value in node.inputs:
+        if value is not None and value.producer() is not None:
+            yield value.producer()
+    for value in node.outputs:
+        for use in value.uses():
+            yield use.node
+
+
+def _graphs_of(attr: ir.Attr):
+    if attr.is_ref():
+        return ()
+    if attr.type == ir.AttributeType.GRAPH:
+        return (attr.value,)
+    if attr.type == ir.AttributeType.GRAPHS:
+        return tuple(attr.value)
+    return ()
