@@ -9,6 +9,8 @@ from __future__ import annotations
 BUILTIN_PASSES: dict[str, str] = {
     "toposort": "graphtag.passes.toposort:TopologicalSortPass",
     "tag-propagation": "graphtag.passes.tag_propagation:TagPropagationPass",
+    "multi-consumer": "graphtag.passes.multi_consumer:MultiConsumerPass",
+    "residual-resolution": "graphtag.passes.residual_resolution:ResidualResolutionPass",
 }
 
 __all__ = ["BUILTIN_PASSES"]

@@ -155,13 +155,25 @@ def _kebab(class_name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", base).lower()
 
 
-def _builtin_specs() -> dict[str, PassSpec]:
+@dataclasses.dataclass
+class BrokenPlugin:
+    name: str
+    origin: str
+    error: str
+
+
+def _builtin_specs(broken: list[BrokenPlugin]) -> dict[str, PassSpec]:
     from graphtag.passes import BUILTIN_PASSES
 
     specs = {}
     for name, target in BUILTIN_PASSES.items():
         module_name, _, attr = target.partition(":")
-        cls = getattr(importlib.import_module(module_name), attr)
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            # Reported like a broken plugin so one bad pass does not hide the others.
+            broken.append(BrokenPlugin(name, "graphtag", f"{type(exc).__name__}: {exc}"))
+            continue
         specs[name] = spec_for_class(name, cls, "graphtag")
     return specs
 
@@ -179,20 +191,13 @@ def _onnx_ir_specs() -> dict[str, PassSpec]:
     return specs
 
 
-@dataclasses.dataclass
-class BrokenPlugin:
-    name: str
-    origin: str
-    error: str
-
-
 class PassRegistry:
     """All passes usable by name. Built lazily; plugins come from entry points only."""
 
     def __init__(self) -> None:
         self._specs: dict[str, PassSpec] = {}
         self.broken: list[BrokenPlugin] = []
-        self._specs.update(_builtin_specs())
+        self._specs.update(_builtin_specs(self.broken))
         self._specs.update(_onnx_ir_specs())
         self._load_plugins()
 

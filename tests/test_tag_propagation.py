@@ -1,0 +1,107 @@
+"""tag-propagation: untagged nodes get the deepest module around their neighbours."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from onnx_builders import feeds, run_ort, tagged_mlp
+
+from graphtag import metadata
+from graphtag.compare import compare_topology
+from graphtag.passes.tag_propagation import TagPropagationPass
+
+
+def _untag(model: ir.Model, *names: str) -> None:
+    for node in model.graph:
+        if node.name in names:
+            del node.metadata_props[metadata.MODULE]
+
+
+def _tags(model: ir.Model) -> dict[str, str | None]:
+    return {n.name: metadata.node_tag(n) for n in model.graph}
+
+
+def _copy(model: ir.Model) -> ir.Model:
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+
+
+def test_lca_of_neighbours_and_idempotent():
+    model = tagged_mlp()
+    # n1 (Add) sits between n0 in /MLP/Layer.fc1 and n2 in /MLP: their LCA is the root
+    # /MLP, too coarse by default, so the producer side's LCA wins.
+    _untag(model, "n1_Add")
+    before = _copy(model)
+    pass_ = TagPropagationPass()
+    result = pass_(model)
+    assert result.modified
+    assert _tags(model)["n1_Add"] == "/MLP/Layer.fc1"
+    node = next(n for n in model.graph if n.name == "n1_Add")
+    assert node.metadata_props[metadata.TAG_SOURCE] == "inferred:producers-lca"
+    assert pass_.stats == {"producers-lca": 1}
+    assert compare_topology(model, before).identical
+    np.testing.assert_array_equal(run_ort(model, feeds(model))[0], run_ort(before, feeds(model))[0])
+    assert not TagPropagationPass()(model).modified
+
+
+def test_root_is_used_only_when_allowed():
+    model = tagged_mlp()
+    _untag(model, "n1_Add")
+    TagPropagationPass(allow_root=True)(model)
+    assert _tags(model)["n1_Add"] == "/MLP"
+
+
+def test_chain_of_untagged_nodes_is_filled_from_both_ends():
+    model = tagged_mlp()
+    _untag(model, "n1_Add", "n2_Relu")
+    TagPropagationPass()(model)
+    tags = _tags(model)
+    assert tags["n1_Add"] == "/MLP/Layer.fc1"
+    assert tags["n2_Relu"] in {"/MLP/Layer.fc1", "/MLP/Layer.fc2"}
+    assert all(tags.values())
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"), [("producers", "/MLP/Layer.fc1"), ("consumers", "/MLP")]
+)
+def test_strategies(strategy, expected):
+    model = tagged_mlp()
+    _untag(model, "n1_Add")
+    TagPropagationPass(strategy=strategy)(model)
+    assert _tags(model)["n1_Add"] == expected
+
+
+def test_existing_tags_and_other_metadata_are_untouched():
+    model = tagged_mlp()
+    for node in model.graph:
+        node.metadata_props["pkg.torch.onnx.name_scopes"] = json.dumps([node.name])
+    original = {n.name: dict(n.metadata_props) for n in model.graph}
+    assert not TagPropagationPass()(model).modified
+    assert {n.name: dict(n.metadata_props) for n in model.graph} == original
+
+
+def test_isolated_and_subgraph_nodes():
+    model = tagged_mlp()
+    # A constant nobody uses gets the root tag; a node inside an If body the If's tag.
+    lonely = ir.node("Constant", [], attributes={"value": ir.tensor(np.float32(1.0))},
+                     name="lonely")
+    model.graph.insert_before(next(iter(model.graph)), lonely)
+    cond = ir.node("Constant", [], attributes={"value": ir.tensor(True)}, name="cond")
+    cond.metadata_props[metadata.MODULE] = "/MLP/Layer.fc2"
+    x = model.graph.inputs[0]
+    inner = ir.node("Identity", [x], name="inner")
+    body = ir.Graph([], inner.outputs, nodes=[inner], name="then")
+    other = ir.node("Identity", [x], name="other")
+    else_body = ir.Graph([], other.outputs, nodes=[other], name="else")
+    branch = ir.node("If", [cond.outputs[0]], attributes={"then_branch": body,
+                                                          "else_branch": else_body},
+                     name="branch")
+    branch.metadata_props[metadata.MODULE] = "/MLP/Layer.fc2"
+    model.graph.extend([cond, branch])
+    pass_ = TagPropagationPass()
+    pass_(model)
+    assert metadata.node_tag(lonely) == "/MLP"
+    assert metadata.node_tag(inner) == metadata.node_tag(other) == "/MLP/Layer.fc2"
+    assert pass_.stats["root"] == 1 and pass_.stats["enclosing"] == 2
