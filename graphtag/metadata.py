@@ -16,12 +16,18 @@ TAG_SOURCE = "pkg.graphtag.tag_source"
 CONTEXTS = "pkg.graphtag.contexts"
 # Value: JSON list of tags of the modules consuming the value.
 CONSUMERS = "pkg.graphtag.consumers"
+# Value: JSON list of the PyTorch parameter/buffer names an initializer holds (its own
+# name, or the parameters the exporter's optimizer folded into it).
+ORIGIN = "pkg.graphtag.origin"
 # Model: JSON module tree (see graphtag.hierarchy).
 HIERARCHY = "pkg.graphtag.hierarchy"
 # Model: graphtag version that wrote the tags.
 VERSION = "pkg.graphtag.version"
 # Model: JSON of the module-filter configuration used when tagging.
 FILTER = "pkg.graphtag.filter"
+# Model: prefix the exporter put before every parameter name (a wrapper module's
+# attribute, "model." on the TorchScript path with keyword inputs); "" or absent if none.
+PARAMETER_PREFIX = "pkg.graphtag.parameter_prefix"
 
 # Written by torch.onnx's dynamo exporter on every node.
 TORCH_NAME_SCOPES = "pkg.torch.onnx.name_scopes"

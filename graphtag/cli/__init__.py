@@ -73,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"graphtag: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as other command-line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("graphtag: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,395 @@
+"""``graphtag validate``: one report on a tagged model, a line per rule (torch-free).
+
+Every rule is linear in the size of the model (nodes + edges + recorded parameters),
+except the ONNX checker, which is onnx's own. The rules, in report order:
+
+``onnx-checker``
+    ``onnx.checker.check_model(full_check=True)`` accepts the model.
+``tag-format``
+    Some node is tagged, and every ``pkg.graphtag.module`` is a well-formed tag.
+``tags-in-hierarchy``
+    The model stores a readable hierarchy and every node tag names one of its modules.
+``node-coverage``
+    Every node (main graph, subgraphs, functions) has a tag.
+``parameter-coverage``
+    Every parameter recorded in the hierarchy (``parameters`` and
+    ``inherited_parameters`` of every module) is accounted for, as one of:
+
+    * an *initializer* (or graph input) of that name;
+    * *folded*: named in a recorded origin of a folded value
+      (``pkg.onnxscript.optimizer.folded_from``, or graphtag's origin key when defined);
+    * *unused*: its module did not execute during export (``executed`` is false);
+    * *tied*: its module (or a descendant) consumes a parameter recorded for another
+      module that nodes of two or more modules consume -- torch.export keeps one name for
+      a tied weight (GPT-2's ``lm_head.weight`` / ``transformer.wte.weight``);
+    * *removed by the optimizer*: the optimizer rewrote it into other constants without
+      recording an origin (batch-norm fused into a convolution): its module (or a
+      descendant) consumes a derived floating-point initializer -- one that is neither a
+      recorded parameter nor a recorded buffer and holds more than one element -- or has
+      no node left at all. These are expected and counted in the detail.
+
+    Two cases fail the rule: a parameter *stored under another name* (an initializer's
+    name ends with ``.<parameter>``, e.g. a wrapper's prefix leaked into the names), and a
+    *missing* one: its module still has nodes, yet nothing they read can carry its value.
+    SKIP when the model has no hierarchy.
+``orphan-nodes``
+    Every node contributes to a graph output (of its graph, subgraph or function).
+``cycles``
+    The graph is acyclic (Kahn's algorithm per graph; a node holding subgraphs depends
+    on everything its subgraphs read from the enclosing graph).
+``consumers``
+    Every ``pkg.graphtag.consumers`` entry is readable and equals the set of tags of
+    the nodes consuming the value. SKIP when no value has the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from graphtag import metadata
+from graphtag.analysis import (
+    all_graphs,
+    all_initializers,
+    folded_origins,
+    graph_consumer_tags,
+    node_label,
+    recorded_consumers,
+    recorded_parameters,
+    subgraphs_of,
+    unorderable_nodes,
+)
+from graphtag.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_parent
+from graphtag.invariants import run_onnx_checker
+
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+_MAX_LISTED = 5
+
+
+@dataclasses.dataclass
+class RuleResult:
+    rule: str
+    status: str  # PASS, FAIL or SKIP
+    detail: str  # one line
+    items: list[str] = dataclasses.field(default_factory=list)  # every offending item
+
+    def to_json_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    results: list[RuleResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.status != FAIL for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(r.status for r in self.results)
+        return {s: counts.get(s, 0) for s in (PASS, FAIL, SKIP)}
+
+    def to_json_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "counts": self.counts(),
+            "rules": [r.to_json_dict() for r in self.results],
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_json_dict(), indent=indent, sort_keys=True)
+
+
+@dataclasses.dataclass
+class _Context:
+    model: ir.Model
+    hierarchy: Hierarchy | None
+    hierarchy_error: str | None
+    path: Path | None
+
+
+def validate(model: ir.Model, *, path: str | os.PathLike | None = None) -> ValidationReport:
+    """Run every rule on ``model``; a rule that raises is reported as FAIL, not re-raised.
+
+    ``path``, the file ``model`` was loaded from, lets the ONNX checker read the file
+    itself (external data resolved beside it) instead of a re-serialized copy.
+    """
+    hierarchy, error = None, None
+    if metadata.HIERARCHY in model.metadata_props:
+        try:
+            hierarchy = Hierarchy.from_model(model)
+        except Exception as exc:
+            error = f"unreadable {metadata.HIERARCHY} ({type(exc).__name__}: {exc})"
+    context = _Context(model, hierarchy, error, Path(path) if path is not None else None)
+    results = []
+    for name, rule in RULES.items():
+        try:
+            status, detail, items = rule(context)
+        except Exception as exc:
+            status, detail, items = FAIL, f"rule crashed: {type(exc).__name__}: {exc}", []
+        results.append(RuleResult(name, status, detail, items))
+    return ValidationReport(results)
+
+
+def _listing(count: int, what: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = f", ... ({count - _MAX_LISTED} more)" if count > _MAX_LISTED else ""
+    return f"{count} {what}: {shown}{more}"
+
+
+def _labelled_nodes(model: ir.Model) -> Iterator[tuple[str, ir.Node]]:
+    for index, node in enumerate(metadata.iter_all_nodes(model)):
+        yield node_label(node, index), node
+
+
+# -- rules: each returns (status, detail, items) --------------------------------------------
+
+Outcome = tuple[str, str, list[str]]
+
+
+def _checker(ctx: _Context) -> Outcome:
+    if ctx.path is not None:
+        try:
+            onnx.checker.check_model(str(ctx.path), full_check=True)
+            problem = None
+        except Exception as exc:
+            problem = f"onnx.checker: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
+    else:
+        problem = run_onnx_checker(ctx.model)
+    return (FAIL, problem, [problem]) if problem else (PASS, "full_check passed", [])
+
+
+def _tag_format(ctx: _Context) -> Outcome:
+    tagged, bad = 0, []
+    for label, node in _labelled_nodes(ctx.model):
+        tag = metadata.node_tag(node)
+        if tag is not None:
+            tagged += 1
+            if not is_valid_tag(tag):
+                bad.append(f"{label}={tag!r}")
+    if not tagged:
+        return FAIL, f"no node has {metadata.MODULE} (not tagged by graphtag?)", []
+    if bad:
+        return FAIL, _listing(len(bad), "malformed tags", bad), bad
+    return PASS, f"{tagged} tags well-formed", []
+
+
+def _tags_in_hierarchy(ctx: _Context) -> Outcome:
+    if ctx.hierarchy_error:
+        return FAIL, ctx.hierarchy_error, []
+    if ctx.hierarchy is None:
+        return FAIL, f"no {metadata.HIERARCHY} metadata (not exported by graphtag?)", []
+    unknown: Counter[str] = Counter()
+    for node in metadata.iter_all_nodes(ctx.model):
+        tag = metadata.node_tag(node)
+        if tag is not None and is_valid_tag(tag) and tag not in ctx.hierarchy:
+            unknown[tag] += 1  # malformed tags are tag-format's
+    if unknown:
+        items = [f"{tag} ({n} nodes)" for tag, n in sorted(unknown.items())]
+        return FAIL, _listing(len(items), "tags not in the hierarchy", items), items
+    return PASS, f"all tags among the {len(ctx.hierarchy)} modules of the hierarchy", []
+
+
+def _node_coverage(ctx: _Context) -> Outcome:
+    total, missing = 0, []
+    for label, node in _labelled_nodes(ctx.model):
+        total += 1
+        if metadata.node_tag(node) is None:
+            missing.append(label)
+    if missing:
+        return FAIL, _listing(len(missing), f"of {total} nodes untagged", missing), missing
+    return PASS, f"{total}/{total} nodes tagged", []
+
+
+def _parameter_coverage(ctx: _Context) -> Outcome:
+    if ctx.hierarchy is None:
+        return SKIP, "no hierarchy to take the parameters from", []
+    model, hierarchy = ctx.model, ctx.hierarchy
+    owners = recorded_parameters(hierarchy)
+    if not owners:
+        return PASS, "no parameters recorded", []
+    present = {v.name for v in all_initializers(model)}
+    present.update(v.name for g in all_graphs(model) for v in g.inputs)
+    prefix = model.metadata_props.get(metadata.PARAMETER_PREFIX, "")
+    if prefix:
+        present.update(n[len(prefix) :] for n in list(present) if n.startswith(prefix))
+    folded = {name for names in folded_origins(model).values() for name in names}
+    renamed = _by_dotted_suffix(present)
+    kinds: dict[str, str] = {}
+    pending: dict[str, list[str]] = {}  # owner tag -> parameters to explain structurally
+    for name, owner in owners.items():
+        if name in present:
+            kinds[name] = "initializer"
+        elif name in folded:
+            kinds[name] = "folded"
+        elif name in renamed:
+            kinds[name] = "renamed"
+        elif hierarchy.modules[owner].executed is False:
+            kinds[name] = "unused"
+        else:
+            pending.setdefault(owner, []).append(name)
+    evidence = _owner_evidence(model, hierarchy, owners, set(pending))
+    for owner, names in pending.items():
+        kinds.update(dict.fromkeys(names, evidence[owner]))
+    counts = Counter(kinds.values())
+    summary = f"{len(owners)} parameters: " + ", ".join(
+        f"{counts[k]} {label}" for k, label in _KIND_LABELS if counts[k]
+    )
+    bad = [n for n in owners if kinds[n] == "missing"]
+    bad += [f"{n} (stored as {renamed[n]})" for n in owners if kinds[n] == "renamed"]
+    if bad:
+        return FAIL, summary + "; " + _listing(len(bad), "not found", bad), bad
+    return PASS, summary, [name for name in owners if kinds[name] == "removed"]
+
+
+def _by_dotted_suffix(names: set[str]) -> dict[str, str]:
+    """Every proper dotted suffix of the names ("model.a.w" -> "a.w", "w") -> the name."""
+    suffixes: dict[str, str] = {}
+    for name in sorted(names):
+        start = name.find(".")
+        while start != -1:
+            suffixes.setdefault(name[start + 1 :], name)
+            start = name.find(".", start + 1)
+    return suffixes
+
+
+_KIND_LABELS = (
+    ("initializer", "initializers"),
+    ("folded", "folded (recorded origin)"),
+    ("tied", "tied to a shared parameter"),
+    ("unused", "of modules that did not run"),
+    ("removed", "removed by the optimizer"),
+    ("renamed", "stored under another name"),
+    ("missing", "missing"),
+)
+
+
+def _owner_evidence(
+    model: ir.Model, hierarchy: Hierarchy, owners: dict[str, str], wanted: set[str]
+) -> dict[str, str]:
+    """For each wanted module tag: "tied", "removed" or "missing" (see parameter-coverage)."""
+    if not wanted:
+        return {}
+    buffers = {b for info in hierarchy for b in [*info.buffers, *info.inherited_buffers]}
+    result: dict[str, str] = {}
+    has_nodes: set[str] = set()
+
+    def credit(tag: str | None, kind: str | None, owner: str | None = None) -> None:
+        # Evidence for every wanted module containing ``tag`` (except those containing the
+        # owner of a tied parameter: that parameter is their own); "tied" beats "removed".
+        while tag is not None:
+            if tag in wanted and not (owner and is_ancestor_or_self(tag, owner)):
+                if kind is None:
+                    has_nodes.add(tag)
+                elif result.get(tag) != "tied":
+                    result[tag] = kind
+            tag = tag_parent(tag)
+
+    for tag in {metadata.node_tag(node) for node in metadata.iter_all_nodes(model)}:
+        credit(tag, None)
+    for value in all_initializers(model):
+        tags, name = graph_consumer_tags(value), value.name
+        if name in owners:
+            if len(tags) >= 2:  # a shared parameter: modules other than its owner tie to it
+                for tag in tags:
+                    credit(tag, "tied", owners[name])
+        elif name not in buffers and _is_derived_weight(value):
+            for tag in tags:
+                credit(tag, "removed")
+    for tag in wanted:
+        if tag not in has_nodes:
+            result.setdefault(tag, "removed")  # its computation was folded or fused away
+    return {tag: result.get(tag, "missing") for tag in wanted}
+
+
+def _is_derived_weight(value: ir.Value) -> bool:
+    tensor = value.const_value
+    dtype = value.dtype if value.dtype is not None else (tensor.dtype if tensor else None)
+    shape = value.shape if value.shape is not None else (tensor.shape if tensor else None)
+    if dtype is None or not dtype.is_floating_point() or shape is None:
+        return False
+    size = 1
+    for dim in shape:
+        if not isinstance(dim, int):
+            return True  # symbolic: not a scalar constant
+        size *= dim
+    return size > 1
+
+
+def _orphan_nodes(ctx: _Context) -> Outcome:
+    live: set[ir.Node] = set()
+    containers: list = [ctx.model.graph, *ctx.model.functions.values()]
+    stack = [v.producer() for c in containers for v in c.outputs if v.producer() is not None]
+    while stack:
+        node = stack.pop()
+        if node in live:
+            continue
+        live.add(node)
+        for value in node.inputs:
+            if value is not None and (producer := value.producer()) is not None:
+                stack.append(producer)
+        for graph in subgraphs_of(node):
+            stack.extend(v.producer() for v in graph.outputs if v.producer() is not None)
+    dead = [label for label, node in _labelled_nodes(ctx.model) if node not in live]
+    if dead:
+        return FAIL, _listing(len(dead), "nodes reach no output", dead), dead
+    return PASS, "every node reaches an output", []
+
+
+def _cycles(ctx: _Context) -> Outcome:
+    model = ctx.model
+    stuck: list[str] = []
+    labels = {node: label for label, node in _labelled_nodes(model)}
+    for container in [*all_graphs(model), *model.functions.values()]:
+        stuck.extend(labels.get(n, n.op_type) for n in unorderable_nodes(list(container)))
+    if stuck:
+        return FAIL, _listing(len(stuck), "nodes on or behind a cycle", stuck), stuck
+    return PASS, "acyclic", []
+
+
+def _consumers(ctx: _Context) -> Outcome:
+    model = ctx.model
+    values: list[ir.Value] = []
+    for container in [*all_graphs(model), *model.functions.values()]:
+        values.extend(container.inputs)
+    values.extend(all_initializers(model))
+    values.extend(o for node in metadata.iter_all_nodes(model) for o in node.outputs)
+    checked, wrong, seen = 0, [], set()
+    for value in values:
+        if id(value) in seen or metadata.CONSUMERS not in value.metadata_props:
+            continue
+        seen.add(id(value))
+        checked += 1
+        actual = graph_consumer_tags(value)
+        try:
+            recorded = recorded_consumers(value)
+        except ValueError as exc:
+            wrong.append(f"{value.name}: unreadable ({exc})")
+            continue
+        if recorded != actual:
+            extra, lacking = sorted(recorded - actual), sorted(actual - recorded)
+            wrong.append(f"{value.name}: recorded but not consuming {extra}, missing {lacking}")
+    if not checked:
+        return SKIP, f"no value has {metadata.CONSUMERS}", []
+    if wrong:
+        return FAIL, _listing(len(wrong), f"of {checked} entries disagree", wrong), wrong
+    return PASS, f"{checked} entries match the graph", []
+
+
+RULES: dict[str, Callable[[_Context], Outcome]] = {
+    "onnx-checker": _checker,
+    "tag-format": _tag_format,
+    "tags-in-hierarchy": _tags_in_hierarchy,
+    "node-coverage": _node_coverage,
+    "parameter-coverage": _parameter_coverage,
+    "orphan-nodes": _orphan_nodes,
+    "cycles": _cycles,
+    "consumers": _consumers,
+}
