@@ -36,9 +36,12 @@ _TAGS = [
 def tagged_graphs(draw) -> ir.Model:
     """A random DAG of elementwise ops; some nodes tagged, some not, some values shared."""
     x = ir.Value(name="x", shape=ir.Shape([2, 3]), type=ir.TensorType(ir.DataType.FLOAT))
-    w = ir.Value(name="w", shape=ir.Shape([2, 3]), type=ir.TensorType(ir.DataType.FLOAT),
-                 const_value=ir.tensor(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
-                                       name="w"))
+    w = ir.Value(
+        name="w",
+        shape=ir.Shape([2, 3]),
+        type=ir.TensorType(ir.DataType.FLOAT),
+        const_value=ir.tensor(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), name="w"),
+    )
     graph = ir.Graph([x], [], nodes=[], opset_imports={"": 21}, name="random")
     graph.register_initializer(w)
     available = [x, w]

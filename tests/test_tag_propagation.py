@@ -85,8 +85,9 @@ def test_existing_tags_and_other_metadata_are_untouched():
 def test_isolated_and_subgraph_nodes():
     model = tagged_mlp()
     # A constant nobody uses gets the root tag; a node inside an If body the If's tag.
-    lonely = ir.node("Constant", [], attributes={"value": ir.tensor(np.float32(1.0))},
-                     name="lonely")
+    lonely = ir.node(
+        "Constant", [], attributes={"value": ir.tensor(np.float32(1.0))}, name="lonely"
+    )
     model.graph.insert_before(next(iter(model.graph)), lonely)
     cond = ir.node("Constant", [], attributes={"value": ir.tensor(True)}, name="cond")
     cond.metadata_props[metadata.MODULE] = "/MLP/Layer.fc2"
@@ -95,9 +96,12 @@ def test_isolated_and_subgraph_nodes():
     body = ir.Graph([], inner.outputs, nodes=[inner], name="then")
     other = ir.node("Identity", [x], name="other")
     else_body = ir.Graph([], other.outputs, nodes=[other], name="else")
-    branch = ir.node("If", [cond.outputs[0]], attributes={"then_branch": body,
-                                                          "else_branch": else_body},
-                     name="branch")
+    branch = ir.node(
+        "If",
+        [cond.outputs[0]],
+        attributes={"then_branch": body, "else_branch": else_body},
+        name="branch",
+    )
     branch.metadata_props[metadata.MODULE] = "/MLP/Layer.fc2"
     model.graph.extend([cond, branch])
     pass_ = TagPropagationPass()
