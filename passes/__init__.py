@@ -13,4 +13,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "residual-resolution": "graphtag.passes.residual_resolution:ResidualResolutionPass",
 }
 
-__all__ = ["BUILTIN_PASSES"]
+# What graphtag export runs after tagging (pipeline syntax).
+DEFAULT_PIPELINE = "tag-propagation,multi-consumer,residual-resolution"
+
+__all__ = ["BUILTIN_PASSES", "DEFAULT_PIPELINE"]
