@@ -41,7 +41,19 @@ def export_summary(model: ir.Model) -> dict:
             f"{node.domain}::{node.op_type}" if node.domain else node.op_type
         ] += 1
     hierarchy = Hierarchy.from_model(model)
+    from graphtag.passes.multi_consumer import shared_parameters
+
+    sources = Counter(
+        n.metadata_props[metadata.TAG_SOURCE]
+        for n in metadata.iter_all_nodes(model)
+        if metadata.TAG_SOURCE in n.metadata_props
+    )
     return {
+        "tag_sources": dict(sorted(sources.items())),
+        "multi_context_nodes": sum(
+            1 for n in metadata.iter_all_nodes(model) if metadata.CONTEXTS in n.metadata_props
+        ),
+        "shared_parameters": dict(sorted(shared_parameters(model).items())),
         "nodes": total,
         "untagged": untagged,
         "modules": sorted(hierarchy.modules) if hierarchy else [],

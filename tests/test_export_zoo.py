@@ -7,6 +7,7 @@ the same options (topology must be identical).
 from __future__ import annotations
 
 import ast
+import json
 
 import numpy as np
 import onnx
@@ -22,7 +23,7 @@ import graphtag
 from graphtag import metadata
 from graphtag.compare import compare_topology
 from graphtag.exporter.tagged_export import KwargsWrapper, wrap_kwargs
-from graphtag.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag
+from graphtag.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_lca
 from graphtag.testing import GoldenJSONExtension, export_summary
 
 CASES = [pytest.param((n, e), id=f"{n}-{e}") for n, e in zoo_cases()]
@@ -107,8 +108,12 @@ def test_tags_are_those_of_the_deepest_scope_module(case):
     modules = {name for name, _ in case.module.named_modules(remove_duplicate=False)}
     checked = 0
     for node in metadata.iter_all_nodes(model):
-        if metadata.TAG_SOURCE in node.metadata_props:
+        source = node.metadata_props.get(metadata.TAG_SOURCE, "")
+        if source.startswith("inferred:"):
             _check_inferred(node, hierarchy)
+            continue
+        if source == "fused":
+            _check_fused(node, hierarchy)
             continue
         if case.exporter == "dynamo":
             scopes = ast.literal_eval(node.metadata_props[metadata.TORCH_NAME_SCOPES])[:-1]
@@ -132,6 +137,18 @@ def _check_inferred(node, hierarchy) -> None:
     tag = metadata.node_tag(node)
     assert tag != hierarchy.root, node.name
     assert any(is_ancestor_or_self(tag, metadata.node_tag(n)) for n in neighbours), node.name
+
+
+def _check_fused(node, hierarchy) -> None:
+    """A node the optimizer built from several: the LCA of the modules it came from."""
+    modules = [
+        c["module"]
+        for c in json.loads(node.metadata_props.get(metadata.CONTEXTS, "[]"))
+        if c["role"] == "fused"
+    ]
+    assert all(m in hierarchy for m in modules), node.name
+    if modules:
+        assert metadata.node_tag(node) == tag_lca(modules), node.name
 
 
 def test_golden_snapshot(case, snapshot):

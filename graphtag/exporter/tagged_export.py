@@ -2,7 +2,9 @@
 
 The exporter is called with exactly the caller's options; graphtag then only adds
 metadata (node ``pkg.graphtag.module``, model hierarchy/version/filter), so the graph
-has the same topology as a plain export with the same options.
+has the same topology as a plain export with the same options. The one exception: when
+torch's optimizer is on (dynamo, ``optimize=True``), graphtag exports with it off, tags,
+then runs the same optimization itself (graphtag.exporter.optimize_route).
 """
 
 from __future__ import annotations
@@ -24,15 +26,22 @@ from graphtag import metadata
 from graphtag.errors import GraphtagError
 from graphtag.exporter.attribution import tag_from_name_scopes, tag_from_torchscript_scope
 from graphtag.exporter.module_tree import FilterConfig, build_hierarchy
+from graphtag.exporter.optimize_route import (
+    count_exporter_tags,
+    optimize_like_torch,
+    unoptimized_options,
+    wants_optimizer_route,
+)
 from graphtag.hierarchy import Hierarchy
 from graphtag.io import save
+from graphtag.passes import DEFAULT_PIPELINE
 
 # Keys dropped by strip_torch_metadata: large (about 1 KB per node) and not needed to tag.
 _BULKY_TORCH_KEYS = (metadata.TORCH_STACK_TRACE, metadata.TORCH_FX_NODE)
 
 
 # Passes graphtag export runs after tagging (pipeline syntax, see graphtag.pipeline).
-DEFAULT_EXPORT_PIPELINE = "tag-propagation"
+DEFAULT_EXPORT_PIPELINE = DEFAULT_PIPELINE
 
 
 @dataclasses.dataclass
@@ -128,15 +137,20 @@ def export(
     filter_config: FilterConfig | None = None,
     strip_torch_metadata: bool = False,
     pipeline: str | None = DEFAULT_EXPORT_PIPELINE,
+    optimizer_route: bool = True,
     **torch_options: Any,
 ) -> ExportResult:
     """Export like ``torch.onnx.export`` and tag every node with its module.
 
     ``args``, ``kwargs``, ``dynamo`` and ``torch_options`` go to torch.onnx.export
     unchanged. ``pipeline`` (graphtag pipeline syntax, None for none) runs after tagging,
-    by default tag propagation for nodes the exporter left without metadata. When ``f`` is given the tagged model is written there (atomically) the
-    way torch would write it (``export_params``, ``keep_initializers_as_inputs`` and
-    ``external_data`` honoured).
+    by default tag propagation, multi-consumer and residual resolution. With
+    ``optimizer_route`` (default) and torch's optimizer requested (dynamo,
+    ``optimize=True``), graphtag exports unoptimized, tags, then runs torch's optimizer
+    itself and reconciles fused nodes' tags (graphtag.exporter.optimize_route); the
+    topology is that of a plain export. When ``f`` is given the tagged model is written
+    there (atomically) the way torch would write it (``export_params``,
+    ``keep_initializers_as_inputs`` and ``external_data`` honoured).
     """
     if not isinstance(model, torch.nn.Module):
         raise GraphtagError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -148,7 +162,10 @@ def export(
     executed = executed_module_names(model, args, kwargs)
 
     start = time.perf_counter()
-    if dynamo:
+    route = optimizer_route and wants_optimizer_route(dynamo, torch_options)
+    if route:
+        onnx_model = _export_dynamo(model, args, kwargs, unoptimized_options(torch_options))
+    elif dynamo:
         onnx_model = _export_dynamo(model, args, kwargs, torch_options)
     else:
         onnx_model = _export_torchscript(model, args, kwargs, torch_options)
@@ -158,6 +175,11 @@ def export(
     from_exporter, total = tag_nodes(
         onnx_model, hierarchy, exporter="dynamo" if dynamo else "torchscript"
     )
+    if route:
+        onnx_model, optimized = optimize_like_torch(onnx_model, torch_options)
+        export_seconds += optimized.seconds
+        start += optimized.seconds  # tagging_seconds counts graphtag's own work only
+        from_exporter, total = count_exporter_tags(onnx_model)
     # Through name_to_tag, a call made via an alias name counts for the canonical module.
     executed_tags = {hierarchy.tag_of(name) for name in executed}
     for info in hierarchy:
@@ -233,16 +255,16 @@ def _export_torchscript(model, args, kwargs, torch_options) -> ir.Model:
         for value in onnx_model.graph.initializers.values():
             if isinstance(value.const_value, ir.ExternalTensor):
                 value.const_value = ir.tensor(value.const_value.numpy(), name=value.name)
-    onnx_model.graph.metadata_props["pkg.graphtag.torchscript_prefix"] = (
-        KwargsWrapper.attribute if exported is not model else ""
-    )
+    if exported is not model:
+        # Parameter names carry the wrapper's attribute ("model."), tags never do.
+        onnx_model.metadata_props[metadata.PARAMETER_PREFIX] = KwargsWrapper.attribute + "."
     return onnx_model
 
 
 def tag_nodes(model: ir.Model, hierarchy: Hierarchy, *, exporter: str) -> tuple[int, int]:
     """Write ``pkg.graphtag.module`` on every attributable node; returns (tagged, total)."""
     tagged = total = 0
-    prefix = model.graph.metadata_props.pop("pkg.graphtag.torchscript_prefix", "")
+    prefix = model.metadata_props.get(metadata.PARAMETER_PREFIX, "").rstrip(".")
     for node in metadata.iter_all_nodes(model):
         total += 1
         if exporter == "dynamo":
