@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
 import os
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from graphtag.cli.tables import render_table
@@ -89,6 +94,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="drop torch's stack_trace and fx_node node metadata (~1 KB/node)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show torch's own progress messages, logs and warnings during the export",
+    )
     parser.set_defaults(func=run)
 
 
@@ -97,6 +107,9 @@ def _step(index: int, total: int, text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    _check_output(output)  # before importing torch: a bad output path fails in an instant
+
     from graphtag.exporter.example_inputs import (
         check_inputs_fit,
         inputs_from_specs,
@@ -105,10 +118,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from graphtag.exporter.module_tree import FilterConfig
     from graphtag.exporter.sources import load_model
-    from graphtag.exporter.tagged_export import export
+    from graphtag.exporter.tagged_export import _root_cause, export
 
-    output = Path(args.output)
-    _check_output(output)
     started = time.perf_counter()
     _step(1, 4, f"loading {args.model}")
     loaded = load_model(
@@ -131,26 +142,34 @@ def run(args: argparse.Namespace) -> int:
         options["optimize"] = False
     if args.opset is not None:
         options["opset_version"] = args.opset
+    options["verbose"] = args.verbose  # torch's default (None) prints progress
     common = {"filter_config": config, "strip_torch_metadata": args.strip_torch_metadata}
     exporter = "dynamo" if args.exporter in ("dynamo", "auto") else "torchscript"
     _step(3, 4, f"exporting with the {exporter} exporter")
-    try:
-        result = export(
-            loaded.module,
-            inputs.args,
-            inputs.kwargs,
-            dynamo=exporter == "dynamo",
-            **common,
-            **options,
-        )
-    except GraphtagError as exc:
-        if args.exporter != "auto":
-            raise
-        print(f"graphtag: warning: {exc}; falling back to TorchScript", file=sys.stderr)
-        options.pop("optimize", None)
-        result = export(
-            loaded.module, inputs.args, inputs.kwargs, dynamo=False, **common, **options
-        )
+    stderr = sys.stderr  # torch's own noise is swallowed inside _torch_noise
+    with _torch_noise(args.verbose):
+        try:
+            result = export(
+                loaded.module,
+                inputs.args,
+                inputs.kwargs,
+                dynamo=exporter == "dynamo",
+                **common,
+                **options,
+            )
+        except GraphtagError as exc:
+            if args.exporter != "auto":
+                raise
+            reason = _root_cause(exc.__cause__) if exc.__cause__ is not None else str(exc)
+            print(
+                f"graphtag: warning: the dynamo exporter failed ({reason}); "
+                "falling back to the TorchScript exporter",
+                file=stderr,
+            )
+            options.pop("optimize", None)
+            result = export(
+                loaded.module, inputs.args, inputs.kwargs, dynamo=False, **common, **options
+            )
     _step(4, 4, f"writing {output}")
     result.save(output)
     if args.sidecar:
@@ -169,6 +188,68 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(render_table(("", ""), rows))
     return 0
+
+
+# Loggers that print torch's export progress and failure dumps (pages of FX graph code).
+_TORCH_LOGGERS = (
+    "torch.onnx",
+    "torch.export",
+    "torch._export",
+    "torch._dynamo",
+    "torch.fx.experimental.symbolic_shapes",
+)
+
+
+@contextlib.contextmanager
+def _torch_noise(verbose: bool) -> Iterator[None]:
+    """Unless verbose: quiet torch's export progress, logs, dumps and warnings.
+
+    torch's loggers go to ERROR; what torch prints to sys.stderr itself (torch.export
+    prints the partial FX graph of a failed capture) is dropped: graphtag's one-line error
+    names the cause. Deprecation notices and torch's remarks on its own internals are
+    dropped; other warnings (TracerWarning: the TorchScript trace may not generalise) get
+    one line each.
+    """
+    if verbose or os.environ.get("TORCH_LOGS"):
+        yield
+        return
+    stderr = sys.stderr
+    loggers = [logging.getLogger(name) for name in _TORCH_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    yield
+            finally:
+                _summarize_warnings(caught, stderr)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _summarize_warnings(caught: list[warnings.WarningMessage], stderr) -> None:
+    counts: dict[tuple[str, str], int] = {}
+    for item in caught:
+        if issubclass(item.category, (DeprecationWarning, FutureWarning)):
+            continue
+        # torch's remarks about its own internals (how it lowers an op): nothing to act on.
+        internal = "/torch/" in item.filename.replace("\\", "/")
+        if internal and item.category.__name__ != "TracerWarning":
+            continue
+        first = (str(item.message).strip().splitlines() or [""])[0]
+        if len(first) > 160 and ". " in first:  # torch's warnings run on: first sentence
+            first = first[: first.index(". ") + 1]
+        key = (item.category.__name__, first[:200])
+        counts[key] = counts.get(key, 0) + 1
+    for (category, first), count in counts.items():
+        times = f" ({count} times)" if count > 1 else ""
+        print(f"graphtag: warning: torch {category}: {first}{times}", file=stderr)
+    if counts:
+        print("graphtag: (rerun with --verbose for details)", file=stderr)
 
 
 def _check_output(output: Path) -> None:
