@@ -11,6 +11,9 @@ BUILTIN_PASSES: dict[str, str] = {
     "tag-propagation": "graphtag.passes.tag_propagation:TagPropagationPass",
     "multi-consumer": "graphtag.passes.multi_consumer:MultiConsumerPass",
     "residual-resolution": "graphtag.passes.residual_resolution:ResidualResolutionPass",
+    "boundary-detection": "graphtag.passes.boundary_detection:BoundaryDetectionPass",
+    "function-outlining": "graphtag.passes.function_outlining:FunctionOutliningPass",
+    "function-inlining": "graphtag.passes.function_inlining:FunctionInliningPass",
 }
 
 # What graphtag export runs after tagging (pipeline syntax).

@@ -48,7 +48,15 @@ def _optional_commands() -> list:
     import importlib
 
     found = []
-    for name in ("export_cmd", "compare_cmd", "analyze_cmd", "validate_cmd"):
+    for name in (
+        "export_cmd",
+        "compare_cmd",
+        "analyze_cmd",
+        "validate_cmd",
+        "extract_cmd",
+        "verify_cmd",
+        "dag_cmd",
+    ):
         try:
             found.append(importlib.import_module(f"graphtag.cli.{name}"))
         except ModuleNotFoundError as exc:

@@ -1,0 +1,193 @@
+"""Module boundaries: what flows into and out of every module, at every level.
+
+A module *contains* the nodes tagged with its tag or a descendant's. For each module:
+
+* external inputs: values its nodes consume that are produced outside it or are graph
+  inputs; initializers and the outputs of parameter-free constant nodes are not
+  inputs, they travel inside the module (``constants``);
+* external outputs: values its nodes produce that are consumed outside it or are graph
+  outputs;
+* internal values: everything else its nodes produce;
+* boundary nodes: its nodes that consume an external input or produce an external output.
+
+Nodes inside control-flow bodies belong to their enclosing node; values a body reads
+from the outer scope count as inputs of that enclosing node. Cost: O((nodes + edges) x
+hierarchy depth), computed for all modules in one walk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import onnx_ir as ir
+
+from graphtag import metadata
+from graphtag.hierarchy import tag_parent
+
+
+@dataclasses.dataclass
+class ModuleBoundary:
+    tag: str
+    nodes: list[ir.Node] = dataclasses.field(default_factory=list)  # graph order
+    inputs: list[ir.Value] = dataclasses.field(default_factory=list)  # first-use order
+    outputs: list[ir.Value] = dataclasses.field(default_factory=list)  # production order
+    constants: list[ir.Value] = dataclasses.field(default_factory=list)  # initializers etc.
+    internal: list[ir.Value] = dataclasses.field(default_factory=list)
+    boundary_nodes: list[ir.Node] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "tag": self.tag,
+            "nodes": len(self.nodes),
+            "inputs": [v.name for v in self.inputs],
+            "outputs": [v.name for v in self.outputs],
+            "constants": len(self.constants),
+            "internal": len(self.internal),
+            "boundary_nodes": [n.name for n in self.boundary_nodes],
+        }
+
+
+def ancestors_and_self(tag: str) -> list[str]:
+    """``/A/B/C`` -> ``['/A', '/A/B', '/A/B/C']``."""
+    chain = []
+    current: str | None = tag
+    while current is not None:
+        chain.append(current)
+        current = tag_parent(current)
+    chain.reverse()
+    return chain
+
+
+def _outer_values(node: ir.Node) -> list[ir.Value]:
+    """Values from outside ``node``'s subgraphs that those subgraphs read (any depth)."""
+    found: list[ir.Value] = []
+    for attr in node.attributes.values():
+        if attr.is_ref() or attr.type not in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+            continue
+        graphs = [attr.value] if attr.type == ir.AttributeType.GRAPH else list(attr.value)
+        for graph in graphs:
+            inner = {id(v) for v in graph.inputs} | {id(v) for v in graph.initializers.values()}
+            produced: set[int] = set()
+            for sub in ir.traversal.RecursiveGraphIterator(graph):
+                produced.update(id(v) for v in sub.outputs)
+            for sub in ir.traversal.RecursiveGraphIterator(graph):
+                for value in sub.inputs:
+                    if value is not None and id(value) not in produced | inner:
+                        found.append(value)
+            found.extend(v for v in graph.outputs if id(v) not in produced | inner)
+    return found
+
+
+def is_constant_value(value: ir.Value) -> bool:
+    """Initializers and outputs of input-free nodes (Constant): copied into extractions."""
+    if value.is_initializer():
+        return True
+    producer = value.producer()
+    return (
+        producer is not None
+        and not producer.inputs
+        and not any(
+            a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+            for a in producer.attributes.values()
+        )
+    )
+
+
+def compute_boundaries(
+    model: ir.Model, tags: Iterable[str] | None = None
+) -> dict[str, ModuleBoundary]:
+    """Boundaries of every module seen on the main graph's nodes (and their ancestors).
+
+    ``tags`` restricts the result to those modules (all levels are still walked once).
+    Untagged nodes belong to no module.
+    """
+    wanted = set(tags) if tags is not None else None
+    result: dict[str, ModuleBoundary] = {}
+    chains: dict[str, list[str]] = {}
+
+    def chain_of(node: ir.Node | None) -> list[str]:
+        tag = metadata.node_tag(node) if node is not None else None
+        if tag is None:
+            return []
+        if tag not in chains:
+            chains[tag] = [t for t in ancestors_and_self(tag) if wanted is None or t in wanted]
+        return chains[tag]
+
+    def boundary(tag: str) -> ModuleBoundary:
+        if tag not in result:
+            result[tag] = ModuleBoundary(tag)
+        return result[tag]
+
+    graph = model.graph
+    nodes = list(graph)
+    owner_chain = {id(node): chain_of(node) for node in nodes}
+    graph_outputs = {id(v) for v in graph.outputs}
+    sub_owner = _subgraph_owners(graph)
+
+    def use_chain(user: ir.Node) -> list[str]:
+        # A use inside a control-flow body belongs to the node enclosing that body.
+        if id(user) in owner_chain:
+            return owner_chain[id(user)]
+        enclosing = sub_owner.get(id(user))
+        return owner_chain.get(id(enclosing), []) if enclosing is not None else []
+
+    seen_input: dict[str, set[int]] = {}
+    seen_const: dict[str, set[int]] = {}
+    flagged: dict[str, set[int]] = {}
+
+    def flag(tag: str, node: ir.Node) -> None:
+        ids = flagged.setdefault(tag, set())
+        if id(node) not in ids:
+            ids.add(id(node))
+            boundary(tag).boundary_nodes.append(node)
+
+    for node in nodes:
+        chain = owner_chain[id(node)]
+        for tag in chain:
+            boundary(tag).nodes.append(node)
+        if not chain:
+            continue
+        consumed = [v for v in node.inputs if v is not None] + _outer_values(node)
+        for value in consumed:
+            producer = value.producer()
+            producer_chain = set(owner_chain.get(id(producer), ())) if producer else set()
+            constant = is_constant_value(value)
+            for tag in chain:
+                if tag in producer_chain:
+                    continue
+                target = seen_const if constant else seen_input
+                ids = target.setdefault(tag, set())
+                if id(value) in ids:
+                    if not constant:
+                        flag(tag, node)
+                    continue
+                ids.add(id(value))
+                if constant:
+                    boundary(tag).constants.append(value)
+                else:
+                    boundary(tag).inputs.append(value)
+                    flag(tag, node)
+        for value in node.outputs:
+            consumer_chains = [set(use_chain(use.node)) for use in value.uses()]
+            for tag in chain:
+                if id(value) in graph_outputs or any(tag not in c for c in consumer_chains):
+                    boundary(tag).outputs.append(value)
+                    flag(tag, node)
+                else:
+                    boundary(tag).internal.append(value)
+    return result
+
+
+def _subgraph_owners(graph: ir.Graph) -> dict[int, ir.Node]:
+    """id(subgraph node) -> the main-graph node that encloses it."""
+    owners: dict[int, ir.Node] = {}
+    for node in graph:
+        for attr in node.attributes.values():
+            if attr.is_ref() or attr.type not in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+                continue
+            graphs = [attr.value] if attr.type == ir.AttributeType.GRAPH else list(attr.value)
+            for sub in graphs:
+                for inner in ir.traversal.RecursiveGraphIterator(sub):
+                    owners[id(inner)] = node
+    return owners
