@@ -10,7 +10,12 @@ import onnx_ir as ir
 
 from graphtag import metadata
 from graphtag.hierarchy import Hierarchy, is_valid_tag
-from graphtag.io import EXTERNAL_DATA_THRESHOLD_BYTES, initializer_bytes, save
+from graphtag.io import (
+    EXTERNAL_DATA_THRESHOLD_BYTES,
+    has_external_tensors,
+    initializer_bytes,
+    save,
+)
 
 _MAX_LISTED = 5
 
@@ -18,7 +23,7 @@ _MAX_LISTED = 5
 def run_onnx_checker(model: ir.Model) -> str | None:
     """``onnx.checker.check_model(full_check=True)``; returns the problem or None."""
     try:
-        if _has_external_tensors(model) or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES:
+        if has_external_tensors(model) or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES:
             # Too large for one protobuf message, or weights still in another file whose
             # relative path only resolves beside it: check a fresh copy through a file.
             with tempfile.TemporaryDirectory() as tmp:
@@ -30,14 +35,6 @@ def run_onnx_checker(model: ir.Model) -> str | None:
     except Exception as exc:
         return f"onnx.checker: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
     return None
-
-
-def _has_external_tensors(model: ir.Model) -> bool:
-    return any(
-        isinstance(value.const_value, ir.ExternalTensor)
-        for graph in (model.graph, *model.graph.subgraphs())
-        for value in graph.initializers.values()
-    )
 
 
 def tag_problems(model: ir.Model) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx_ir as ir
@@ -56,28 +57,69 @@ def save(
     protobuf message; True or False forces the choice.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GraphtagError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise GraphtagError(f"{path}: output folder {folder} is not writable")
-    if path.is_dir():
-        raise GraphtagError(f"{path}: is a directory, expected a file name")
     if external_data is None:
         external_data = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    if not external_data and has_external_tensors(model):
+        # Embedding needs the values; references would point next to the old file.
+        ir.external_data.load_to_model(model)
+    with atomic_output(path) as tmp_name:
         if external_data:
             # The data file is referenced by its final name; onnx_ir writes it atomically.
             ir.save(model, tmp_name, external_data=f"{path.name}.data")
         else:
             ir.save(model, tmp_name)
+    return path
+
+
+def has_external_tensors(model: ir.Model) -> bool:
+    """Whether some initializer still lives in an external data file."""
+    return any(
+        isinstance(value.const_value, ir.ExternalTensor)
+        for graph in (model.graph, *model.graph.subgraphs())
+        for value in graph.initializers.values()
+    )
+
+
+def check_writable(path: Path) -> None:
+    """Fail early, with one line, when ``path`` cannot be written as a file."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise GraphtagError(f"{path}: is a directory, expected a file name")
+    if not folder.is_dir():
+        raise GraphtagError(f"{path}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise GraphtagError(f"{path}: output folder {folder} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[str]:
+    """Yield a temporary file name beside ``path``; it replaces ``path`` on success only."""
+    check_writable(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp_name
+        # mkstemp creates 0600 files; give the output the usual umask-based mode.
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
-    except Exception as exc:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        if isinstance(exc, GraphtagError):
+        if isinstance(exc, GraphtagError) or not isinstance(exc, Exception):
             raise
-        raise GraphtagError(f"{path}: could not write the model ({exc})") from exc
+        raise GraphtagError(f"{path}: could not write ({exc})") from exc
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (same guarantees as :func:`save`)."""
+    path = Path(path)
+    with atomic_output(path) as tmp_name:
+        Path(tmp_name).write_text(text, encoding="utf-8")
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
