@@ -108,23 +108,13 @@ def wrap_kwargs(model: torch.nn.Module, kwargs: dict) -> KwargsWrapper:
     return KwargsWrapper(model, names, constants)
 
 
-def executed_module_names(model: torch.nn.Module, args: tuple, kwargs: dict) -> set[str]:
-    """Names of the modules that run in one eager forward (hooks record them)."""
-    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
-    seen: set[str] = set()
-    handles = [
-        module.register_forward_pre_hook(lambda mod, _args: seen.add(names[id(mod)]))
-        for module in model.modules()
-    ]
-    try:
-        with torch.no_grad():
-            model(*args, **kwargs)
-    except Exception:
-        return set()  # the export itself will report the problem
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
+def executed_tags(model: ir.Model) -> set[str]:
+    """Modules that ran during export: every tag the exporter's scopes gave a node, and
+    its ancestors (a module whose children ran ran too). No extra forward pass needed."""
+    from graphtag.boundaries import ancestors_and_self
+
+    seen = {metadata.node_tag(n) for n in metadata.iter_all_nodes(model)} - {None}
+    return {ancestor for tag in seen for ancestor in ancestors_and_self(tag)}
 
 
 def export(
@@ -159,7 +149,6 @@ def export(
     kwargs = dict(kwargs or {})
     config = filter_config or FilterConfig()
     hierarchy = build_hierarchy(model, config)
-    executed = executed_module_names(model, args, kwargs)
 
     start = time.perf_counter()
     route = optimizer_route and wants_optimizer_route(dynamo, torch_options)
@@ -175,15 +164,14 @@ def export(
     from_exporter, total = tag_nodes(
         onnx_model, hierarchy, exporter="dynamo" if dynamo else "torchscript"
     )
+    ran = executed_tags(onnx_model)  # before the optimizer can drop nodes
     if route:
         onnx_model, optimized = optimize_like_torch(onnx_model, torch_options)
         export_seconds += optimized.seconds
         start += optimized.seconds  # tagging_seconds counts graphtag's own work only
         from_exporter, total = count_exporter_tags(onnx_model)
-    # Through name_to_tag, a call made via an alias name counts for the canonical module.
-    executed_tags = {hierarchy.tag_of(name) for name in executed}
     for info in hierarchy:
-        info.executed = info.tag in executed_tags
+        info.executed = info.tag in ran
     write_model_metadata(onnx_model, hierarchy)
     if strip_torch_metadata:
         strip_bulky_torch_metadata(onnx_model)
