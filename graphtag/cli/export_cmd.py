@@ -9,12 +9,19 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from graphtag.cli.model_args import (
+    MODEL_HELP,
+    add_filter_options,
+    add_loading_options,
+    filter_config_from_args,
+    inputs_from_args,
+    load_from_args,
+)
 from graphtag.cli.tables import render_table
 from graphtag.errors import GraphtagError
 
@@ -26,9 +33,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description=(
             "Export MODEL with torch.onnx.export and write OUTPUT.onnx where every node carries "
             "metadata 'pkg.graphtag.module' (its nn.Module path) and the model carries the "
-            "module hierarchy. MODEL is a local directory (config.json + weights), a Hugging "
-            "Face hub id (needs the network), or package.module:factory / file.py:factory "
-            "returning an nn.Module or (module, example_inputs)."
+            "module hierarchy. " + MODEL_HELP
         ),
         epilog=(
             "example (offline, embedded tiny BERT):\n"
@@ -50,40 +55,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="pass optimize=False to the dynamo exporter (exact metadata)",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset version")
-    parser.add_argument(
-        "--random-init",
-        action="store_true",
-        help="build the architecture from its config alone (no weights read)",
-    )
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow a model directory's own Python code to run (off by default)",
-    )
-    parser.add_argument(
-        "--input-specs",
-        metavar="FILE.json",
-        help='inputs as {"name": {"shape": [...], "dtype": "int64"}}',
-    )
-    parser.add_argument(
-        "--keep-all-modules",
-        action="store_true",
-        help="give every module a tag, torch.nn ones included",
-    )
-    parser.add_argument(
-        "--keep-torch-class",
-        action="append",
-        default=[],
-        metavar="CLASS",
-        help="also tag this torch.nn class (repeatable), e.g. Linear",
-    )
-    parser.add_argument(
-        "--drop-torch-class",
-        action="append",
-        default=[],
-        metavar="CLASS",
-        help="stop tagging this torch.nn class (repeatable), e.g. Embedding",
-    )
+    add_loading_options(parser)
+    add_filter_options(parser)
     parser.add_argument(
         "--sidecar",
         action="store_true",
@@ -110,33 +83,14 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     _check_output(output)  # before importing torch: a bad output path fails in an instant
 
-    from graphtag.exporter.example_inputs import (
-        check_inputs_fit,
-        inputs_from_specs,
-        load_input_specs,
-        make_example_inputs,
-    )
-    from graphtag.exporter.module_tree import FilterConfig
-    from graphtag.exporter.sources import load_model
     from graphtag.exporter.tagged_export import _root_cause, export
 
     started = time.perf_counter()
     _step(1, 4, f"loading {args.model}")
-    loaded = load_model(
-        args.model, random_init=args.random_init, trust_remote_code=args.trust_remote_code
-    )
+    loaded = load_from_args(args)
     _step(2, 4, "preparing example inputs")
-    if args.input_specs:
-        inputs = inputs_from_specs(load_input_specs(args.input_specs))
-    elif loaded.example_inputs is not None:
-        inputs = loaded.example_inputs
-    else:
-        inputs = make_example_inputs(loaded.module, loaded.config)
-    check_inputs_fit(loaded.module, inputs)
-
-    config = FilterConfig.create(
-        add=args.keep_torch_class, remove=args.drop_torch_class, keep_all=args.keep_all_modules
-    )
+    inputs = inputs_from_args(args, loaded)
+    config = filter_config_from_args(args)
     options: dict = {}
     if args.no_optimize:
         options["optimize"] = False
@@ -254,13 +208,9 @@ def _summarize_warnings(caught: list[warnings.WarningMessage], stderr) -> None:
 
 def _check_output(output: Path) -> None:
     """Fail before the (slow) export when the output cannot be written."""
-    folder = output.parent if str(output.parent) else Path(".")
-    if output.is_dir():
-        raise GraphtagError(f"{output}: is a directory, expected a file name")
-    if not folder.is_dir():
-        raise GraphtagError(f"{output}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise GraphtagError(f"{output}: output folder {folder} is not writable")
+    from graphtag.io import check_writable
+
+    check_writable(output)
 
 
 def _write_sidecar(result, output: Path) -> Path:
@@ -275,8 +225,7 @@ def _write_sidecar(result, output: Path) -> Path:
             for node in metadata.iter_all_nodes(result.model)
         },
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", dir=sidecar.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, sidecar)
+    from graphtag.io import write_text_atomic
+
+    write_text_atomic(sidecar, json.dumps(data, indent=1))
     return sidecar

@@ -1,0 +1,237 @@
+"""Benchmark ``graphtag.export`` against a plain ``torch.onnx.export``.
+
+Usage::
+
+    python bench/bench_export.py [--models bert-tiny gpt2-24] [--repeat N] [--json OUT]
+                                 [--profile]
+
+Both sides get the same model object, the same inputs and the same options (dynamo
+exporter, torch's defaults otherwise, ``verbose=False``) and both write the ONNX file
+to a fresh temporary folder (torch's default ``external_data=True``: weights in
+``<name>.data``, which graphtag honours), so each timing covers capture, translation,
+optimization and the write. One warm-up call each, then ``--repeat`` (default 5) timed
+calls each, alternating which goes first, in one process; medians are reported with
+``ratio = graphtag / plain``. The garbage collector is collected before every call.
+
+``--profile`` runs one more graphtag export per model under cProfile and prints where
+graphtag's time goes beyond the plain export (hierarchy, tagging, the
+optimizer route, the tag-propagation pipeline, the save).
+
+Models:
+
+* ``bert-tiny``: ``graphtag.exporter.examples:tiny_bert`` (BERT L-2 H-128 A-2).
+* ``gpt2-24``: ``GPT2Model`` with 24 layers, hidden 256, 4 heads, vocab 1000, 128
+  positions, weights perturbed; inputs ``input_ids``/``attention_mask`` (1x32) and
+  ``use_cache=False``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import logging
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+import graphtag
+from graphtag import metadata
+from graphtag.exporter.example_inputs import ExampleInputs
+from graphtag.exporter.examples import perturb_parameters, tiny_bert
+
+
+def gpt2_24() -> tuple[torch.nn.Module, ExampleInputs]:
+    import transformers
+
+    config = transformers.GPT2Config(
+        n_layer=24,
+        n_embd=256,
+        n_head=4,
+        vocab_size=1000,
+        n_positions=128,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = transformers.GPT2Model(config).eval()
+    perturb_parameters(model)
+    ids = torch.randint(0, config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
+    kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
+    return model, ExampleInputs(kwargs=kwargs)
+
+
+MODELS: dict[str, Callable[[], tuple[torch.nn.Module, ExampleInputs]]] = {
+    "bert-tiny": tiny_bert,
+    "gpt2-24": gpt2_24,
+}
+
+OPTIONS = {"dynamo": True, "verbose": False}
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """torch's progress logs and warnings off, for both sides alike."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def plain(model: torch.nn.Module, inputs: ExampleInputs, path: Path) -> int:
+    program = torch.onnx.export(model, inputs.args, path, kwargs=inputs.kwargs, **OPTIONS)
+    return sum(1 for _ in metadata.iter_all_nodes(program.model))
+
+
+def tagged(model: torch.nn.Module, inputs: ExampleInputs, path: Path) -> int:
+    result = graphtag.export(model, inputs.args, inputs.kwargs, path, **OPTIONS)
+    return result.stats.nodes
+
+
+SIDES = {"plain": plain, "graphtag": tagged}
+
+
+def timed(side: str, model, inputs: ExampleInputs) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        gc.collect()
+        start = time.perf_counter()
+        nodes = SIDES[side](model, inputs, Path(tmp) / "model.onnx")
+        return time.perf_counter() - start, nodes
+
+
+def bench_model(name: str, repeat: int) -> dict:
+    model, inputs = MODELS[name]()
+    times: dict[str, list[float]] = {side: [] for side in SIDES}
+    nodes: dict[str, int] = {}
+    for i in range(1 + repeat):  # the first round is the warm-up
+        order = list(SIDES) if i % 2 == 0 else list(reversed(SIDES))
+        this_round = {}
+        for side in order:
+            this_round[side], nodes[side] = timed(side, model, inputs)
+            if i:
+                times[side].append(this_round[side])
+        print(
+            f"  {name} round {i}{'' if i else ' (warm-up)'}: "
+            + ", ".join(f"{side} {this_round[side]:.2f} s" for side in SIDES),
+            file=sys.stderr,
+            flush=True,
+        )
+    medians = {side: statistics.median(values) for side, values in times.items()}
+    return {
+        "model": name,
+        "nodes_plain": nodes["plain"],
+        "nodes_graphtag": nodes["graphtag"],
+        "plain_median_s": medians["plain"],
+        "graphtag_median_s": medians["graphtag"],
+        "ratio": medians["graphtag"] / medians["plain"],
+        "plain_s": times["plain"],
+        "graphtag_s": times["graphtag"],
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | nodes | plain median s | graphtag median s | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        nodes = str(row["nodes_plain"])
+        if row["nodes_graphtag"] != row["nodes_plain"]:
+            nodes += f" (graphtag {row['nodes_graphtag']})"
+        lines.append(
+            f"| {row['model']} | {nodes} | {row['plain_median_s']:.3f} "
+            f"| {row['graphtag_median_s']:.3f} | {row['ratio']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+# Where graphtag's time goes: (label, file name ending, function name) as cProfile has them.
+PHASES = (
+    ("build_hierarchy", "module_tree.py", "build_hierarchy"),
+    ("torch.onnx.export (_export_dynamo)", "tagged_export.py", "_export_dynamo"),
+    ("tag_nodes", "tagged_export.py", "tag_nodes"),
+    ("optimizer route (optimize_like_torch)", "optimize_route.py", "optimize_like_torch"),
+    ("  of which torch's optimizer", "optimize_route.py", "_torch_optimize"),
+    ("  of which tag reconciliation", "optimize_route.py", "reconcile_tags"),
+    ("write_model_metadata", "tagged_export.py", "write_model_metadata"),
+    ("pipeline parse (Pipeline.from_text)", "manager.py", "from_text"),
+    ("pipeline run (tag-propagation)", "manager.py", "call"),
+    ("save (_save_like_torch)", "tagged_export.py", "_save_like_torch"),
+)
+
+
+def _profile(side: str, model, inputs: ExampleInputs) -> pstats.Stats:
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        SIDES[side](model, inputs, Path(tmp) / "model.onnx")
+        profiler.disable()
+    return pstats.Stats(profiler, stream=io.StringIO())
+
+
+def _cumulative(stats: pstats.Stats, suffix: str, func: str) -> float:
+    return sum(
+        entry[3]
+        for (filename, _, name), entry in stats.stats.items()
+        if name == func and filename.endswith(suffix)
+    )
+
+
+def profile_model(name: str) -> None:
+    model, inputs = MODELS[name]()
+    timed("plain", model, inputs)  # warm both paths up first
+    timed("graphtag", model, inputs)
+    plain_total = _cumulative(_profile("plain", model, inputs), "bench_export.py", "plain")
+    stats = _profile("graphtag", model, inputs)
+    total = _cumulative(stats, "bench_export.py", "tagged")
+    print(f"\nprofile of one export of {name} (cumulative s, under cProfile):")
+    for label, suffix, func in PHASES:
+        seconds = _cumulative(stats, suffix, func)
+        print(f"  {label:42s} {seconds:7.3f}  ({seconds / total:6.1%})")
+    print(f"  {'graphtag.export total':42s} {total:7.3f}")
+    print(f"  {'plain torch.onnx.export total':42s} {plain_total:7.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per side (>= 1)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--profile", action="store_true", help="profile graphtag's phases")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    rows = []
+    with quiet():
+        for name in args.models:
+            rows.append(bench_model(name, args.repeat))
+        if args.profile:
+            for name in args.models:
+                profile_model(name)
+    print(
+        f"\ngraphtag.export vs torch.onnx.export (dynamo, same options, both writing to a "
+        f"temp dir), median of {args.repeat} after 1 warm-up, alternating:\n"
+    )
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"repeat": args.repeat, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
