@@ -1,0 +1,391 @@
+"""Helpers shared by function outlining and inlining: keys, records, signatures, cycles.
+
+An outlined module instance is one call node to a local function in the
+``pkg.graphtag`` domain. The function body is a copy of the first instance seen with
+that body (the *template*); every call node records, in ``pkg.graphtag.outlined``, how
+its own instance differs from the template (node names, value names, node and value
+metadata), so inlining restores every instance exactly. Every main-graph node carries
+its original position in ``pkg.graphtag.order``; inlining sorts by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+
+import onnx_ir as ir
+
+# Domain of every function graphtag creates (opset version 1 in the model's imports).
+DOMAIN = "pkg.graphtag"
+# Node: original position of the node in the main graph (a decimal integer). On a call
+# node: the smallest position of the nodes it replaced.
+ORDER = "pkg.graphtag.order"
+# Call node: JSON of how the instance differs from the function body (see record_diff).
+OUTLINED = "pkg.graphtag.outlined"
+# Function: fully qualified class of the outlined module(s), and the template's tag.
+FUNCTION_CLASS = "pkg.graphtag.class"
+FUNCTION_TEMPLATE = "pkg.graphtag.template"
+
+_GRAPH_TYPES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
+def subgraphs(node: ir.Node) -> list[ir.Graph]:
+    """The graphs held by ``node``'s attributes (not their nested subgraphs)."""
+    graphs: list[ir.Graph] = []
+    for attr in node.attributes.values():
+        if attr.is_ref() or attr.type not in _GRAPH_TYPES:
+            continue
+        graphs.extend([attr.value] if attr.type == ir.AttributeType.GRAPH else attr.value)
+    return graphs
+
+
+def outer_values(node: ir.Node) -> list[ir.Value]:
+    """Values defined outside ``node`` that its subgraphs (at any depth) read."""
+    found: dict[ir.Value, None] = {}
+    for graph in subgraphs(node):
+        defined: set[ir.Value] = set()
+        for sub in ir.traversal.RecursiveGraphIterator(graph):
+            defined.update(sub.outputs)
+        used: list[ir.Value | None] = list(graph.outputs)
+        stack = [graph]
+        while stack:
+            g = stack.pop()
+            defined.update(g.inputs)
+            defined.update(g.initializers.values())
+            for inner in g:
+                used.extend(inner.inputs)
+                stack.extend(subgraphs(inner))
+        for value in used:
+            if value is not None and value not in defined:
+                found[value] = None
+    return list(found)
+
+
+def all_inputs(node: ir.Node) -> list[ir.Value]:
+    """The node's inputs plus the outer values its subgraphs read."""
+    values = [v for v in node.inputs if v is not None]
+    if node.attributes:
+        values.extend(outer_values(node))
+    return values
+
+
+def deep_walk(nodes: Iterable[ir.Node]) -> tuple[list[ir.Node], list[ir.Value]]:
+    """Nodes (pre-order through subgraphs) and the values they define, in a fixed order."""
+    out_nodes: list[ir.Node] = []
+    out_values: list[ir.Value] = []
+
+    def walk(items: Iterable[ir.Node]) -> None:
+        for node in items:
+            out_nodes.append(node)
+            out_values.extend(node.outputs)
+            for graph in subgraphs(node):
+                out_values.extend(graph.inputs)
+                walk(graph)
+
+    walk(nodes)
+    return out_nodes, out_values
+
+
+def function_name(class_name: str) -> str:
+    """A valid identifier from a class name: its last dotted part, sanitized."""
+    short = class_name.rsplit(".", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9_]", "_", short) or "Module"
+    return f"_{name}" if name[0].isdigit() else name
+
+
+# -- structural signature ------------------------------------------------------------------
+
+
+def _tensor_digest(tensor: ir.TensorProtocol) -> tuple:
+    return (tensor.dtype.name, tuple(tensor.shape), hashlib.sha256(tensor.tobytes()).hexdigest())
+
+
+def _value_type(value: ir.Value) -> tuple:
+    shape = None if value.shape is None else tuple(str(d) for d in value.shape)
+    return (str(value.type), shape)
+
+
+class _Signer:
+    """Numbers values in definition order so equal signatures mean equal wiring."""
+
+    def __init__(self) -> None:
+        self.ids: dict[ir.Value, int] = {}
+
+    def define(self, value: ir.Value) -> int:
+        self.ids[value] = len(self.ids)
+        return self.ids[value]
+
+    def ref(self, value: ir.Value | None) -> object:
+        if value is None:
+            return None
+        if value in self.ids:
+            return self.ids[value]
+        return ("free", value.name)  # never happens for a complete body
+
+    def attr(self, attr: ir.Attr) -> object:
+        if attr.is_ref():
+            return ("ref", attr.ref_attr_name, attr.type.name)
+        if attr.type == ir.AttributeType.GRAPH:
+            return ("graph", self.graph(attr.value))
+        if attr.type == ir.AttributeType.GRAPHS:
+            return ("graphs", tuple(self.graph(g) for g in attr.value))
+        if attr.type == ir.AttributeType.TENSOR:
+            return ("tensor", _tensor_digest(attr.value))
+        if attr.type == ir.AttributeType.TENSORS:
+            return ("tensors", tuple(_tensor_digest(t) for t in attr.value))
+        value = attr.value
+        return (attr.type.name, tuple(value) if isinstance(value, list | tuple) else value)
+
+    def node(self, node: ir.Node) -> tuple:
+        inputs = tuple(self.ref(v) for v in node.inputs)
+        attrs = tuple(sorted((k, repr(self.attr(a))) for k, a in node.attributes.items()))
+        outputs = tuple((self.define(v), _value_type(v)) for v in node.outputs)
+        return (node.domain, node.op_type, node.overload, inputs, attrs, outputs)
+
+    def graph(self, graph: ir.Graph) -> tuple:
+        inputs = tuple((self.define(v), _value_type(v)) for v in graph.inputs)
+        inits = tuple(
+            (self.define(v), None if v.const_value is None else _tensor_digest(v.const_value))
+            for v in graph.initializers.values()
+        )
+        nodes = tuple(self.node(n) for n in graph)
+        return (inputs, inits, nodes, tuple(self.ref(v) for v in graph.outputs))
+
+
+def body_signature(inputs: list[ir.Value], nodes: list[ir.Node], outputs: list[ir.Value]) -> str:
+    """Digest of a body's ops, attributes, wiring and the types of the values it computes.
+
+    Names, metadata and the types of its inputs (weights, activations) may differ.
+    """
+    signer = _Signer()
+    h = hashlib.sha256()
+    h.update(repr(tuple(signer.define(v) for v in inputs)).encode())
+    for node in nodes:
+        h.update(repr(signer.node(node)).encode())
+    h.update(repr(tuple(signer.ref(v) for v in outputs)).encode())
+    return h.hexdigest()
+
+
+# -- per-instance records ------------------------------------------------------------------
+
+
+def _meta_diff(mine: dict[str, str], base: dict[str, str]) -> dict[str, str | None]:
+    diff: dict[str, str | None] = {k: v for k, v in mine.items() if base.get(k) != v}
+    diff.update({k: None for k in base if k not in mine})
+    return diff
+
+
+def record_diff(instance: list[ir.Node], body: list[ir.Node]) -> str:
+    """JSON of what differs between an instance's nodes and the body's (same structure).
+
+    Keys (each present only when non-empty) map positions in :func:`deep_walk` order to:
+    ``n`` node names, ``v`` value names, ``m`` node metadata changes and ``vm`` value
+    metadata changes (``null`` deletes a key).
+    """
+    nodes_a, values_a = deep_walk(instance)
+    nodes_b, values_b = deep_walk(body)
+    record: dict[str, dict[str, object]] = {"n": {}, "v": {}, "m": {}, "vm": {}}
+    for i, (a, b) in enumerate(zip(nodes_a, nodes_b)):
+        if a.name != b.name:
+            record["n"][str(i)] = a.name
+        diff = _meta_diff(a.metadata_props, b.metadata_props)
+        if diff:
+            record["m"][str(i)] = diff
+    for i, (a, b) in enumerate(zip(values_a, values_b)):
+        if a.name != b.name:
+            record["v"][str(i)] = a.name
+        diff = _meta_diff(a.metadata_props, b.metadata_props)
+        if diff:
+            record["vm"][str(i)] = diff
+    return json.dumps({k: v for k, v in record.items() if v}, separators=(",", ":"))
+
+
+def _apply_meta(target: dict[str, str], diff: dict[str, str | None]) -> None:
+    for key, value in diff.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+
+
+def apply_record(nodes: list[ir.Node], text: str | None) -> None:
+    """Turn copies of a function body into the instance described by ``text``."""
+    if not text:
+        return
+    record = json.loads(text)
+    deep_nodes, deep_values = deep_walk(nodes)
+    for i, name in record.get("n", {}).items():
+        deep_nodes[int(i)].name = name
+    for i, diff in record.get("m", {}).items():
+        _apply_meta(deep_nodes[int(i)].metadata_props, diff)
+    for i, name in record.get("v", {}).items():
+        deep_values[int(i)].name = name
+    for i, diff in record.get("vm", {}).items():
+        _apply_meta(deep_values[int(i)].metadata_props, diff)
+
+
+# -- order keys ----------------------------------------------------------------------------
+
+
+def order_key(node: ir.Node) -> int | None:
+    text = node.metadata_props.get(ORDER)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def stamp_order(graph: ir.Graph) -> list[ir.Node]:
+    """Give every main-graph node without one an order key; return the nodes stamped.
+
+    On a graph never stamped the key is the position; otherwise a node added since
+    takes its predecessor's key (stable sorting keeps it after that node).
+    """
+    nodes = list(graph)
+    fresh = all(ORDER not in n.metadata_props for n in nodes)
+    stamped: list[ir.Node] = []
+    last = 0
+    for index, node in enumerate(nodes):
+        key = order_key(node)
+        if key is None:
+            key = index if fresh else last
+            node.metadata_props[ORDER] = str(key)
+            stamped.append(node)
+        last = key
+    return stamped
+
+
+def sorted_by_order(nodes: list[ir.Node]) -> list[ir.Node]:
+    """Stable sort by order key; a node without a key follows its predecessor."""
+    keyed = []
+    last = -1
+    for position, node in enumerate(nodes):
+        key = order_key(node)
+        last = last if key is None else key
+        keyed.append((last, position, node))
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [node for _, _, node in keyed]
+
+
+# -- cycles in the graph with modules collapsed --------------------------------------------
+
+
+def collapse_cycle(nodes: list[ir.Node], group: dict[ir.Node, int]) -> list[int] | None:
+    """Groups on a cycle of the graph where each group is collapsed into one node.
+
+    ``group`` maps the nodes of each module to its id; other nodes stay alone. Returns
+    None when the collapsed graph is acyclic. O(nodes + edges).
+    """
+    n = len(nodes)
+    sid: dict[ir.Node, int] = {}
+    for i, node in enumerate(nodes):
+        sid[node] = n + group[node] if node in group else i
+    preds: dict[int, set[int]] = {}
+    succs: dict[int, list[int]] = {}
+    for node in nodes:
+        v = sid[node]
+        for value in all_inputs(node):
+            producer = value.producer()
+            u = sid.get(producer) if producer is not None else None
+            if u is None or u == v or u in preds.setdefault(v, set()):
+                continue
+            preds[v].add(u)
+            succs.setdefault(u, []).append(v)
+    ids = set(sid.values())
+    indegree = {v: len(preds.get(v, ())) for v in ids}
+    ready = [v for v in ids if indegree[v] == 0]
+    done = 0
+    while ready:
+        u = ready.pop()
+        done += 1
+        for v in succs.get(u, ()):
+            indegree[v] -= 1
+            if indegree[v] == 0:
+                ready.append(v)
+    if done == len(ids):
+        return None
+    # Walk unfinished predecessors until one repeats: that closes a cycle.
+    start = next(v for v in ids if indegree[v] > 0)
+    seen: dict[int, int] = {}
+    path: list[int] = []
+    v = start
+    while v not in seen:
+        seen[v] = len(path)
+        path.append(v)
+        v = next(u for u in preds[v] if indegree[u] > 0)
+    return [s - n for s in path[seen[v] :] if s >= n]
+
+
+def iter_graphtag_calls(nodes: Iterable[ir.Node], functions) -> Iterator[ir.Node]:
+    for node in nodes:
+        if node.op_identifier() in functions:
+            yield node
+
+
+# -- selection and hoisting ----------------------------------------------------------------
+
+
+def tag_pattern(pattern: str) -> re.Pattern[str]:
+    """Glob over tags: ``*``/``?`` stay in one segment, ``**`` crosses segments, ``[..]``
+    is a character class; a pattern not starting with ``/`` may match any trailing part
+    of a tag (``*/Layer.*`` matches ``/M/Enc/Layer.0``, not ``/M/Enc/Layer.0/Attn``)."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    prefix = "" if pattern.startswith("/") else "(?:.*/)?"
+    return re.compile(prefix + "".join(out))
+
+
+def hoist_shared(boundary, owner: dict[ir.Node, str]) -> None:
+    """Leave out of ``boundary`` the part computing values it hands to other modules.
+
+    A value the module uses itself and that another selected module (``owner`` maps
+    the nodes of the selected modules at this level to their tags) also reads — a
+    value computed once by the first instance and reused by the next ones — is
+    computed, with its producers inside the module, in the main graph instead: the
+    module then reads it like the other instances do. O(module nodes + edges).
+    """
+    tag = boundary.tag
+    members = set(boundary.nodes)
+    seeds = []
+    for value in boundary.outputs:
+        users = [use.node for use in value.uses()]
+        inside = any(u in members for u in users)
+        shared = any(owner.get(u, tag) != tag for u in users)
+        if inside and shared:
+            seeds.append(value.producer())
+    hoisted: set[ir.Node] = set(seeds)
+    stack = list(seeds)
+    while stack:
+        node = stack.pop()
+        for value in all_inputs(node):
+            producer = value.producer()
+            if producer in members and producer not in hoisted:
+                hoisted.add(producer)
+                stack.append(producer)
+    if not hoisted:
+        return
+    boundary.nodes = [n for n in boundary.nodes if n not in hoisted]
+    exported = set(boundary.outputs)
+    outputs = [v for n in boundary.nodes for v in n.outputs if v in exported]
+    boundary.outputs = outputs

@@ -1,0 +1,273 @@
+"""Replace selected modules by calls to ONNX local functions, one function per distinct body."""
+
+from __future__ import annotations
+
+__all__ = ["FunctionOutliningPass", "outline"]
+
+
+import onnx_ir as ir
+
+from graphtag import metadata
+from graphtag.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
+from graphtag.errors import GraphtagError, PipelineError
+from graphtag.hierarchy import Hierarchy, tag_segments
+from graphtag.passes import _outline_support as sup
+from graphtag.passes.toposort import TopologicalSortPass
+
+
+class FunctionOutliningPass(ir.passes.InPlacePass):
+    """Outline selected modules into ONNX local functions (one per distinct body).
+
+    Selection (exactly one): ``pattern`` (glob over tags: ``*`` stays within a segment,
+    ``**`` crosses segments, a pattern not starting with ``/`` matches a tag's tail, so
+    ``*/BertLayer.*`` selects the layers but not their children),
+    ``classes`` (comma-separated class names, short or fully qualified), ``depth``
+    (modules that many levels below the root, 1 = the root's children) or ``all``
+    (every module but the root). A module *contains* the main-graph nodes tagged with
+    its tag or a descendant's (:mod:`graphtag.boundaries`). Selected modules nested in
+    each other are outlined innermost first, so a layer's function calls its
+    attention's function.
+
+    Reads: ``pkg.graphtag.module`` tags, the hierarchy (class names; without one the
+    class is the tag segment before its first dot). Writes:
+
+    * one call node per instance, in domain ``pkg.graphtag``, op type = the class's
+      short name (suffixed ``_1``, ``_2`` ... when bodies of one class differ), named
+      after the instance tag; its inputs are the values the module reads from outside
+      (weights included: initializers stay in the main graph), in first-use order, its
+      outputs the values it produces for the rest of the graph (same names and types);
+      metadata: ``pkg.graphtag.module`` = instance tag, ``pkg.graphtag.order`` and
+      ``pkg.graphtag.outlined`` (how the instance differs from the body, for inlining);
+    * one function per (class, structural body) — same ops, attributes, wiring and value
+      types; names, metadata and weights may differ. The body is a copy of the first
+      instance (its Constant nodes included, names and metadata kept), declares the
+      opsets it uses, and carries ``pkg.graphtag.class`` / ``pkg.graphtag.template``;
+    * with ``hoist_shared`` (default), a value a module uses itself and also hands to
+      another selected module (a mask computed by the first layer and reused by the
+      next) is computed, with its producers, in the main graph before the call;
+    * ``pkg.graphtag.order`` (original position) on every main-graph node, and the
+      ``pkg.graphtag`` opset (version 1) in the model's imports.
+
+    Invariants: outputs of the model are unchanged (ORT runs the functions); the main
+    graph stays topologically sorted; :class:`FunctionInliningPass` restores the
+    original topology exactly. A pattern/class/depth matching no module raises
+    :class:`~graphtag.errors.GraphtagError`; a module whose collapse would create a
+    cycle (a path leaves it and comes back, alone or together with another selected
+    module) is left in place and listed in :attr:`skipped` as ``(tag, reason)``.
+    :attr:`outlined` lists ``(tag, function key)``. O((nodes + edges) x depth) per
+    nesting level, plus one extra O(nodes + edges) walk per skipped module.
+    """
+
+    def __init__(
+        self,
+        *,
+        pattern: str = "",
+        classes: str = "",
+        depth: int = 0,
+        all: bool = False,
+        hoist_shared: bool = True,
+    ) -> None:
+        # hoist_shared: compute in the main graph the values a module uses itself and
+        # hands to another selected module (computed once by the first instance, reused
+        # by the next ones), so that the instances get equal bodies.
+        super().__init__()
+        kinds = [bool(pattern), bool(classes), depth > 0, all]
+        if sum(kinds) != 1:
+            raise PipelineError(
+                "function-outlining: give exactly one of pattern, classes, depth (>= 1), all"
+            )
+        self.pattern = pattern
+        self.classes = classes
+        self.depth = depth
+        self.all = all
+        self.hoist_shared = hoist_shared
+        self.skipped: list[tuple[str, str]] = []
+        self.outlined: list[tuple[str, str]] = []
+
+    # -- selection ---------------------------------------------------------------------
+
+    def _select(self, model: ir.Model, hierarchy: Hierarchy | None) -> list[str]:
+        known: dict[str, None] = dict.fromkeys(hierarchy.modules if hierarchy else ())
+        for node in model.graph:
+            tag = metadata.node_tag(node)
+            if tag is not None and tag not in known:
+                known.update(dict.fromkeys(ancestors_and_self(tag)))
+        root = hierarchy.root if hierarchy else (min(known, key=len) if known else None)
+        if self.pattern:
+            regex = sup.tag_pattern(self.pattern)
+            chosen = [t for t in known if regex.fullmatch(t)]
+            what = f"pattern {self.pattern!r}"
+        elif self.classes:
+            wanted = {c.strip() for c in self.classes.split(",") if c.strip()}
+            chosen = [t for t in known if wanted & set(_class_names(t, hierarchy))]
+            what = f"classes {self.classes!r}"
+        elif self.depth:
+            chosen = [t for t in known if len(tag_segments(t)) == self.depth + 1]
+            what = f"depth {self.depth}"
+        else:
+            chosen = [t for t in known if t != root]
+            what = "all"
+        if not chosen:
+            sample = ", ".join(list(known)[:5]) or "none (the model has no tags)"
+            raise GraphtagError(f"function-outlining: {what} matches no module (tags: {sample})")
+        return chosen
+
+    # -- the pass ----------------------------------------------------------------------
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.skipped, self.outlined = [], []
+        hierarchy = Hierarchy.from_model(model)
+        chosen = self._select(model, hierarchy)
+        levels: dict[int, list[str]] = {}
+        for tag in chosen:
+            levels.setdefault(len(tag_segments(tag)), []).append(tag)
+        stamped = sup.stamp_order(model.graph)
+        self._bodies: dict[tuple[str, str], tuple[ir.Function, list[ir.Node]]] = {}
+        self._names = {f.name for f in model.functions.values() if f.domain == sup.DOMAIN}
+        modified = False
+        for depth in sorted(levels, reverse=True):
+            modified = TopologicalSortPass()(model).modified or modified
+            modified = self._outline_level(model, levels[depth], hierarchy) or modified
+        if self.outlined:
+            model.opset_imports.setdefault(sup.DOMAIN, 1)
+            modified = TopologicalSortPass()(model).modified or True
+        else:
+            for node in stamped:
+                node.metadata_props.pop(sup.ORDER, None)
+        del self._bodies
+        return ir.passes.PassResult(model, modified=modified)
+
+    def _outline_level(self, model: ir.Model, tags: list[str], hierarchy) -> bool:
+        boundaries = compute_boundaries(model, tags)
+        candidates: dict[str, ModuleBoundary] = {}
+        owner = {n: t for t in tags if t in boundaries for n in boundaries[t].nodes}
+        for tag in tags:
+            boundary = boundaries.get(tag)
+            if boundary is None or not boundary.nodes:
+                self.skipped.append((tag, "no nodes in the main graph"))
+                continue
+            if self.hoist_shared:
+                sup.hoist_shared(boundary, owner)
+            if not boundary.nodes:
+                self.skipped.append((tag, "computes only values shared with other modules"))
+            elif not boundary.outputs:
+                self.skipped.append((tag, "produces nothing used outside the module"))
+            else:
+                candidates[tag] = boundary
+        nodes = list(model.graph)
+        while candidates:
+            order = list(candidates)
+            group = {n: i for i, tag in enumerate(order) for n in candidates[tag].nodes}
+            cycle = sup.collapse_cycle(nodes, group)
+            if cycle is None:
+                break
+            # Drop the selected module on the cycle that starts last in the graph.
+            first = {n: i for i, n in enumerate(nodes)}
+            victim = max(cycle, key=lambda g: first[candidates[order[g]].nodes[0]])
+            others = sorted({order[g] for g in cycle} - {order[victim]})
+            reason = (
+                "not contiguous: a path leaves the module and re-enters it"
+                if not others
+                else f"collapsing it together with {', '.join(others)} would create a cycle"
+            )
+            self.skipped.append((order[victim], reason))
+            del candidates[order[victim]]
+        position = {n: i for i, n in enumerate(nodes)}
+        for tag in sorted(candidates, key=lambda t: position[candidates[t].nodes[0]]):
+            self._outline(model, candidates[tag], hierarchy)
+        return bool(candidates)
+
+    def _outline(self, model: ir.Model, boundary: ModuleBoundary, hierarchy) -> None:
+        tag, nodes, outputs = boundary.tag, boundary.nodes, boundary.outputs
+        produced = {v for n in nodes for v in n.outputs}
+        inputs = list(
+            dict.fromkeys(v for n in nodes for v in sup.all_inputs(n) if v not in produced)
+        )
+        class_name = _class_names(tag, hierarchy)[-1]
+        key = (class_name, sup.body_signature(inputs, nodes, outputs))
+        if key not in self._bodies:
+            self._bodies[key] = self._make_function(model, key, tag, inputs, nodes, outputs)
+        function, body = self._bodies[key]
+        keys = [k for k in (sup.order_key(n) for n in nodes) if k is not None]
+        call = ir.Node(
+            sup.DOMAIN,
+            function.name,
+            inputs,
+            num_outputs=len(outputs),
+            name=tag,
+            metadata_props={
+                metadata.MODULE: tag,
+                sup.ORDER: str(min(keys, default=0)),
+                sup.OUTLINED: sup.record_diff(nodes, body),
+            },
+        )
+        for new, old in zip(call.outputs, outputs):
+            new.name, new.type, new.doc_string = old.name, old.type, old.doc_string
+            new.shape = old.shape.copy() if old.shape is not None else None
+            new.metadata_props.update(old.metadata_props)
+        graph = model.graph
+        graph.insert_before(nodes[0], call)
+        ir.convenience.replace_all_uses_with(outputs, call.outputs, replace_graph_outputs=True)
+        for node in sup.deep_walk(nodes)[0]:
+            for i in range(len(node.inputs)):
+                node.replace_input_with(i, None)
+        graph.remove(nodes)
+        self.outlined.append((tag, f"{sup.DOMAIN}::{function.name}"))
+
+    def _make_function(
+        self,
+        model: ir.Model,
+        key: tuple[str, str],
+        tag: str,
+        inputs: list[ir.Value],
+        nodes: list[ir.Node],
+        outputs: list[ir.Value],
+    ) -> tuple[ir.Function, list[ir.Node]]:
+        body = ir.GraphView(inputs, outputs, nodes=nodes).clone()
+        for value in body.inputs:  # weights are passed in, never copied into the body
+            value.const_value = None
+            value.metadata_props.clear()
+        base = sup.function_name(key[0])
+        name, suffix = base, 0
+        while name in self._names:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        self._names.add(name)
+        domains = {n.domain for n in sup.deep_walk(body)[0]}
+        body.opset_imports.clear()
+        for domain in sorted(domains):
+            body.opset_imports[domain] = model.opset_imports.get(domain, 1)
+        body.name = name
+        function = ir.Function(sup.DOMAIN, name, graph=body, attributes=[])
+        function.metadata_props[sup.FUNCTION_CLASS] = key[0]
+        function.metadata_props[sup.FUNCTION_TEMPLATE] = tag
+        function.doc_string = f"Module {key[0]} (body copied from {tag})"
+        model.functions[function.identifier()] = function
+        return function, list(body)
+
+
+def _class_names(tag: str, hierarchy: Hierarchy | None) -> list[str]:
+    """Names a module's class answers to: short then fully qualified."""
+    info = hierarchy.modules.get(tag) if hierarchy else None
+    if info is not None and info.class_name:
+        return [info.class_name.rsplit(".", 1)[-1], info.class_name]
+    short = tag_segments(tag)[-1].split(".", 1)[0]
+    return [short, short]
+
+
+def outline(
+    model: ir.Model,
+    pattern: str = "",
+    *,
+    classes: str = "",
+    depth: int = 0,
+    all: bool = False,
+) -> FunctionOutliningPass:
+    """Outline ``model`` in place; return the pass (``.outlined``, ``.skipped``).
+
+    For the CLI: ``outline(model, pattern=args.outline)``; print
+    ``pass_.skipped`` as warnings.
+    """
+    pass_ = FunctionOutliningPass(pattern=pattern, classes=classes, depth=depth, all=all)
+    pass_(model)
+    return pass_

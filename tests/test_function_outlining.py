@@ -1,0 +1,373 @@
+"""function-outlining / function-inlining: hand-built graphs and the whole dynamo zoo."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+import torch
+from onnx_builders import run_ort
+from zoo import ZOO
+from zoo_exports import zoo_export
+
+import graphtag
+from graphtag import metadata
+from graphtag.analysis import analyze
+from graphtag.compare import compare_topology
+from graphtag.errors import GraphtagError, PipelineError
+from graphtag.hierarchy import Hierarchy, ModuleInfo
+from graphtag.passes import _outline_support as sup
+from graphtag.passes.function_inlining import FunctionInliningPass
+from graphtag.passes.function_outlining import FunctionOutliningPass, outline
+from graphtag.pipeline.parse import parse_pipeline
+from graphtag.pipeline.registry import registry
+
+FLOAT = ir.TensorType(ir.DataType.FLOAT)
+DYNAMO_MODELS = [name for name, entry in ZOO.items() if "dynamo" in entry.exporters]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _copy(model: ir.Model) -> ir.Model:
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+
+
+@functools.cache
+def _zoo(name: str) -> tuple[bytes, dict[str, np.ndarray]]:
+    case = zoo_export(name, "dynamo")
+    model = ir.external_data.load_to_model(graphtag.load(case.path))
+    inputs = case.inputs
+    given = [t for t in (*inputs.args, *inputs.kwargs.values()) if isinstance(t, torch.Tensor)]
+    by_name = {k: v for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)}
+    feeds = {
+        value.name: by_name.get(value.name, given[i]).numpy()
+        for i, value in enumerate(model.graph.inputs)
+    }
+    return ir.serde.serialize_model(model).SerializeToString(), feeds
+
+
+def zoo_model(name: str) -> tuple[ir.Model, dict[str, np.ndarray]]:
+    data, feeds = _zoo(name)
+    return ir.serde.deserialize_model(onnx.load_from_string(data)), feeds
+
+
+def check_and_run(model: ir.Model, tmp_path: Path, feeds) -> list[np.ndarray]:
+    path = tmp_path / "outlined.onnx"
+    graphtag.save(model, path, external_data=False)
+    onnx.checker.check_model(str(path), full_check=True)
+    return run_ort(path, feeds)
+
+
+def assert_same_outputs(expected, got) -> None:
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_allclose(have, want, rtol=0, atol=1e-6)
+
+
+def metadata_of(model: ir.Model) -> list[tuple]:
+    return [
+        (n.name, dict(n.metadata_props), [dict(v.metadata_props) for v in n.outputs])
+        for n in model.graph
+    ]
+
+
+def assert_round_trip(before: ir.Model, outlined: ir.Model) -> None:
+    assert FunctionInliningPass()(outlined).modified
+    diff = compare_topology(before, outlined)
+    assert diff.identical, diff.report()
+    assert metadata_of(outlined) == metadata_of(before)
+    assert not outlined.functions
+
+
+def calls(model: ir.Model) -> list[ir.Node]:
+    return [n for n in model.graph if n.domain == sup.DOMAIN]
+
+
+# ---------------------------------------------------------------- hand-built graphs
+
+
+def _node(op, inputs, name, tag, **attrs) -> ir.Node:
+    node = ir.Node("", op, inputs, attributes=[ir.AttrInt64(k, v) for k, v in attrs.items()])
+    node.name = name
+    node.outputs[0].name = f"{name}_out"
+    node.metadata_props[metadata.MODULE] = tag
+    return node
+
+
+def layered(steps, tags: dict[str, str], weights: int = 0) -> ir.Model:
+    """A chain-free builder: steps = (name, op, input names, tag); last step is the output."""
+    rng = np.random.default_rng(0)
+    x = ir.Value(name="x", shape=ir.Shape([2, 4]), type=FLOAT)
+    graph = ir.Graph([x], [], nodes=[], opset_imports={"": 21}, name="g")
+    values = {"x": x}
+    for i in range(weights):
+        tensor = ir.tensor(rng.standard_normal((4, 4)).astype(np.float32), name=f"w{i}")
+        value = ir.Value(name=f"w{i}", shape=tensor.shape, type=FLOAT, const_value=tensor)
+        graph.register_initializer(value)
+        values[f"w{i}"] = value
+    for name, op, inputs, tag in steps:
+        if op == "Constant":
+            node = ir.Node(
+                "", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(np.float32(0.5)))]
+            )
+            node.name, node.outputs[0].name = name, f"{name}_out"
+            node.metadata_props[metadata.MODULE] = tag
+        else:
+            node = _node(op, [values[i] for i in inputs], name, tag)
+        values[name] = node.outputs[0]
+        graph.append(node)
+    out = values[steps[-1][0]]
+    out.shape, out.type = ir.Shape([2, 4]), FLOAT
+    graph.outputs.append(out)
+    model = ir.Model(graph, ir_version=10)
+    modules = {
+        tag: ModuleInfo(tag=tag, name=name, class_name=cls, parent=tag.rsplit("/", 1)[0] or None)
+        for tag, (name, cls) in {"/M": ("", "pkg.M"), **tags}.items()
+    }
+    Hierarchy(modules, {info.name: tag for tag, info in modules.items()}).attach(model)
+    return model
+
+
+L0, L1 = "/M/Layer.0", "/M/Layer.1"
+LAYER_TAGS = {L0: ("layers.0", "pkg.mod.Layer"), L1: ("layers.1", "pkg.mod.Layer")}
+
+
+def two_layers() -> ir.Model:
+    """Two instances of one class: MatMul by its own weight, a Constant, Mul, Relu."""
+    steps = [
+        ("mm0", "MatMul", ["x", "w0"], L0),
+        ("c0", "Constant", [], L0),
+        ("mul0", "Mul", ["mm0", "c0"], L0),
+        ("relu0", "Relu", ["mul0"], L0),
+        ("mm1", "MatMul", ["relu0", "w1"], L1),
+        ("c1", "Constant", [], L1),
+        ("mul1", "Mul", ["mm1", "c1"], L1),
+        ("relu1", "Relu", ["mul1"], L1),
+        ("head", "Neg", ["relu1"], "/M"),
+    ]
+    return layered(steps, LAYER_TAGS, weights=2)
+
+
+def test_same_class_instances_share_one_function(tmp_path):
+    model = two_layers()
+    before = _copy(model)
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)}
+    expected = run_ort(before, feeds)
+    pass_ = FunctionOutliningPass(pattern="*/Layer.*")
+    assert pass_(model).modified
+    assert pass_.skipped == []
+    assert [key for _, key in pass_.outlined] == ["pkg.graphtag::Layer"] * 2
+    (function,) = model.functions.values()
+    assert function.identifier() == ("pkg.graphtag", "Layer", "")
+    assert [n.op_type for n in function] == ["MatMul", "Constant", "Mul", "Relu"]
+    assert len(function.inputs) == 2  # x and the weight: weights are passed in
+    assert function.opset_imports == {"": 21}
+    assert function.metadata_props[sup.FUNCTION_CLASS] == "pkg.mod.Layer"
+    assert set(model.graph.initializers) == {"w0", "w1"}
+    assert model.opset_imports[sup.DOMAIN] == 1
+    first, second = calls(model)
+    assert [v.name for v in second.inputs] == ["relu0_out", "w1"]
+    assert [v.name for v in second.outputs] == ["relu1_out"]
+    for call, tag in [(first, L0), (second, L1)]:
+        assert call.name == tag
+        assert call.metadata_props[metadata.MODULE] == tag
+        assert sup.ORDER in call.metadata_props
+    assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
+    assert_round_trip(before, model)
+
+
+def _if_layers() -> ir.Model:
+    """Two layers, each with an If whose branches read a value of the layer (outer scope)."""
+    steps, tags, prev = [], {}, "x"
+    for i in range(2):
+        tag = f"/M/Layer.{i}"
+        tags[tag] = (f"layers.{i}", "pkg.mod.Layer")
+        steps += [(f"r{i}", "Relu", [prev], tag), (f"s{i}", "ReduceSum", [f"r{i}"], tag)]
+        steps.append((f"c{i}", "Greater", [f"s{i}", f"s{i}"], tag))
+        prev = f"r{i}"
+    model = layered([*steps, ("head", "Neg", ["r1"], "/M")], tags)
+    graph, by_name = model.graph, {n.name: n for n in model.graph}
+    for i in range(2):
+        tag, outer = f"/M/Layer.{i}", by_name[f"r{i}"].outputs[0]
+
+        def branch(op: str, i=i, tag=tag, outer=outer) -> ir.Graph:
+            node = _node(op, [outer], f"{op}{i}", tag)
+            node.outputs[0].type = FLOAT
+            return ir.Graph([], [node.outputs[0]], nodes=[node], name=f"{op}{i}_g")
+
+        cond = by_name[f"c{i}"].outputs[0]
+        branches = [
+            ir.AttrGraph("then_branch", branch("Abs")),
+            ir.AttrGraph("else_branch", branch("Neg")),
+        ]
+        if_node = ir.Node("", "If", [cond], attributes=branches, name=f"if{i}")
+        if_node.outputs[0].name = f"if{i}_out"
+        if_node.metadata_props[metadata.MODULE] = tag
+        mul = _node("Mul", [if_node.outputs[0], outer], f"mul{i}", tag)
+        graph.insert_after(by_name[f"c{i}"], [if_node, mul])
+        user = by_name["r1" if i == 0 else "head"]
+        user.replace_input_with(0, mul.outputs[0])
+    return model
+
+
+def test_subgraphs_reading_outer_values(tmp_path):
+    model = _if_layers()
+    before = _copy(model)
+    feeds = {"x": np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)}
+    expected = run_ort(before, feeds)
+    pass_ = outline(model, "*/Layer.*")
+    assert pass_.skipped == [] and len(model.functions) == 1 and len(calls(model)) == 2
+    assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
+    assert_round_trip(before, model)  # subgraph node and value names restored too
+
+
+def test_non_contiguous_module_is_skipped_with_reason():
+    # Module A's two nodes are separated by B's node: a path leaves A and comes back.
+    tags = {"/M/A": ("a", "pkg.A"), "/M/B": ("b", "pkg.B")}
+    steps = [
+        ("a1", "Relu", ["x"], "/M/A"),
+        ("b1", "Neg", ["a1"], "/M/B"),
+        ("a2", "Add", ["b1", "a1"], "/M/A"),
+    ]
+    model = layered(steps, tags)
+    before = _copy(model)
+    pass_ = FunctionOutliningPass(pattern="/M/A")
+    assert not pass_(model).modified
+    assert pass_.skipped == [("/M/A", "not contiguous: a path leaves the module and re-enters it")]
+    assert metadata_of(model) == metadata_of(before)  # no order keys left behind
+    assert not model.functions and sup.DOMAIN not in model.opset_imports
+
+
+def test_modules_forming_a_cycle_together_skip_one():
+    # A and B are each contiguous, but a1 -> b1 and b2 -> a2: collapsing both is a cycle.
+    tags = {"/M/A": ("a", "pkg.Part"), "/M/B": ("b", "pkg.Part")}
+    steps = [
+        ("a1", "Relu", ["x"], "/M/A"),
+        ("b1", "Neg", ["a1"], "/M/B"),
+        ("b2", "Neg", ["x"], "/M/B"),
+        ("a2", "Add", ["b2", "x"], "/M/A"),
+        ("out", "Add", ["a2", "b1"], "/M"),
+    ]
+    model = layered(steps, tags)
+    before = _copy(model)
+    pass_ = FunctionOutliningPass(classes="Part")
+    assert pass_(model).modified
+    assert len(pass_.skipped) == 1 and "would create a cycle" in pass_.skipped[0][1]
+    assert len(calls(model)) == 1
+    assert_round_trip(before, model)
+
+
+def test_pattern_matching_nothing_is_an_error():
+    with pytest.raises(GraphtagError, match=r"pattern '\*/Nope\.\*' matches no module"):
+        FunctionOutliningPass(pattern="*/Nope.*")(two_layers())
+    with pytest.raises(GraphtagError, match="classes 'Nope' matches no module"):
+        FunctionOutliningPass(classes="Nope")(two_layers())
+
+
+def test_exactly_one_selection_kind():
+    with pytest.raises(PipelineError, match="exactly one"):
+        FunctionOutliningPass()
+    with pytest.raises(PipelineError, match="exactly one"):
+        FunctionOutliningPass(pattern="*", all=True)
+
+
+def test_inlining_without_functions_is_a_no_op():
+    model = two_layers()
+    assert not FunctionInliningPass()(model).modified
+    outline(model, "*/Layer.*")
+    assert FunctionInliningPass()(model).modified
+    assert not FunctionInliningPass()(model).modified
+
+
+def test_tag_patterns_stay_within_segments():
+    regex = sup.tag_pattern("*/Layer.*")
+    assert regex.fullmatch("/M/Enc/Layer.0")
+    assert not regex.fullmatch("/M/Enc/Layer.0/Attn")
+    assert sup.tag_pattern("/M/**/Attn").fullmatch("/M/Enc/Layer.0/Attn")
+    assert not sup.tag_pattern("/Enc/Layer.0").fullmatch("/M/Enc/Layer.0")
+    assert sup.tag_pattern("Layer.[01]").fullmatch("/M/Layer.1")
+
+
+def test_registered_with_options():
+    (invocation,) = parse_pipeline('function-outlining{classes="Layer"}')
+    pass_ = registry().get("function-outlining").create(invocation.options)
+    model = two_layers()
+    assert pass_(model).modified and len(calls(model)) == 2
+    assert registry().get("function-inlining").create({})(model).modified
+
+
+# ---------------------------------------------------------------- the zoo
+
+
+@pytest.mark.parametrize("name", DYNAMO_MODELS)
+def test_zoo_outline_all_runs_and_round_trips(name, tmp_path):
+    model, feeds = zoo_model(name)
+    before = _copy(model)
+    expected = run_ort(before, feeds)
+    pass_ = FunctionOutliningPass(all=True)
+    assert pass_(model).modified
+    assert pass_.outlined and model.functions
+    assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
+    assert_round_trip(before, model)
+
+
+def test_bert_layers_share_one_function(tmp_path):
+    model, feeds = zoo_model("bert")
+    before = _copy(model)
+    expected = run_ort(before, feeds)
+    for selection in ({"pattern": "*/BertLayer.*"}, {"classes": "BertLayer"}):
+        outlined = _copy(model)
+        pass_ = FunctionOutliningPass(**selection)
+        pass_(outlined)
+        assert pass_.skipped == []
+        assert list(outlined.functions) == [("pkg.graphtag", "BertLayer", "")]
+        layer_calls = calls(outlined)
+        assert [c.metadata_props[metadata.MODULE] for c in layer_calls] == [
+            "/BertModel/BertEncoder/BertLayer.0",
+            "/BertModel/BertEncoder/BertLayer.1",
+        ]
+        function = outlined.functions["pkg.graphtag", "BertLayer", ""]
+        assert function.metadata_props[sup.FUNCTION_CLASS] == (
+            "transformers.models.bert.modeling_bert.BertLayer"
+        )
+        assert not function.graph.initializers
+        assert analyze(outlined).functions == {"pkg.graphtag::BertLayer": 2}
+    assert_same_outputs(expected, check_and_run(outlined, tmp_path, feeds))
+    assert_round_trip(before, outlined)
+
+
+def test_bert_nested_layer_and_attention(tmp_path):
+    model, feeds = zoo_model("bert")
+    before = _copy(model)
+    expected = run_ort(before, feeds)
+    pass_ = outline(model, classes="BertLayer,transformers.models.bert.modeling_bert.BertAttention")
+    assert pass_.skipped == []
+    assert set(model.functions) == {
+        ("pkg.graphtag", "BertLayer", ""),
+        ("pkg.graphtag", "BertAttention", ""),
+    }
+    layer = model.functions["pkg.graphtag", "BertLayer", ""]
+    inner = [n for n in layer if n.domain == sup.DOMAIN]
+    assert [n.op_type for n in inner] == ["BertAttention"]
+    assert [c.op_type for c in calls(model)] == ["BertLayer", "BertLayer"]
+    assert layer.opset_imports[sup.DOMAIN] == 1
+    assert analyze(model).functions == {
+        "pkg.graphtag::BertAttention": 1,
+        "pkg.graphtag::BertLayer": 2,
+    }
+    assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
+    assert_round_trip(before, model)
+
+
+def test_depth_selection_on_gpt2(tmp_path):
+    model, feeds = zoo_model("gpt2")
+    before = _copy(model)
+    expected = run_ort(before, feeds)
+    pass_ = outline(model, depth=1)
+    assert {tag.count("/") for tag, _ in pass_.outlined} == {2}
+    assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
+    assert_round_trip(before, model)
