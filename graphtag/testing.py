@@ -1,65 +1,56 @@
-"""pytest helpers: golden JSON snapshots of tagged exports (syrupy).
+"""pytest integration: golden snapshots of tagged exports with syrupy.
 
-Use ``snapshot.use_extension(GoldenJSONExtension)``; files go to ``golden/`` beside the
-tests folder, one JSON file per snapshot, refreshed with ``pytest --snapshot-update``.
+In a test::
+
+    from graphtag.testing import graphtag_snapshot
+
+    def test_my_model_export(graphtag_golden):
+        assert graphtag_snapshot("my_model.onnx") == graphtag_golden
+
+``graphtag_golden`` is a fixture (add ``pytest_plugins = ["graphtag.testing"]`` to your
+conftest.py) that stores one JSON file per test in ``golden/`` beside your tests folder;
+``GoldenJSONExtension.at(folder)`` gives an extension for any other folder. Refresh with
+``pytest --snapshot-update``. Snapshots are graphtag.snapshot's canonical JSON, which is
+deterministic, so the files are stable across runs and pytest-xdist workers.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import os
 from pathlib import Path
 
 import onnx_ir as ir
+import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from graphtag import metadata
-from graphtag.hierarchy import Hierarchy
+from graphtag.io import load
+from graphtag.snapshot import snapshot
 
 
 class GoldenJSONExtension(JSONSnapshotExtension):
-    """One JSON file per snapshot under ``<tests folder>/../golden``."""
+    """One JSON file per snapshot under ``<tests folder>/../golden`` (or :meth:`at`)."""
 
-    golden_dirname = "golden"
+    golden_dir: str | None = None
 
     @classmethod
     def dirname(cls, *, test_location) -> str:
-        return str(Path(test_location.filepath).parent.parent / cls.golden_dirname)
+        if cls.golden_dir is not None:
+            return cls.golden_dir
+        return str(Path(test_location.filepath).parent.parent / "golden")
+
+    @classmethod
+    def at(cls, folder: str | os.PathLike) -> type[GoldenJSONExtension]:
+        """An extension class storing its files in ``folder``."""
+        return type("GoldenJSONExtensionAt", (cls,), {"golden_dir": str(Path(folder).resolve())})
 
 
-def export_summary(model: ir.Model) -> dict:
-    """Deterministic facts about a tagged export: module tags, per-tag ops, counts."""
-    ops: dict[str, Counter] = {}
-    untagged = 0
-    total = 0
-    for node in metadata.iter_all_nodes(model):
-        total += 1
-        tag = metadata.node_tag(node)
-        if tag is None:
-            untagged += 1
-            tag = "<untagged>"
-        ops.setdefault(tag, Counter())[
-            f"{node.domain}::{node.op_type}" if node.domain else node.op_type
-        ] += 1
-    hierarchy = Hierarchy.from_model(model)
-    from graphtag.passes.multi_consumer import shared_parameters
+def graphtag_snapshot(model_or_path: ir.Model | str | os.PathLike) -> dict:
+    """The canonical snapshot (graphtag.snapshot) of a model or an ONNX file."""
+    model = model_or_path if isinstance(model_or_path, ir.Model) else load(model_or_path)
+    return snapshot(model)
 
-    sources = Counter(
-        n.metadata_props[metadata.TAG_SOURCE]
-        for n in metadata.iter_all_nodes(model)
-        if metadata.TAG_SOURCE in n.metadata_props
-    )
-    return {
-        "tag_sources": dict(sorted(sources.items())),
-        "multi_context_nodes": sum(
-            1 for n in metadata.iter_all_nodes(model) if metadata.CONTEXTS in n.metadata_props
-        ),
-        "shared_parameters": dict(sorted(shared_parameters(model).items())),
-        "nodes": total,
-        "untagged": untagged,
-        "modules": sorted(hierarchy.modules) if hierarchy else [],
-        "ops_per_module": {tag: dict(sorted(c.items())) for tag, c in sorted(ops.items())},
-        "inputs": [v.name for v in model.graph.inputs],
-        "outputs": [v.name for v in model.graph.outputs],
-        "initializers": len(model.graph.initializers),
-        "opsets": dict(sorted(model.opset_imports.items())),
-    }
+
+@pytest.fixture
+def graphtag_golden(snapshot):
+    """syrupy's ``snapshot`` fixture storing golden JSON files (see module docstring)."""
+    return snapshot.use_extension(GoldenJSONExtension)

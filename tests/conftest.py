@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from onnx_builders import tagged_mlp
 
 import graphtag
+from graphtag.testing import graphtag_golden  # noqa: F401  (the golden-snapshot fixture)
 
 
 @pytest.fixture

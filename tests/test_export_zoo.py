@@ -24,7 +24,7 @@ from graphtag import metadata
 from graphtag.compare import compare_topology
 from graphtag.exporter.tagged_export import KwargsWrapper, wrap_kwargs
 from graphtag.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_lca
-from graphtag.testing import GoldenJSONExtension, export_summary
+from graphtag.testing import graphtag_snapshot
 
 CASES = [pytest.param((n, e), id=f"{n}-{e}") for n, e in zoo_cases()]
 
@@ -151,9 +151,8 @@ def _check_fused(node, hierarchy) -> None:
         assert metadata.node_tag(node) == tag_lca(modules), node.name
 
 
-def test_golden_snapshot(case, snapshot):
-    summary = export_summary(graphtag.load(case.path))
-    assert summary == snapshot(extension_class=GoldenJSONExtension)
+def test_golden_snapshot(case, graphtag_golden):
+    assert graphtag_snapshot(case.path) == graphtag_golden
 
 
 def test_dynamo_failure_names_the_fallback():

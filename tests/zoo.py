@@ -148,3 +148,20 @@ ZOO: dict[str, ZooModel] = {
         ZooModel("siblings", _siblings),
     ]
 }
+
+
+# Module-level factories, so the zoo can be named as MODEL (``tests/zoo.py:bert``) by
+# ``graphtag export`` and by the sample zoo file tests/ZOO.toml.
+bert = ZOO["bert"].build
+resnet = ZOO["resnet"].build
+siblings = ZOO["siblings"].build
+gpt2_lmhead = ZOO["gpt2-lmhead"].build
+
+
+def deeper_siblings():
+    """siblings with one more block in its ModuleList: a deliberate change for tests."""
+    model, inputs = _siblings()
+    extra = Block(16)
+    perturb_parameters(extra, seed=1)
+    model.layers.append(extra.eval())
+    return model, inputs

@@ -56,6 +56,7 @@ def _optional_commands() -> list:
         "extract_cmd",
         "verify_cmd",
         "dag_cmd",
+        "zoo_cmd",
     ):
         try:
             found.append(importlib.import_module(f"graphtag.cli.{name}"))

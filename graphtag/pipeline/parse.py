@@ -18,10 +18,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from graphtag.errors import PipelineError
 

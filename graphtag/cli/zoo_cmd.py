@@ -1,0 +1,75 @@
+"""``graphtag snapshot`` and ``graphtag zoo check``: golden regression checks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from graphtag.cli.tables import render_table
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    snap = commands.add_parser(
+        "snapshot",
+        help="canonical JSON snapshot of a tagged export",
+        description="Print (or write with -o) the canonical, deterministic JSON snapshot of "
+        "MODEL: module tags, per-module ops and boundary counts, tag sources, contexts, "
+        "shared parameters, functions, opsets and graph inputs/outputs.",
+    )
+    snap.add_argument("model", metavar="MODEL.onnx")
+    snap.add_argument("-o", "--output", metavar="FILE.json")
+    snap.set_defaults(func=run_snapshot)
+
+    zoo = commands.add_parser(
+        "zoo",
+        help="export a zoo of models and compare with golden snapshots",
+        description="Golden regression checks over a zoo of models (see graphtag.zoo).",
+    )
+    sub = zoo.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND")
+    sub.required = True
+    check = sub.add_parser("check", help="export each model and compare with DIR/<name>.json")
+    check.add_argument("zoo_file", metavar="ZOO.toml")
+    check.add_argument("--golden", required=True, metavar="DIR", help="golden snapshot folder")
+    check.add_argument("--update", action="store_true", help="rewrite the golden files")
+    check.add_argument("-j", "--jobs", type=int, default=1, help="models exported at once")
+    check.set_defaults(func=run_zoo_check)
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    from graphtag.io import load, write_text_atomic
+    from graphtag.snapshot import dumps, snapshot
+
+    text = dumps(snapshot(load(args.model)))
+    if args.output:
+        write_text_atomic(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_zoo_check(args: argparse.Namespace) -> int:
+    from graphtag.zoo import check_zoo
+
+    def progress(done: int, total: int, result) -> None:
+        print(
+            f"[{done}/{total}] {result.name}: {result.status} ({result.seconds:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    results = check_zoo(
+        args.zoo_file, args.golden, update=args.update, jobs=args.jobs, on_result=progress
+    )
+    for result in results:
+        if result.diff:
+            print(f"{result.name}:")
+            print("\n".join(f"  {line}" for line in result.diff))
+    rows = [(r.name, r.status, f"{r.seconds:.1f}", r.error) for r in results]
+    print(render_table(("model", "status", "s", "detail"), rows, align="llr"))
+    bad = [
+        r
+        for r in results
+        if r.status in ("CHANGED", "FAILED") or (r.status == "NEW" and not args.update)
+    ]
+    return 1 if bad else 0

@@ -1,0 +1,138 @@
+"""Canonical, deterministic JSON snapshot of a tagged export (torch-free).
+
+What matters about an export and nothing volatile: module tags with their node counts
+and op histograms, boundary counts, tag sources, multi-context nodes, shared parameters,
+local functions, opsets and graph inputs/outputs with types and shapes. No timestamps,
+paths or versions. ``schema`` changes when the layout does.
+
+Schema (version 1)::
+
+    {"schema": 1,
+     "graph": {"nodes": int, "untagged": int, "opsets": {domain: version},
+               "inputs": [{"name", "type", "shape"}], "outputs": [...]},
+     "modules": {tag: {"class": str | null, "nodes": int, "ops": {op: count},
+                       "inputs": int, "outputs": int}},
+     "tag_sources": {source: count}, "multi_context_nodes": int,
+     "shared_parameters": {parameter: [tags]},
+     "functions": {"domain::name": {"calls": int, "nodes": int}}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import onnx_ir as ir
+
+from graphtag import metadata
+from graphtag.boundaries import compute_boundaries
+from graphtag.hierarchy import Hierarchy
+
+SCHEMA_VERSION = 1
+
+
+def _value_entry(value: ir.Value) -> dict:
+    shape = (
+        None
+        if value.shape is None
+        else [str(d) if not isinstance(d, int) else d for d in value.shape]
+    )
+    return {"name": value.name, "type": str(value.type) if value.type else None, "shape": shape}
+
+
+def _op(node: ir.Node) -> str:
+    return f"{node.domain}::{node.op_type}" if node.domain else node.op_type
+
+
+def snapshot(model: ir.Model) -> dict:
+    """The canonical snapshot of ``model`` as a JSON-ready dict (sorted keys)."""
+    from graphtag.passes.multi_consumer import shared_parameters
+
+    hierarchy = Hierarchy.from_model(model)
+    classes = {info.tag: info.class_name.rsplit(".", 1)[-1] for info in hierarchy or []}
+    ops: dict[str, Counter] = {}
+    sources: Counter[str] = Counter()
+    untagged = contexts = total = 0
+    for node in metadata.iter_all_nodes(model):
+        total += 1
+        tag = metadata.node_tag(node)
+        if tag is None:
+            untagged += 1
+        else:
+            ops.setdefault(tag, Counter())[_op(node)] += 1
+        if metadata.TAG_SOURCE in node.metadata_props:
+            sources[node.metadata_props[metadata.TAG_SOURCE]] += 1
+        contexts += metadata.CONTEXTS in node.metadata_props
+    boundaries = compute_boundaries(model)
+    modules = {}
+    for tag in sorted(set(ops) | set(classes)):
+        boundary = boundaries.get(tag)
+        modules[tag] = {
+            "class": classes.get(tag),
+            "nodes": sum(ops.get(tag, Counter()).values()),
+            "ops": dict(sorted(ops.get(tag, Counter()).items())),
+            "inputs": len(boundary.inputs) if boundary else 0,
+            "outputs": len(boundary.outputs) if boundary else 0,
+        }
+    calls: Counter[str] = Counter()
+    for node in metadata.iter_all_nodes(model):
+        if (node.domain, node.op_type, node.overload) in model.functions:
+            calls[f"{node.domain}::{node.op_type}"] += 1
+    functions = {
+        f"{f.domain}::{f.name}": {"calls": calls[f"{f.domain}::{f.name}"], "nodes": len(f)}
+        for f in model.functions.values()
+    }
+    return {
+        "schema": SCHEMA_VERSION,
+        "graph": {
+            "nodes": total,
+            "untagged": untagged,
+            "opsets": dict(sorted(model.opset_imports.items())),
+            "inputs": [_value_entry(v) for v in model.graph.inputs],
+            "outputs": [_value_entry(v) for v in model.graph.outputs],
+        },
+        "modules": modules,
+        "tag_sources": dict(sorted(sources.items())),
+        "multi_context_nodes": contexts,
+        "shared_parameters": dict(sorted(shared_parameters(model).items())),
+        "functions": dict(sorted(functions.items())),
+    }
+
+
+def dumps(data: dict) -> str:
+    """Canonical text: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def diff_snapshots(old: dict, new: dict) -> list[str]:
+    """Readable differences: modules gained/lost, op count changes, graph-level changes."""
+    lines: list[str] = []
+    if old.get("schema") != new.get("schema"):
+        return [f"schema changed: {old.get('schema')} -> {new.get('schema')}"]
+    old_mods, new_mods = old.get("modules", {}), new.get("modules", {})
+    for tag in sorted(set(new_mods) - set(old_mods)):
+        lines.append(f"+ module {tag} ({new_mods[tag]['nodes']} nodes)")
+    for tag in sorted(set(old_mods) - set(new_mods)):
+        lines.append(f"- module {tag} ({old_mods[tag]['nodes']} nodes)")
+    for tag in sorted(set(old_mods) & set(new_mods)):
+        a, b = old_mods[tag], new_mods[tag]
+        if a == b:
+            continue
+        changes = []
+        for op in sorted(set(a["ops"]) | set(b["ops"])):
+            before, after = a["ops"].get(op, 0), b["ops"].get(op, 0)
+            if before != after:
+                changes.append(f"{op} {before}->{after}")
+        for key in ("class", "inputs", "outputs"):
+            if a.get(key) != b.get(key):
+                changes.append(f"{key} {a.get(key)}->{b.get(key)}")
+        lines.append(f"~ module {tag}: {', '.join(changes)}")
+    for key in ("graph", "tag_sources", "multi_context_nodes", "shared_parameters", "functions"):
+        if old.get(key) != new.get(key):
+            lines.append(f"~ {key}: {_short(old.get(key))} -> {_short(new.get(key))}")
+    return lines
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
