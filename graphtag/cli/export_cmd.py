@@ -63,6 +63,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="also write OUTPUT.graphtag.json with the hierarchy and node tags",
     )
     parser.add_argument(
+        "--outline",
+        metavar="PATTERN",
+        help="turn the modules whose tags match PATTERN into ONNX local functions, one "
+        "function per distinct body (e.g. '*/BertLayer.*'; see function-outlining)",
+    )
+    parser.add_argument(
         "--strip-torch-metadata",
         action="store_true",
         help="drop torch's stack_trace and fx_node node metadata (~1 KB/node)",
@@ -124,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
             result = export(
                 loaded.module, inputs.args, inputs.kwargs, dynamo=False, **common, **options
             )
+    if args.outline:
+        from graphtag.passes.function_outlining import outline
+
+        outlined = outline(result.model, pattern=args.outline)
+        for tag, reason in outlined.skipped:
+            print(f"graphtag: warning: not outlined {tag}: {reason}", file=sys.stderr)
     _step(4, 4, f"writing {output}")
     result.save(output)
     if args.sidecar:
@@ -140,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
         ("total time", f"{elapsed:.2f} s"),
         ("output", f"{output} ({output.stat().st_size / 1e6:.1f} MB)"),
     ]
+    if args.outline:
+        rows.insert(
+            -2, ("functions", f"{len(result.model.functions)} for {len(outlined.outlined)} modules")
+        )
     print(render_table(("", ""), rows))
     return 0
 
