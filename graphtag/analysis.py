@@ -77,6 +77,8 @@ class Analysis:
     context_roles: dict[str, int]  # role -> number of context entries
     shared_parameters: list[SharedParameter]
     functions: dict[str, int]  # function key -> number of call nodes
+    # module class (as recorded by function-outlining) -> function keys implementing it
+    function_classes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     filter: str | None = None
 
     def module(self, tag: str) -> ModuleStats | None:
@@ -101,6 +103,7 @@ class Analysis:
             "context_roles": dict(sorted(self.context_roles.items())),
             "shared_parameters": [s.to_json_dict() for s in self.shared_parameters],
             "functions": dict(sorted(self.functions.items())),
+            "function_classes": dict(sorted(self.function_classes.items())),
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -323,6 +326,7 @@ def analyze(model: ir.Model) -> Analysis:
         context_roles=dict(roles),
         shared_parameters=_shared_parameters(model, params, hierarchy is not None),
         functions={key: calls.get(key, 0) for key in function_keys.values()},
+        function_classes=_function_classes(model, function_keys),
     )
 
 
@@ -368,3 +372,13 @@ def _shared_parameters(
             continue
         shared[value.name] = SharedParameter(value.name, sorted(tags), origin, source)
     return [shared[name] for name in sorted(shared)]
+
+
+def _function_classes(model: ir.Model, keys: dict) -> dict[str, list[str]]:
+    """Module class -> the functions outlined from it (``pkg.graphtag.class`` metadata)."""
+    classes: dict[str, list[str]] = {}
+    for function in model.functions.values():
+        cls = function.metadata_props.get(metadata.FUNCTION_CLASS)
+        if cls:
+            classes.setdefault(cls, []).append(keys[function.identifier()])
+    return {cls: sorted(found) for cls, found in classes.items()}

@@ -19,6 +19,8 @@ CONSUMERS = "pkg.graphtag.consumers"
 # Value: JSON list of the PyTorch parameter/buffer names an initializer holds (its own
 # name, or the parameters the exporter's optimizer folded into it).
 ORIGIN = "pkg.graphtag.origin"
+# Function: fully qualified class of the module a function was outlined from.
+FUNCTION_CLASS = "pkg.graphtag.class"
 # Model: JSON module tree (see graphtag.hierarchy).
 HIERARCHY = "pkg.graphtag.hierarchy"
 # Model: graphtag version that wrote the tags.

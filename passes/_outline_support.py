@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 
 import onnx_ir as ir
 
+from graphtag import metadata
+
 # Domain of every function graphtag creates (opset version 1 in the model's imports).
 DOMAIN = "pkg.graphtag"
 # Node: original position of the node in the main graph (a decimal integer). On a call
@@ -25,7 +27,7 @@ ORDER = "pkg.graphtag.order"
 # Call node: JSON of how the instance differs from the function body (see record_diff).
 OUTLINED = "pkg.graphtag.outlined"
 # Function: fully qualified class of the outlined module(s), and the template's tag.
-FUNCTION_CLASS = "pkg.graphtag.class"
+FUNCTION_CLASS = metadata.FUNCTION_CLASS
 FUNCTION_TEMPLATE = "pkg.graphtag.template"
 
 _GRAPH_TYPES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)

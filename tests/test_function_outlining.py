@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -371,3 +372,27 @@ def test_depth_selection_on_gpt2(tmp_path):
     assert {tag.count("/") for tag, _ in pass_.outlined} == {2}
     assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
     assert_round_trip(before, model)
+
+
+def test_export_cli_outline_and_analyze(tmp_path):
+    from cli_helpers import run_cli
+
+    out = tmp_path / "outlined.onnx"
+    proc = run_cli(
+        "export",
+        "graphtag.exporter.examples:tiny_bert",
+        out,
+        "--outline",
+        "*/BertLayer.*",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "functions" in proc.stdout
+    onnx.checker.check_model(str(out), full_check=True)
+    analysis = json.loads(run_cli("analyze", out, "--format", "json").stdout)
+    assert analysis["functions"] == {"pkg.graphtag::BertLayer": 2}
+    assert list(analysis["function_classes"]) == [
+        "transformers.models.bert.modeling_bert.BertLayer"
+    ]
+    table = run_cli("analyze", out, "--format", "detailed").stdout
+    assert "pkg.graphtag::BertLayer" in table and "BertLayer" in table

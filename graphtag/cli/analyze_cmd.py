@@ -146,8 +146,11 @@ def _detailed(analysis, path: str) -> str:
             + render_table(("initializer", "folded from", "modules", "tags"), shared, align="llrl")
         )
     if analysis.functions:
-        calls = [(key, n) for key, n in sorted(analysis.functions.items())]
-        parts.append("functions:\n" + render_table(("function", "calls"), calls, align="lr"))
+        class_of = {k: c for c, keys in analysis.function_classes.items() for k in keys}
+        calls = [(key, class_of.get(key, "-"), n) for key, n in sorted(analysis.functions.items())]
+        parts.append(
+            "functions:\n" + render_table(("function", "class", "calls"), calls, align="llr")
+        )
     if analysis.untagged:
         shown = ", ".join(analysis.untagged[:10])
         more = f" (+{len(analysis.untagged) - 10} more)" if len(analysis.untagged) > 10 else ""
