@@ -59,23 +59,44 @@ def ancestors_and_self(tag: str) -> list[str]:
     return chain
 
 
-def _outer_values(node: ir.Node) -> list[ir.Value]:
-    """Values from outside ``node``'s subgraphs that those subgraphs read (any depth)."""
-    found: list[ir.Value] = []
+def subgraphs_of(node: ir.Node) -> list[ir.Graph]:
+    """The graphs held by ``node``'s attributes (control-flow bodies), not nested ones."""
+    graphs: list[ir.Graph] = []
     for attr in node.attributes.values():
-        if attr.is_ref() or attr.type not in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+        if attr.is_ref():
             continue
-        graphs = [attr.value] if attr.type == ir.AttributeType.GRAPH else list(attr.value)
-        for graph in graphs:
-            inner = {id(v) for v in graph.inputs} | {id(v) for v in graph.initializers.values()}
-            produced: set[int] = set()
-            for sub in ir.traversal.RecursiveGraphIterator(graph):
-                produced.update(id(v) for v in sub.outputs)
-            for sub in ir.traversal.RecursiveGraphIterator(graph):
-                for value in sub.inputs:
-                    if value is not None and id(value) not in produced | inner:
-                        found.append(value)
-            found.extend(v for v in graph.outputs if id(v) not in produced | inner)
+        if attr.type == ir.AttributeType.GRAPH:
+            graphs.append(attr.value)
+        elif attr.type == ir.AttributeType.GRAPHS:
+            graphs.extend(attr.value)
+    return graphs
+
+
+def _outer_values(node: ir.Node) -> list[ir.Value]:
+    """Values from outside ``node``'s subgraphs that those subgraphs read (any depth).
+
+    One walk over the nested graphs: a value is local when some nested graph declares it
+    (input, initializer or node output); ids are unique, so one set covers every scope.
+    """
+    graphs = subgraphs_of(node)
+    if not graphs:
+        return []
+    defined: set[int] = set()
+    used: list[ir.Value] = []
+    for graph in graphs:  # grows while walking: nested bodies come after their parents
+        defined.update(id(v) for v in graph.inputs)
+        defined.update(id(v) for v in graph.initializers.values())
+        used.extend(graph.outputs)
+        for inner in graph:
+            defined.update(id(v) for v in inner.outputs)
+            used.extend(v for v in inner.inputs if v is not None)
+            graphs.extend(subgraphs_of(inner))
+    found: list[ir.Value] = []
+    seen: set[int] = set()
+    for value in used:
+        if id(value) not in defined and id(value) not in seen:
+            seen.add(id(value))
+            found.append(value)
     return found
 
 
@@ -183,11 +204,7 @@ def _subgraph_owners(graph: ir.Graph) -> dict[int, ir.Node]:
     """id(subgraph node) -> the main-graph node that encloses it."""
     owners: dict[int, ir.Node] = {}
     for node in graph:
-        for attr in node.attributes.values():
-            if attr.is_ref() or attr.type not in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
-                continue
-            graphs = [attr.value] if attr.type == ir.AttributeType.GRAPH else list(attr.value)
-            for sub in graphs:
-                for inner in ir.traversal.RecursiveGraphIterator(sub):
-                    owners[id(inner)] = node
+        for sub in subgraphs_of(node):
+            for inner in ir.traversal.RecursiveGraphIterator(sub):
+                owners[id(inner)] = node
     return owners

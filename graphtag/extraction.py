@@ -1,0 +1,279 @@
+"""Extract a module of a tagged model as a standalone ONNX model (torch-free).
+
+The extracted model of module ``T`` (see :mod:`graphtag.boundaries`):
+
+* inputs: ``T``'s external inputs, outputs: its external outputs, both under their
+  original value names, typed and shaped (from the values, else from ONNX shape
+  inference on the full model, run at most once per :class:`Extractor`);
+* nodes: ``T``'s nodes in graph (topological) order, with their control-flow bodies;
+* initializers ``T`` reads stay initializers (the tensor objects are shared with the
+  source model, never copied); outputs of input-free nodes outside ``T`` (Constant) are
+  copied in as nodes, so they never become inputs;
+* the model's opset imports, ir_version, producer, metadata and node/value metadata, the
+  local functions its nodes call (transitively), plus ``pkg.graphtag.extracted_module``.
+
+The source model is never modified: the result is a clone (``ir.GraphView.clone``),
+O(size of the module). Weights loaded lazily from a data file beside the source stay
+references to that file (``graphtag.save`` reads them into the files it writes).
+
+A module called more than once carries the same tag on every call (the exporter records
+the same scope), so its extraction holds all the calls: the first call's output feeds
+the second inside the extracted model. Nodes inside control-flow bodies belong to the
+enclosing node: a tag found only inside bodies cannot be extracted on its own (the error
+says so), nor can a module whose outputs nothing outside it reads.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator, Mapping
+
+import onnx_ir as ir
+
+from graphtag import metadata
+from graphtag.boundaries import (
+    ModuleBoundary,
+    ancestors_and_self,
+    compute_boundaries,
+    subgraphs_of,
+)
+from graphtag.errors import GraphtagError
+from graphtag.hierarchy import Hierarchy
+
+__all__ = ["EXTRACTED_MODULE", "Extractor", "extract_all", "extract_module"]
+
+# Model metadata on an extracted model: the tag of the module it holds.
+EXTRACTED_MODULE = "pkg.graphtag.extracted_module"
+# Model metadata keys that describe the source model only and are dropped on extraction.
+_SOURCE_ONLY_KEYS = ("pkg.graphtag.boundaries",)
+
+
+def extract_module(
+    model: ir.Model, tag: str, *, boundaries: Mapping[str, ModuleBoundary] | None = None
+) -> ir.Model:
+    """The module tagged ``tag`` as a standalone model (``model`` is left unchanged).
+
+    ``boundaries`` (from :func:`graphtag.boundaries.compute_boundaries`) avoids a
+    recomputation when extracting several modules. Raises GraphtagError for an unknown
+    tag (naming the closest existing ones) or a module that has no nodes.
+    """
+    if boundaries is None:
+        boundaries = compute_boundaries(model, [tag])
+    return Extractor(model, boundaries).extract(tag)
+
+
+def extract_all(
+    model: ir.Model,
+    tags: Iterable[str] | None = None,
+    *,
+    boundaries: Mapping[str, ModuleBoundary] | None = None,
+) -> Iterator[tuple[str, ir.Model]]:
+    """``(tag, extracted model)`` for every module (or the given ``tags``), parents first.
+
+    Boundaries are computed once for all modules; the total cost is
+    O((nodes + edges) x hierarchy depth).
+    """
+    tags = list(tags) if tags is not None else None
+    if boundaries is None:
+        boundaries = compute_boundaries(model, tags)
+    extractor = Extractor(model, boundaries)
+    for tag in list(boundaries) if tags is None else tags:
+        yield tag, extractor.extract(tag)
+
+
+class Extractor:
+    """Extracts modules of one model; shares shape inference and the function index."""
+
+    def __init__(self, model: ir.Model, boundaries: Mapping[str, ModuleBoundary]) -> None:
+        self.model = model
+        self.boundaries = boundaries
+        self._inferred: dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]] | None = None
+
+    def extract(self, tag: str) -> ir.Model:
+        boundary = self.boundaries.get(tag)
+        if boundary is None or not boundary.nodes:
+            raise missing_module_error(self.model, tag, self.boundaries)
+        if not boundary.outputs:
+            raise GraphtagError(
+                f"module {tag}: none of its {len(boundary.nodes)} node(s) produces a value "
+                "used outside it or a graph output; there is nothing to extract"
+            )
+        source = self.model
+        initializers = [v for v in boundary.constants if v.is_initializer()]
+        constant_nodes: list[ir.Node] = []
+        seen: set[int] = set()
+        for value in boundary.constants:
+            producer = value.producer()
+            if not value.is_initializer() and producer is not None and id(producer) not in seen:
+                seen.add(id(producer))
+                constant_nodes.append(producer)
+        for value in [*boundary.inputs, *boundary.outputs]:
+            if not value.name:
+                raise GraphtagError(f"module {tag}: a boundary value has no name")
+        view = ir.GraphView(
+            boundary.inputs,
+            boundary.outputs,
+            nodes=[*constant_nodes, *boundary.nodes],
+            initializers=initializers,
+            opset_imports=dict(source.graph.opset_imports),
+            name=tag,
+            metadata_props=dict(source.graph.metadata_props),
+        )
+        graph = view.clone()
+        self._complete_types(tag, [*graph.inputs, *graph.outputs])
+        props = {k: v for k, v in source.metadata_props.items() if k not in _SOURCE_ONLY_KEYS}
+        props[EXTRACTED_MODULE] = tag
+        return ir.Model(
+            graph,
+            ir_version=source.ir_version,
+            producer_name=source.producer_name,
+            producer_version=source.producer_version,
+            domain=source.domain,
+            model_version=source.model_version,
+            doc_string=source.doc_string,
+            functions=[f.clone() for f in self._functions_called(boundary.nodes)],
+            metadata_props=props,
+        )
+
+    def _functions_called(self, nodes: Iterable[ir.Node]) -> list[ir.Function]:
+        """Local functions called by ``nodes`` or their bodies, transitively, model order."""
+        functions = self.model.functions
+        if not functions:
+            return []
+        needed: set[ir.OperatorIdentifier] = set()
+        stack = list(nodes)
+        while stack:
+            node = stack.pop()
+            for graph in subgraphs_of(node):
+                stack.extend(graph)
+            key = node.op_identifier()
+            if key in functions and key not in needed:
+                needed.add(key)
+                stack.extend(functions[key])
+        return [f for key, f in functions.items() if key in needed]
+
+    def _complete_types(self, tag: str, values: list[ir.Value]) -> None:
+        """Give boundary values lacking a type or shape the ones shape inference finds."""
+        missing = [v for v in values if v.type is None or v.shape is None]
+        if not missing:
+            return
+        inferred = self._inferred_types()
+        untyped = []
+        for value in missing:
+            found_type, found_shape = inferred.get(value.name or "", (None, None))
+            if value.type is None:
+                value.type = found_type
+            if value.shape is None and found_shape is not None:
+                value.shape = found_shape
+            if value.type is None:
+                untyped.append(value.name)
+        if untyped:
+            shown = ", ".join(untyped[:5]) + (" ..." if len(untyped) > 5 else "")
+            raise GraphtagError(
+                f"module {tag}: no type known for boundary value(s) {shown}, even after ONNX "
+                "shape inference on the full model; add value_info for them"
+            )
+
+    def _inferred_types(self) -> dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]:
+        if self._inferred is None:
+            self._inferred = infer_main_graph_types(self.model)
+        return self._inferred
+
+
+def infer_main_graph_types(
+    model: ir.Model,
+) -> dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]:
+    """Value name -> (type, shape) from ONNX shape inference, without touching ``model``.
+
+    Large initializers are passed as typed graph inputs so no weight is serialized. On
+    failure the result is empty (callers then report the untyped values).
+    """
+    import onnx
+
+    graph = model.graph
+    small, large = [], []
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        typed = value.type is not None and value.shape is not None
+        heavy = tensor is None or tensor.nbytes > 1024
+        if heavy and typed and not value.is_graph_input():
+            large.append(value)
+        else:
+            small.append(value)
+    view = ir.GraphView(
+        [*graph.inputs, *large],
+        graph.outputs,
+        nodes=graph,
+        initializers=small,
+        opset_imports=dict(graph.opset_imports),
+        name=graph.name,
+    )
+    light = ir.Model(
+        view,
+        ir_version=model.ir_version,
+        functions=list(model.functions.values()),
+    )
+    try:
+        proto = onnx.shape_inference.infer_shapes(ir.serde.serialize_model(light))
+    except Exception:  # inference is best effort; the caller names what stays untyped
+        return {}
+    found: dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]] = {}
+    for info in [*proto.graph.value_info, *proto.graph.output, *proto.graph.input]:
+        if info.HasField("type"):
+            found[info.name] = (
+                ir.serde.deserialize_type_proto_for_type(info.type),
+                ir.serde.deserialize_type_proto_for_shape(info.type),
+            )
+    return found
+
+
+def missing_module_error(
+    model: ir.Model, tag: str, boundaries: Mapping[str, ModuleBoundary]
+) -> GraphtagError:
+    """Why ``tag`` cannot be extracted: no nodes, only inside bodies, or unknown."""
+    known = set(boundaries) | _main_graph_tags(model)
+    if tag in known and tag not in boundaries:
+        return GraphtagError(f"module {tag}: not in the boundaries given (computed for other tags)")
+    if tag in known:
+        return GraphtagError(f"module {tag} has no nodes in the graph; there is nothing to extract")
+    enclosing = _body_owners(model, tag)
+    if enclosing:
+        names = ", ".join(sorted(enclosing)[:3])
+        return GraphtagError(
+            f"module {tag} only tags nodes inside control-flow bodies (of node(s) {names}); "
+            "a body belongs to its enclosing node: extract that node's module instead"
+        )
+    hierarchy = Hierarchy.from_model(model)
+    if hierarchy is not None and tag in hierarchy:
+        return GraphtagError(
+            f"module {tag} has no nodes in the graph (it was not executed, or its "
+            "computation was folded away); there is nothing to extract"
+        )
+    candidates = sorted(known | (set(hierarchy.modules) if hierarchy else set()))
+    close = difflib.get_close_matches(tag, candidates, n=5, cutoff=0.5)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    if not candidates:
+        hint = "; the model has no tagged nodes"
+    return GraphtagError(f"unknown module tag {tag!r}{hint}")
+
+
+def _main_graph_tags(model: ir.Model) -> set[str]:
+    tags: set[str] = set()
+    for node in model.graph:
+        tag = metadata.node_tag(node)
+        if tag and tag not in tags:
+            tags.update(ancestors_and_self(tag))
+    return tags
+
+
+def _body_owners(model: ir.Model, tag: str) -> set[str]:
+    """Names (or tags) of main-graph nodes whose bodies hold nodes inside module ``tag``."""
+    owners: set[str] = set()
+    for node in model.graph:
+        for sub in subgraphs_of(node):
+            for inner in ir.traversal.RecursiveGraphIterator(sub):
+                inner_tag = metadata.node_tag(inner)
+                if inner_tag and tag in ancestors_and_self(inner_tag):
+                    owners.add(node.name or metadata.node_tag(node) or node.op_type)
+                    break
+    return owners

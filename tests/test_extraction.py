@@ -1,0 +1,430 @@
+"""graphtag.extraction and ``graphtag extract``: every module of the zoo, hand-built cases.
+
+Zoo check, for EVERY module at every level of every model: the extracted model passes
+``onnx.checker.check_model(full_check=True)``, runs in onnxruntime, and, fed with the
+boundary values of ONE run of the full model (every intermediate value exposed as an
+extra output), reproduces the full model's values of its outputs (<= 1e-5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+import torch
+from cli_helpers import assert_clean_failure, run_cli
+from onnx_builders import tagged_mlp
+from zoo import ZOO
+from zoo_exports import zoo_export
+
+import graphtag
+from graphtag import metadata
+from graphtag.boundaries import compute_boundaries
+from graphtag.errors import GraphtagError
+from graphtag.extraction import EXTRACTED_MODULE, extract_all, extract_module
+from graphtag.hierarchy import Hierarchy, ModuleInfo, is_ancestor_or_self
+
+# Dynamo (optimizer on) for every zoo model that exports with it, TorchScript otherwise,
+# plus three models exported with optimize=False.
+ZOO_CASES = [
+    f"{name}:{'dynamo' if 'dynamo' in entry.exporters else entry.exporters[0]}"
+    for name, entry in ZOO.items()
+]
+NOOPT_CASES = ["bert:noopt", "gpt2:noopt", "siblings:noopt"]
+FLOAT = ir.TensorType(ir.DataType.FLOAT)
+
+
+@dataclasses.dataclass
+class Case:
+    model: ir.Model  # weights in memory, so models serialize to bytes for onnxruntime
+    values: dict[str, np.ndarray]  # every value of one full-model run, by name
+
+
+def session(model: ir.Model) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    data = ir.to_proto(model).SerializeToString()
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def run_all_values(model: ir.Model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every main-graph value of one run: a copy of the model outputs all of them."""
+    from graphtag.extraction import infer_main_graph_types
+
+    full = model.clone()
+    inferred = infer_main_graph_types(full)
+    exposed = {v.name for v in full.graph.outputs}
+    for node in full.graph:
+        for value in node.outputs:
+            if value.type is None and value.name in inferred:
+                value.type, value.shape = inferred[value.name]
+            if value.name and value.name not in exposed and value.type is not None:
+                full.graph.outputs.append(value)
+                exposed.add(value.name)
+    sess = session(full)
+    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    return {**values, **feeds}
+
+
+def module_failures(model: ir.Model, values: dict[str, np.ndarray]) -> tuple[int, list[str]]:
+    """(modules checked, one line per module that fails any of the three checks)."""
+    failures, count = [], 0
+    for tag, extracted in extract_all(model):
+        count += 1
+        try:
+            boundary = [*extracted.graph.inputs, *extracted.graph.outputs]
+            untyped = [v.name for v in boundary if v.type is None or v.shape is None]
+            assert not untyped, f"no type or shape: {untyped}"
+            proto = ir.to_proto(extracted)
+            onnx.checker.check_model(proto, full_check=True)
+            sess = session(extracted)
+            feeds = {i.name: values[i.name] for i in sess.get_inputs()}
+            for spec, got in zip(sess.get_outputs(), sess.run(None, feeds)):
+                np.testing.assert_allclose(got, values[spec.name], rtol=1e-5, atol=1e-5)
+        except Exception as exc:
+            failures.append(f"{tag}: {type(exc).__name__}: {str(exc)[:300]}")
+    return count, failures
+
+
+def _feeds(model: ir.Model, inputs) -> dict[str, np.ndarray]:
+    given = [t for t in [*inputs.args, *inputs.kwargs.values()] if isinstance(t, torch.Tensor)]
+    by_name = {k: v for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)}
+    return {v.name: by_name.get(v.name, given[i]).numpy() for i, v in enumerate(model.graph.inputs)}
+
+
+@functools.cache
+def load_case(label: str) -> Case:
+    """A zoo model as ``name:exporter`` (or ``name:noopt``), loaded once per session."""
+    name, variant = label.split(":")
+    if variant == "noopt":
+        module, inputs = ZOO[name].build()
+        model = graphtag.export(
+            module, inputs.args, inputs.kwargs, optimize=False, verbose=False
+        ).model
+        model = ir.from_proto(ir.to_proto(model))  # plain in-memory tensors
+    else:
+        exported = zoo_export(name, variant)
+        model, inputs = graphtag.load(exported.path), exported.inputs
+        ir.external_data.load_to_model(model)
+    return Case(model, run_all_values(model, _feeds(model, inputs)))
+
+
+@pytest.mark.parametrize("label", ZOO_CASES + NOOPT_CASES)
+def test_every_module_checks_runs_and_matches_full_model(label):
+    case = load_case(label)
+    count, failures = module_failures(case.model, case.values)
+    assert count == len(compute_boundaries(case.model)) > 1
+    assert not failures, f"{len(failures)}/{count} modules fail:\n" + "\n".join(failures)
+
+
+def test_source_untouched_and_weights_shared():
+    model = load_case("bert:dynamo").model
+    before = ir.to_proto(model).SerializeToString()
+    tensors = {id(v.const_value) for v in model.graph.initializers.values()}
+    for _, extracted in extract_all(model):
+        for value in extracted.graph.initializers.values():
+            assert id(value.const_value) in tensors  # shared by reference, never copied
+    assert ir.to_proto(model).SerializeToString() == before
+
+
+def test_module_called_twice_gives_all_calls():
+    model = load_case("siblings:dynamo").model
+    boundaries = compute_boundaries(model)
+    shared = boundaries["/SiblingsNet/Block.shared"]
+    once = boundaries["/SiblingsNet/Block.left"]
+    assert len(shared.nodes) == 2 * len(once.nodes)
+    extracted = extract_module(model, "/SiblingsNet/Block.shared", boundaries=boundaries)
+    assert len(extracted.graph) == len(shared.nodes)
+    # one input (the first call's), one output (the second call's); the first call's
+    # output feeds the second call inside the extracted model.
+    assert len(extracted.graph.inputs) == len(extracted.graph.outputs) == 1
+    assert extracted.metadata_props[EXTRACTED_MODULE] == "/SiblingsNet/Block.shared"
+    tags = [metadata.node_tag(n) or "" for n in extracted.graph]
+    assert all(is_ancestor_or_self("/SiblingsNet/Block.shared", t) for t in tags)
+
+
+# --- hand-built models ------------------------------------------------------------
+
+
+def _node(op, inputs, tag, name, *, attributes=(), domain="", num_outputs=1):
+    node = ir.Node(domain, op, inputs, attributes, name=name, num_outputs=num_outputs)
+    for index, out in enumerate(node.outputs):
+        out.name = name if num_outputs == 1 else f"{name}_{index}"
+    if tag:
+        node.metadata_props[metadata.MODULE] = tag
+    return node
+
+
+def _input(name, shape=(2, 4), dtype=ir.DataType.FLOAT) -> ir.Value:
+    return ir.Value(name=name, shape=ir.Shape(list(shape)), type=ir.TensorType(dtype))
+
+
+def _model(inputs, outputs, nodes, initializers=(), opsets=None, functions=()) -> ir.Model:
+    graph = ir.Graph(
+        inputs, outputs, nodes=nodes, initializers=initializers, opset_imports=opsets or {"": 21}
+    )
+    return ir.Model(graph, ir_version=10, functions=functions)
+
+
+def _initializer(name, array) -> ir.Value:
+    tensor = ir.tensor(array, name=name)
+    return ir.Value(name=name, shape=tensor.shape, type=FLOAT, const_value=tensor)
+
+
+def shared_constants_model() -> ir.Model:
+    """A Constant of /M/A and an untagged Constant read by /M/B; an initializer of both."""
+    x = _input("x")
+    w = _initializer("w", np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4))
+    value = ir.tensor(np.full((4,), 0.5, np.float32))
+    c = _node("Constant", [], "/M/A", "c", attributes=[ir.AttrTensor("value", value)])
+    k = _node("Constant", [], None, "k", attributes=[ir.AttrTensor("value", value)])
+    a1 = _node("MatMul", [x, w], "/M/A", "a1")
+    a2 = _node("Add", [a1.outputs[0], c.outputs[0]], "/M/A", "a2")
+    b1 = _node("MatMul", [a2.outputs[0], w], "/M/B", "b1")
+    b2 = _node("Add", [b1.outputs[0], c.outputs[0]], "/M/B", "b2")
+    b3 = _node("Mul", [b2.outputs[0], k.outputs[0]], "/M/B", "b3")
+    b3.outputs[0].type, b3.outputs[0].shape = FLOAT, ir.Shape([2, 4])
+    return _model([x], [b3.outputs[0]], [c, k, a1, a2, b1, b2, b3], [w])
+
+
+def control_flow_model() -> ir.Model:
+    """/M/B is an If whose branches read /M/A's output and an initializer from outside;
+    its then-branch holds a Loop (body inputs are local) and nodes tagged /M/B/Inner."""
+    x, cond = _input("x"), _input("cond", (), ir.DataType.BOOL)
+    w = _initializer("w", np.full((2, 4), 0.25, np.float32))
+    a = _node("Relu", [x], "/M/A", "a")
+    it, cin = _input("it", (), ir.DataType.INT64), _input("cin", (), ir.DataType.BOOL)
+    v = _input("v")
+    body_cond = _node("Identity", [cin], "/M/B/Inner", "body_cond")
+    body_v = _node("Add", [v, a.outputs[0]], "/M/B/Inner", "body_v")
+    body = ir.Graph(
+        [it, cin, v],
+        [body_cond.outputs[0], body_v.outputs[0]],
+        nodes=[body_cond, body_v],
+        name="body",
+    )
+    trips = ir.tensor(np.array(3, np.int64))
+    m = _node("Constant", [], "/M/B/Inner", "m", attributes=[ir.AttrTensor("value", trips)])
+    loop = _node(
+        "Loop",
+        [m.outputs[0], None, w],
+        "/M/B/Inner",
+        "loop",
+        attributes=[ir.AttrGraph("body", body)],
+    )
+    then = ir.Graph([], [loop.outputs[0]], nodes=[m, loop], name="then")
+    neg = _node("Mul", [a.outputs[0], w], None, "else_mul")
+    otherwise = ir.Graph([], [neg.outputs[0]], nodes=[neg], name="else")
+    branches = [ir.AttrGraph("then_branch", then), ir.AttrGraph("else_branch", otherwise)]
+    cf = _node("If", [cond], "/M/B", "if", attributes=branches)
+    out = _node("Neg", [cf.outputs[0]], "/M", "out")
+    for value in (cf.outputs[0], out.outputs[0], loop.outputs[0], neg.outputs[0]):
+        value.type, value.shape = FLOAT, ir.Shape([2, 4])
+    return _model([x, cond], [out.outputs[0]], [a, cf, out], [w])
+
+
+def function_model() -> ir.Model:
+    """/M/B calls local function Twice, which calls local function Double."""
+    fx = _input("fx")
+    inner = _node("Add", [fx, fx], None, "d")
+    double = ir.Function(
+        "pkg.test",
+        "Double",
+        "",
+        graph=ir.Graph([fx], inner.outputs, nodes=[inner], opset_imports={"": 21}),
+        attributes=[],
+    )
+    gx = _input("gx")
+    call1 = _node("Double", [gx], None, "t1", domain="pkg.test")
+    call2 = _node("Double", [call1.outputs[0]], None, "t2", domain="pkg.test")
+    twice = ir.Function(
+        "pkg.test",
+        "Twice",
+        "",
+        graph=ir.Graph(
+            [gx], call2.outputs, nodes=[call1, call2], opset_imports={"": 21, "pkg.test": 1}
+        ),
+        attributes=[],
+    )
+    x = _input("x")
+    a = _node("Relu", [x], "/M/A", "a")
+    b = _node("Twice", [a.outputs[0]], "/M/B", "b", domain="pkg.test")
+    b.outputs[0].type, b.outputs[0].shape = FLOAT, ir.Shape([2, 4])
+    return _model(
+        [x], [b.outputs[0]], [a, b], opsets={"": 21, "pkg.test": 1}, functions=[double, twice]
+    )
+
+
+def _consistent(model: ir.Model, feeds: dict[str, np.ndarray]) -> None:
+    count, failures = module_failures(model, run_all_values(model, feeds))
+    assert count and not failures, failures
+
+
+def test_constants_shared_across_modules():
+    model = shared_constants_model()
+    extracted = extract_module(model, "/M/B")
+    graph = extracted.graph
+    assert [v.name for v in graph.inputs] == ["a2"]
+    assert [v.name for v in graph.outputs] == ["b3"]
+    assert list(graph.initializers) == ["w"]
+    assert graph.initializers["w"].const_value is model.graph.initializers["w"].const_value
+    assert [n.op_type for n in graph] == ["Constant", "Constant", "MatMul", "Add", "Mul"]
+    _consistent(model, {"x": np.arange(8, dtype=np.float32).reshape(2, 4)})
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_if_with_outer_scope_references(flag):
+    model = control_flow_model()
+    extracted = extract_module(model, "/M/B")
+    assert sorted(v.name for v in extracted.graph.inputs) == ["a", "cond"]
+    assert list(extracted.graph.initializers) == ["w"]
+    onnx.checker.check_model(ir.to_proto(extracted), full_check=True)
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    _consistent(model, {"x": x, "cond": np.array(flag)})
+
+
+def test_tag_only_inside_a_body_is_reported():
+    with pytest.raises(GraphtagError, match="only tags nodes inside control-flow bodies"):
+        extract_module(control_flow_model(), "/M/B/Inner")
+
+
+def test_local_functions_are_copied_transitively():
+    model = function_model()
+    assert [f.name for f in extract_module(model, "/M/B").functions.values()] == [
+        "Double",
+        "Twice",
+    ]
+    assert not extract_module(model, "/M/A").functions
+    _consistent(model, {"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)})
+
+
+def test_unknown_tag_names_the_closest():
+    with pytest.raises(GraphtagError, match="unknown module tag") as info:
+        extract_module(tagged_mlp(), "/MLP/Layer.fc3")
+    assert "closest: /MLP/Layer.fc1" in str(info.value) or "/MLP/Layer.fc2" in str(info.value)
+
+
+def test_module_without_nodes_is_reported():
+    model = tagged_mlp()
+    modules = {
+        "/MLP": ModuleInfo("/MLP", "", "MLP"),
+        "/MLP/Unused": ModuleInfo("/MLP/Unused", "unused", "Layer", parent="/MLP"),
+    }
+    Hierarchy(modules, {"": "/MLP", "unused": "/MLP/Unused"}).attach(model)
+    with pytest.raises(GraphtagError, match="has no nodes"):
+        extract_module(model, "/MLP/Unused")
+
+
+def test_untyped_boundary_values_get_inferred_types():
+    model = tagged_mlp()  # intermediate values carry no type
+    extracted = extract_module(model, "/MLP/Layer.fc2")
+    (value,) = extracted.graph.inputs
+    assert value.name == "t2" and value.dtype == ir.DataType.FLOAT
+    assert value.shape == ir.Shape([2, 8])
+    assert model.graph.node(2).outputs[0].type is None  # the source is not annotated
+
+
+def test_untypable_boundary_value_is_reported():
+    model = tagged_mlp()
+    relu = model.graph.node(2)
+    relu.domain, relu.op_type = "pkg.unknown", "Mystery"
+    model.graph.opset_imports["pkg.unknown"] = 1
+    with pytest.raises(GraphtagError, match="no type known for boundary value"):
+        extract_module(model, "/MLP/Layer.fc2")
+
+
+# --- the command ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def siblings_file() -> Path:
+    return zoo_export("siblings", "dynamo").path
+
+
+def test_cli_all_writes_index_and_one_file_per_module(siblings_file, tmp_path):
+    out = tmp_path / "modules"
+    proc = run_cli("extract", siblings_file, "--all", "-o", out, "--progress-every", "5")
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads((out / "index.json").read_text())
+    assert set(index) == set(compute_boundaries(graphtag.load(siblings_file)))
+    assert sorted(os.listdir(out)) == sorted([*index.values(), "index.json"])
+    for tag, name in index.items():
+        model = onnx.load(out / name)
+        onnx.checker.check_model(model, full_check=True)
+        assert {p.key: p.value for p in model.metadata_props}[EXTRACTED_MODULE] == tag
+    assert "[5/13]" in proc.stderr and "[13/13]" in proc.stderr
+    assert "/SiblingsNet/Block.shared" in proc.stdout
+
+
+def test_cli_one_module_runs(siblings_file, tmp_path):
+    out = tmp_path / "left.onnx"
+    proc = run_cli("extract", siblings_file, "--module", "/SiblingsNet/Block.left", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (spec,) = sess.get_inputs()
+    sess.run(None, {spec.name: np.ones([d for d in spec.shape], np.float32)})
+
+
+def test_cli_unknown_tag(siblings_file, tmp_path):
+    proc = run_cli(
+        "extract", siblings_file, "--module", "/SiblingsNet/Block.lef", "-o", tmp_path / "x.onnx"
+    )
+    assert_clean_failure(proc, "unknown module tag", "closest: /SiblingsNet/Block.left")
+    assert proc.returncode == 2 and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("where", ["readonly", "proc", "nonempty", "file"])
+def test_cli_unwritable_output_leaves_nothing(siblings_file, tmp_path, where):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    out = parent / "modules"
+    if where == "readonly":
+        if os.geteuid() == 0:
+            pytest.skip("root ignores directory permissions")
+        parent.chmod(0o555)
+    elif where == "proc":
+        out = Path("/proc/graphtag-extract-test")
+    elif where == "nonempty":
+        out.mkdir()
+        (out / "keep.txt").write_text("x")
+    else:
+        out.write_text("x")
+    proc = run_cli("extract", siblings_file, "--all", "-o", out)
+    parent.chmod(0o755)
+    assert_clean_failure(proc)
+    if where == "nonempty":
+        assert os.listdir(out) == ["keep.txt"]
+    elif where == "file":
+        assert out.read_text() == "x"
+    else:
+        assert not out.exists()
+    assert sorted(p.name for p in parent.iterdir()) == (
+        ["modules"] if where in ("nonempty", "file") else []
+    )
+
+
+def test_cli_failure_midway_leaves_nothing(siblings_file, tmp_path, monkeypatch, capsys):
+    from graphtag import cli
+    from graphtag.cli import extract_cmd
+
+    real_save, calls = extract_cmd._save, []
+
+    def failing_save(model, path):
+        calls.append(path)
+        if len(calls) == 4:
+            raise GraphtagError(f"{path}: disk full")
+        real_save(model, path)
+
+    monkeypatch.setattr(extract_cmd, "_save", failing_save)
+    out = tmp_path / "modules"
+    assert cli.main(["extract", str(siblings_file), "--all", "-o", str(out)]) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
