@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 import onnx_ir as ir
 
 from graphtag import metadata
+from graphtag.graphs import subgraphs_of
 from graphtag.hierarchy import Hierarchy, tag_parent
 
 _INFERRED_PREFIX = "inferred:"
@@ -219,17 +220,6 @@ def recorded_consumers(value: ir.Value) -> set[str] | None:
             raise ValueError(f"unexpected entry {item!r}")
         tags.add(item)
     return tags
-
-
-def subgraphs_of(node: ir.Node) -> list[ir.Graph]:
-    """The graphs held by the node's attributes (If branches, Loop bodies, ...)."""
-    graphs: list[ir.Graph] = []
-    for attr in node.attributes.values():
-        if attr.type == ir.AttributeType.GRAPH:
-            graphs.append(attr.as_graph())
-        elif attr.type == ir.AttributeType.GRAPHS:
-            graphs.extend(attr.as_graphs())
-    return graphs
 
 
 def unorderable_nodes(nodes: list[ir.Node]) -> list[ir.Node]:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import onnx_ir as ir
 
 from graphtag import metadata
+from graphtag.graphs import outer_values, subgraphs_of
 from graphtag.hierarchy import tag_parent
 
 
@@ -57,47 +58,6 @@ def ancestors_and_self(tag: str) -> list[str]:
         current = tag_parent(current)
     chain.reverse()
     return chain
-
-
-def subgraphs_of(node: ir.Node) -> list[ir.Graph]:
-    """The graphs held by ``node``'s attributes (control-flow bodies), not nested ones."""
-    graphs: list[ir.Graph] = []
-    for attr in node.attributes.values():
-        if attr.is_ref():
-            continue
-        if attr.type == ir.AttributeType.GRAPH:
-            graphs.append(attr.value)
-        elif attr.type == ir.AttributeType.GRAPHS:
-            graphs.extend(attr.value)
-    return graphs
-
-
-def _outer_values(node: ir.Node) -> list[ir.Value]:
-    """Values from outside ``node``'s subgraphs that those subgraphs read (any depth).
-
-    One walk over the nested graphs: a value is local when some nested graph declares it
-    (input, initializer or node output); ids are unique, so one set covers every scope.
-    """
-    graphs = subgraphs_of(node)
-    if not graphs:
-        return []
-    defined: set[int] = set()
-    used: list[ir.Value] = []
-    for graph in graphs:  # grows while walking: nested bodies come after their parents
-        defined.update(id(v) for v in graph.inputs)
-        defined.update(id(v) for v in graph.initializers.values())
-        used.extend(graph.outputs)
-        for inner in graph:
-            defined.update(id(v) for v in inner.outputs)
-            used.extend(v for v in inner.inputs if v is not None)
-            graphs.extend(subgraphs_of(inner))
-    found: list[ir.Value] = []
-    seen: set[int] = set()
-    for value in used:
-        if id(value) not in defined and id(value) not in seen:
-            seen.add(id(value))
-            found.append(value)
-    return found
 
 
 def is_constant_value(value: ir.Value) -> bool:
@@ -169,7 +129,7 @@ def compute_boundaries(
             boundary(tag).nodes.append(node)
         if not chain:
             continue
-        consumed = [v for v in node.inputs if v is not None] + _outer_values(node)
+        consumed = [v for v in node.inputs if v is not None] + outer_values(node)
         for value in consumed:
             producer = value.producer()
             producer_chain = set(owner_chain.get(id(producer), ())) if producer else set()

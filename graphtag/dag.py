@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import onnx_ir as ir
 
 from graphtag import metadata
-from graphtag.boundaries import _outer_values
-from graphtag.errors import GraphtagError
+from graphtag.graphs import outer_values
 from graphtag.hierarchy import Hierarchy
+from graphtag.io import write_text_atomic
 
 INITIALIZER_OP = "Initializer"
 
@@ -52,7 +51,7 @@ def node_keys(model: ir.Model) -> dict[int, str]:
 
 def _consumed(node: ir.Node) -> list[ir.Value]:
     """Values ``node`` reads: its inputs, then outer values its bodies read."""
-    return [v for v in node.inputs if v is not None] + _outer_values(node)
+    return [v for v in node.inputs if v is not None] + outer_values(node)
 
 
 def _module_order(model: ir.Model) -> list[str]:
@@ -138,30 +137,6 @@ def operation_metadata(model: ir.Model) -> dict[str, dict]:
     return ops
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Raise GraphtagError unless ``path`` can be written; returns its folder."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise GraphtagError(f"{path}: is a directory, expected a file name")
-    if not folder.is_dir():
-        raise GraphtagError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise GraphtagError(f"{path}: output folder {folder} is not writable")
-    return folder
-
-
 def write_json(data: object, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON, atomically (a temporary file replaces ``path``)."""
-    path = Path(path)
-    folder = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=1) + "\n")

@@ -31,21 +31,16 @@ from collections.abc import Iterable, Iterator, Mapping
 import onnx_ir as ir
 
 from graphtag import metadata
-from graphtag.boundaries import (
-    ModuleBoundary,
-    ancestors_and_self,
-    compute_boundaries,
-    subgraphs_of,
-)
+from graphtag.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
 from graphtag.errors import GraphtagError
+from graphtag.graphs import subgraphs_of
 from graphtag.hierarchy import Hierarchy
 
 __all__ = ["EXTRACTED_MODULE", "Extractor", "extract_all", "extract_module"]
 
-# Model metadata on an extracted model: the tag of the module it holds.
-EXTRACTED_MODULE = "pkg.graphtag.extracted_module"
+EXTRACTED_MODULE = metadata.EXTRACTED_MODULE  # re-exported: the key extraction writes
 # Model metadata keys that describe the source model only and are dropped on extraction.
-_SOURCE_ONLY_KEYS = ("pkg.graphtag.boundaries",)
+_SOURCE_ONLY_KEYS = (metadata.BOUNDARIES,)
 
 
 def extract_module(

@@ -21,6 +21,15 @@ CONSUMERS = "pkg.graphtag.consumers"
 ORIGIN = "pkg.graphtag.origin"
 # Function: fully qualified class of the module a function was outlined from.
 FUNCTION_CLASS = "pkg.graphtag.class"
+# Function: tag of the module instance the function body was copied from (its template).
+FUNCTION_TEMPLATE = "pkg.graphtag.template"
+# Domain of every function graphtag creates (opset version 1 in the model's imports).
+FUNCTION_DOMAIN = "pkg.graphtag"
+# Node: original position of the node in the main graph (a decimal integer). On a call
+# node: the smallest position of the nodes it replaced.
+ORDER = "pkg.graphtag.order"
+# Call node: JSON of how the outlined instance differs from the function body.
+OUTLINED = "pkg.graphtag.outlined"
 # Model: JSON module tree (see graphtag.hierarchy).
 HIERARCHY = "pkg.graphtag.hierarchy"
 # Model: graphtag version that wrote the tags.
@@ -30,6 +39,10 @@ FILTER = "pkg.graphtag.filter"
 # Model: prefix the exporter put before every parameter name (a wrapper module's
 # attribute, "model." on the TorchScript path with keyword inputs); "" or absent if none.
 PARAMETER_PREFIX = "pkg.graphtag.parameter_prefix"
+# Model: JSON {tag: {"inputs": [...], "outputs": [...], "nodes": n}} (boundary detection).
+BOUNDARIES = "pkg.graphtag.boundaries"
+# Model: on an extracted model, the tag of the module it holds.
+EXTRACTED_MODULE = "pkg.graphtag.extracted_module"
 
 # Written by torch.onnx's dynamo exporter on every node.
 TORCH_NAME_SCOPES = "pkg.torch.onnx.name_scopes"

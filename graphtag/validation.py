@@ -63,9 +63,9 @@ from graphtag.analysis import (
     node_label,
     recorded_consumers,
     recorded_parameters,
-    subgraphs_of,
     unorderable_nodes,
 )
+from graphtag.graphs import subgraphs_of
 from graphtag.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_parent
 from graphtag.invariants import run_onnx_checker
 

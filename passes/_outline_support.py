@@ -18,51 +18,14 @@ from collections.abc import Iterable, Iterator
 import onnx_ir as ir
 
 from graphtag import metadata
+from graphtag.graphs import outer_values, subgraphs_of
 
-# Domain of every function graphtag creates (opset version 1 in the model's imports).
-DOMAIN = "pkg.graphtag"
-# Node: original position of the node in the main graph (a decimal integer). On a call
-# node: the smallest position of the nodes it replaced.
-ORDER = "pkg.graphtag.order"
-# Call node: JSON of how the instance differs from the function body (see record_diff).
-OUTLINED = "pkg.graphtag.outlined"
-# Function: fully qualified class of the outlined module(s), and the template's tag.
+# The keys, under short names (defined and described in graphtag.metadata).
+DOMAIN = metadata.FUNCTION_DOMAIN
+ORDER = metadata.ORDER
+OUTLINED = metadata.OUTLINED  # see record_diff
 FUNCTION_CLASS = metadata.FUNCTION_CLASS
-FUNCTION_TEMPLATE = "pkg.graphtag.template"
-
-_GRAPH_TYPES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-
-
-def subgraphs(node: ir.Node) -> list[ir.Graph]:
-    """The graphs held by ``node``'s attributes (not their nested subgraphs)."""
-    graphs: list[ir.Graph] = []
-    for attr in node.attributes.values():
-        if attr.is_ref() or attr.type not in _GRAPH_TYPES:
-            continue
-        graphs.extend([attr.value] if attr.type == ir.AttributeType.GRAPH else attr.value)
-    return graphs
-
-
-def outer_values(node: ir.Node) -> list[ir.Value]:
-    """Values defined outside ``node`` that its subgraphs (at any depth) read."""
-    found: dict[ir.Value, None] = {}
-    for graph in subgraphs(node):
-        defined: set[ir.Value] = set()
-        for sub in ir.traversal.RecursiveGraphIterator(graph):
-            defined.update(sub.outputs)
-        used: list[ir.Value | None] = list(graph.outputs)
-        stack = [graph]
-        while stack:
-            g = stack.pop()
-            defined.update(g.inputs)
-            defined.update(g.initializers.values())
-            for inner in g:
-                used.extend(inner.inputs)
-                stack.extend(subgraphs(inner))
-        for value in used:
-            if value is not None and value not in defined:
-                found[value] = None
-    return list(found)
+FUNCTION_TEMPLATE = metadata.FUNCTION_TEMPLATE
 
 
 def all_inputs(node: ir.Node) -> list[ir.Value]:
@@ -82,7 +45,7 @@ def deep_walk(nodes: Iterable[ir.Node]) -> tuple[list[ir.Node], list[ir.Value]]:
         for node in items:
             out_nodes.append(node)
             out_values.extend(node.outputs)
-            for graph in subgraphs(node):
+            for graph in subgraphs_of(node):
                 out_values.extend(graph.inputs)
                 walk(graph)
 
@@ -189,18 +152,14 @@ def record_diff(instance: list[ir.Node], body: list[ir.Node]) -> str:
     nodes_a, values_a = deep_walk(instance)
     nodes_b, values_b = deep_walk(body)
     record: dict[str, dict[str, object]] = {"n": {}, "v": {}, "m": {}, "vm": {}}
-    for i, (a, b) in enumerate(zip(nodes_a, nodes_b)):
-        if a.name != b.name:
-            record["n"][str(i)] = a.name
-        diff = _meta_diff(a.metadata_props, b.metadata_props)
-        if diff:
-            record["m"][str(i)] = diff
-    for i, (a, b) in enumerate(zip(values_a, values_b)):
-        if a.name != b.name:
-            record["v"][str(i)] = a.name
-        diff = _meta_diff(a.metadata_props, b.metadata_props)
-        if diff:
-            record["vm"][str(i)] = diff
+    pairs = (("n", "m", zip(nodes_a, nodes_b)), ("v", "vm", zip(values_a, values_b)))
+    for name_key, meta_key, items in pairs:
+        for i, (a, b) in enumerate(items):
+            if a.name != b.name:
+                record[name_key][str(i)] = a.name
+            diff = _meta_diff(a.metadata_props, b.metadata_props)
+            if diff:
+                record[meta_key][str(i)] = diff
     return json.dumps({k: v for k, v in record.items() if v}, separators=(",", ":"))
 
 

@@ -8,10 +8,10 @@ import json
 
 import onnx_ir as ir
 
+from graphtag import metadata
 from graphtag.boundaries import ModuleBoundary, compute_boundaries
 
-# Model metadata: JSON {tag: {"inputs": [...], "outputs": [...], "nodes": n}}.
-BOUNDARIES = "pkg.graphtag.boundaries"
+BOUNDARIES = metadata.BOUNDARIES  # re-exported: the key this pass writes
 
 
 class BoundaryDetectionPass(ir.passes.InPlacePass):

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import onnx_ir as ir
 
 from graphtag import metadata
+from graphtag.graphs import iter_graphs
 from graphtag.hierarchy import Hierarchy
 
 # Value (initializer): JSON list of the PyTorch parameter/buffer names the tensor holds.
@@ -184,19 +185,6 @@ def shared_parameters(model: ir.Model) -> dict[str, list[str]]:
 # ---------------------------------------------------------------- helpers
 
 
-def iter_graphs(model: ir.Model) -> Iterator[ir.Graph | ir.Function]:
-    """The main graph, every function, and every subgraph nested in them (pre-order)."""
-    stack: list[ir.Graph | ir.Function] = [*reversed(model.functions.values()), model.graph]
-    while stack:
-        graph = stack.pop()
-        yield graph
-        subgraphs = []
-        for node in graph:
-            for attr in node.attributes.values():
-                subgraphs.extend(_graphs_of(attr))
-        stack.extend(reversed(subgraphs))
-
-
 def iter_initializers(model: ir.Model) -> Iterator[ir.Value]:
     for graph in iter_graphs(model):
         if isinstance(graph, ir.Graph):
@@ -214,16 +202,6 @@ def iter_values(model: ir.Model) -> Iterator[ir.Value]:
                 if id(value) not in seen:
                     seen.add(id(value))
                     yield value
-
-
-def _graphs_of(attr: ir.Attr) -> tuple[ir.Graph, ...]:
-    if attr.is_ref():
-        return ()
-    if attr.type == ir.AttributeType.GRAPH:
-        return (attr.value,)
-    if attr.type == ir.AttributeType.GRAPHS:
-        return tuple(attr.value)
-    return ()
 
 
 def _consumer_tags(value: ir.Value) -> list[str]:

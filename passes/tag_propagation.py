@@ -10,6 +10,7 @@ from typing import Literal
 import onnx_ir as ir
 
 from graphtag import metadata
+from graphtag.graphs import subgraphs_of
 from graphtag.hierarchy import Hierarchy, tag_lca, tag_parent
 
 Strategy = Literal["lca", "producers", "consumers"]
@@ -79,9 +80,8 @@ class TagPropagationPass(ir.passes.InPlacePass):
                 _set_tag(node, fallback, "enclosing" if enclosing_tag else "root")
                 self.stats["enclosing" if enclosing_tag else "root"] += 1
         for node in nodes:
-            for attr in node.attributes.values():
-                for graph in _graphs_of(attr):
-                    self._propagate(graph, root, metadata.node_tag(node))
+            for graph in subgraphs_of(node):
+                self._propagate(graph, root, metadata.node_tag(node))
 
     def _choose(self, producers: list[str], consumers: list[str], root: str | None):
         if self.strategy != "lca":
@@ -147,13 +147,3 @@ def _neighbours(node: ir.Node):
     for value in node.outputs:
         for use in value.uses():
             yield use.node
-
-
-def _graphs_of(attr: ir.Attr):
-    if attr.is_ref():
-        return ()
-    if attr.type == ir.AttributeType.GRAPH:
-        return (attr.value,)
-    if attr.type == ir.AttributeType.GRAPHS:
-        return tuple(attr.value)
-    return ()

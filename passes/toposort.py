@@ -16,12 +16,11 @@ except ImportError:  # pragma: no cover - layout changed: fall back to Graph.ext
     DoublyLinkedSet = None  # type: ignore[assignment,misc]
 
 from graphtag.errors import GraphtagError
+from graphtag.graphs import subgraphs_of
 from graphtag.metadata import MODULE
 
 # Graph and Function both iterate their nodes and expose the same mutation methods.
 _Container = ir.Graph | ir.Function
-_GRAPH = ir.AttributeType.GRAPH
-_GRAPHS = ir.AttributeType.GRAPHS
 _MAX_CYCLE_NAMES = 10
 
 
@@ -85,7 +84,7 @@ class TopologicalSortPass(ir.passes.InPlacePass):
                     f"graph {container.name!r} is not topologically sorted"
                 )
             for node in nodes:
-                containers.extend(_subgraphs(node))
+                containers.extend(subgraphs_of(node))
 
     def _sort(
         self, container: _Container, want_free: bool = False
@@ -129,7 +128,7 @@ class TopologicalSortPass(ir.passes.InPlacePass):
         self, node: ir.Node, get: Callable[..., int | None], scope: _Scope
     ) -> list[int] | None:
         """Sort ``node``'s subgraphs; return the indices of their same-graph producers."""
-        subgraphs = _subgraphs(node)
+        subgraphs = subgraphs_of(node)
         if not subgraphs:
             return None
         deps: list[int] = []
@@ -263,19 +262,6 @@ class TopologicalSortPass(ir.passes.InPlacePass):
         return group, members
 
 
-def _subgraphs(node: ir.Node) -> list[ir.Graph]:
-    """The graphs held by ``node``'s attributes (not their nested subgraphs)."""
-    graphs: list[ir.Graph] = []
-    for attr in node.attributes.data.values():
-        if not isinstance(attr, ir.Attr):  # reference attributes hold no graph
-            continue
-        if attr.type == _GRAPH:
-            graphs.append(attr.value)
-        elif attr.type == _GRAPHS:
-            graphs.extend(attr.value)
-    return graphs
-
-
 def _add_outer_values(
     found: dict[ir.Value, None],
     container: _Container,
@@ -307,7 +293,7 @@ def _first_violation(nodes: list[ir.Node]) -> ir.Node | None:
 def _uses(node: ir.Node) -> Iterator[ir.Value | None]:
     """The node's inputs and the outer-scope values its subgraphs use (slow, for checks)."""
     yield from node.inputs
-    for subgraph in _subgraphs(node):
+    for subgraph in subgraphs_of(node):
         nodes = list(subgraph)
         inside = {value: 0 for node in nodes for value in node.outputs}
         found: dict[ir.Value, None] = {}

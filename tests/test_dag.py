@@ -32,9 +32,9 @@ def bert(bert_path) -> ir.Model:
 
 
 def _consumed(node: ir.Node) -> set[int]:
-    from graphtag.boundaries import _outer_values
+    from graphtag.graphs import outer_values
 
-    return {id(v) for v in node.inputs if v is not None} | {id(v) for v in _outer_values(node)}
+    return {id(v) for v in node.inputs if v is not None} | {id(v) for v in outer_values(node)}
 
 
 def check_dags(model: ir.Model, dags: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -31,13 +32,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphtag import metadata
-    from graphtag.dag import check_writable, module_dags, operation_metadata, write_json
+    from graphtag.dag import module_dags, operation_metadata, write_json
     from graphtag.errors import GraphtagError
-    from graphtag.io import load
+    from graphtag.io import check_writable, load
 
     for path in (args.output, args.ops):
         if path is not None:
-            check_writable(path)  # before the work: a bad path fails at once
+            check_writable(Path(path))  # before the work: a bad path fails at once
     model = load(args.model)
     if not any(metadata.node_tag(node) for node in model.graph):
         raise GraphtagError(f"{args.model}: no node carries a module tag (export it with graphtag)")
