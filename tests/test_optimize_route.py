@@ -95,8 +95,9 @@ def _torch_outputs(module, inputs) -> list[np.ndarray]:
 
 
 def _contexts(node: ir.Node) -> list[dict]:
+    """The route's ``fused`` contexts (residual-resolution adds other roles beside them)."""
     text = node.metadata_props.get(metadata.CONTEXTS)
-    return json.loads(text) if text else []
+    return [c for c in json.loads(text) if c["role"] == "fused"] if text else []
 
 
 # --- over the zoo --------------------------------------------------------------------
@@ -134,7 +135,6 @@ def test_fused_nodes_carry_the_lca_of_their_contexts(exported):
         if not contexts:
             continue
         modules = [c["module"] for c in contexts]
-        assert {c["role"] for c in contexts} == {"fused"}, node.name
         assert len(set(modules)) == len(modules) >= 2, node.name
         assert all(m in exported.hierarchy for m in modules), (node.name, modules)
         assert metadata.node_tag(node) == tag_lca(modules), (node.name, modules)
