@@ -77,6 +77,8 @@ def _siblings():
     )
 
 
+_GPT2_SIZES = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 1000, "n_positions": 64}
+
 ZOO: dict[str, ZooModel] = {
     m.name: m
     for m in [
@@ -86,11 +88,7 @@ ZOO: dict[str, ZooModel] = {
             _hf(
                 transformers.GPT2Config,
                 transformers.GPT2Model,
-                n_layer=2,
-                n_embd=64,
-                n_head=2,
-                vocab_size=1000,
-                n_positions=64,
+                **_GPT2_SIZES,
             ),
         ),
         ZooModel(
@@ -98,11 +96,7 @@ ZOO: dict[str, ZooModel] = {
             _hf(
                 transformers.GPT2Config,
                 transformers.GPT2LMHeadModel,
-                n_layer=2,
-                n_embd=64,
-                n_head=2,
-                vocab_size=1000,
-                n_positions=64,
+                **_GPT2_SIZES,
             ),
         ),
         # transformers 5's sdpa attention does not export with dynamo for this model: the
