@@ -21,6 +21,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 import pytest
+from syrupy.data import SnapshotCollections
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from graphtag.io import load
@@ -37,6 +38,19 @@ class GoldenJSONExtension(JSONSnapshotExtension):
         if cls.golden_dir is not None:
             return cls.golden_dir
         return str(Path(test_location.filepath).parent.parent / "golden")
+
+    def discover_snapshots(self, *, test_location, ignore_extensions=None):
+        # syrupy scans the folder recursively; files in sub-folders (e.g. the golden files
+        # of `graphtag zoo check`) belong to other tools, not to this extension.
+        folder = Path(self.dirname(test_location=test_location)).resolve()
+        found = super().discover_snapshots(
+            test_location=test_location, ignore_extensions=ignore_extensions
+        )
+        kept = SnapshotCollections()
+        for collection in found:
+            if Path(collection.location).resolve().parent == folder:
+                kept.add(collection)
+        return kept
 
     @classmethod
     def at(cls, folder: str | os.PathLike) -> type[GoldenJSONExtension]:
