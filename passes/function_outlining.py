@@ -186,7 +186,10 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
         class_name = _class_names(tag, hierarchy)[-1]
         key = (class_name, sup.body_signature(inputs, nodes, outputs))
         if key not in self._bodies:
-            self._bodies[key] = self._make_function(model, key, tag, inputs, nodes, outputs)
+            module_name = hierarchy.modules[tag].name if hierarchy and tag in hierarchy else ""
+            self._bodies[key] = self._make_function(
+                model, key, tag, inputs, nodes, outputs, module_name
+            )
         function, body = self._bodies[key]
         keys = [k for k in (sup.order_key(n) for n in nodes) if k is not None]
         call = ir.Node(
@@ -222,11 +225,13 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
         inputs: list[ir.Value],
         nodes: list[ir.Node],
         outputs: list[ir.Value],
+        module_name: str = "",
     ) -> tuple[ir.Function, list[ir.Node]]:
         body = ir.GraphView(inputs, outputs, nodes=nodes).clone()
         for value in body.inputs:  # weights are passed in, never copied into the body
             value.const_value = None
             value.metadata_props.clear()
+        _neutral_input_names(body.inputs, module_name)
         base = sup.function_name(key[0])
         name, suffix = base, 0
         while name in self._names:
@@ -244,6 +249,25 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
         function.doc_string = f"Module {key[0]} (body copied from {tag})"
         model.functions[function.identifier()] = function
         return function, list(body)
+
+
+def _neutral_input_names(inputs: list[ir.Value], module_name: str) -> None:
+    """Formal inputs named after the template's parameters lose the template's prefix.
+
+    Every instance calls the function, so ``encoder.layer.0.attention.query.bias`` would
+    mislabel the other layers' weights in viewers; ``attention.query.bias`` fits all.
+    Inlining maps formal inputs to the call's actual values, so names here are free.
+    """
+    if not module_name:
+        return
+    prefix = module_name + "."
+    taken = {v.name for v in inputs}
+    for value in inputs:
+        if value.name and value.name.startswith(prefix):
+            short = value.name[len(prefix) :]
+            if short not in taken:
+                taken.add(short)
+                value.name = short
 
 
 def _class_names(tag: str, hierarchy: Hierarchy | None) -> list[str]:

@@ -389,6 +389,10 @@ def test_export_cli_outline_and_analyze(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "functions" in proc.stdout
     onnx.checker.check_model(str(out), full_check=True)
+    # Formal inputs carry no instance's module path: both layers call the same function.
+    (function,) = onnx.load(str(out)).functions
+    assert "attention.self.query.bias" in function.input
+    assert not [name for name in function.input if name.startswith("encoder.layer.")]
     analysis = json.loads(run_cli("analyze", out, "--format", "json").stdout)
     assert analysis["functions"] == {"pkg.graphtag::BertLayer": 2}
     assert list(analysis["function_classes"]) == [
