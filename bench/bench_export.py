@@ -48,26 +48,15 @@ import torch
 import graphtag
 from graphtag import metadata
 from graphtag.exporter.example_inputs import ExampleInputs
-from graphtag.exporter.examples import perturb_parameters, tiny_bert
+from graphtag.exporter.examples import tiny_bert
 
 
 def gpt2_24() -> tuple[torch.nn.Module, ExampleInputs]:
-    import transformers
+    from models import gpt2_24l
 
-    config = transformers.GPT2Config(
-        n_layer=24,
-        n_embd=256,
-        n_head=4,
-        vocab_size=1000,
-        n_positions=128,
-        bos_token_id=0,
-        eos_token_id=0,
+    model, kwargs = gpt2_24l(
+        vocab_size=1000, seq_len=32, attention_mask=True, bos_token_id=0, eos_token_id=0
     )
-    torch.manual_seed(0)
-    model = transformers.GPT2Model(config).eval()
-    perturb_parameters(model)
-    ids = torch.randint(0, config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
-    kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
     return model, ExampleInputs(kwargs=kwargs)
 
 

@@ -46,20 +46,11 @@ from graphtag.extraction import Extractor
 
 
 def export_gpt2(folder: Path) -> Path:
-    import torch
-    import transformers
+    from models import gpt2_24l
 
-    from graphtag.exporter.examples import perturb_parameters
-
-    config = transformers.GPT2Config(
-        n_layer=24, n_embd=256, n_head=4, vocab_size=2000, n_positions=128
-    )
-    torch.manual_seed(0)
-    model = transformers.GPT2Model(config).eval()
-    perturb_parameters(model)
-    ids = torch.randint(0, 2000, (1, 16), generator=torch.Generator().manual_seed(0))
+    model, kwargs = gpt2_24l()
     path = folder / "gpt2-24l.onnx"
-    graphtag.export(model, (), {"input_ids": ids, "use_cache": False}, path, verbose=False)
+    graphtag.export(model, (), kwargs, path, verbose=False)
     return path
 
 
