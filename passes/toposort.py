@@ -4,20 +4,18 @@ from __future__ import annotations
 
 __all__ = ["TopologicalSortPass"]
 
-from collections import Counter
+from array import array
 from collections.abc import Callable, Iterator
 from itertools import repeat
 
+import numpy as np
 import onnx_ir as ir
-
-try:  # private onnx_ir class, used only for a faster reorder (see _linked_nodes)
-    from onnx_ir._linked_list import DoublyLinkedSet
-except ImportError:  # pragma: no cover - layout changed: fall back to Graph.extend
-    DoublyLinkedSet = None  # type: ignore[assignment,misc]
 
 from graphtag.errors import GraphtagError
 from graphtag.graphs import subgraphs_of
 from graphtag.metadata import MODULE
+from graphtag.passes._node_list import NodeList
+from graphtag.passes._reverse_kahn import CycleError, reverse_kahn
 
 # Graph and Function both iterate their nodes and expose the same mutation methods.
 _Container = ir.Graph | ir.Function
@@ -94,7 +92,8 @@ class TopologicalSortPass(ir.passes.InPlacePass):
         Returns whether any order changed and, when ``want_free`` (for subgraphs), the
         values defined outside ``container`` that it uses (its outer-scope values).
         """
-        nodes = list(container)
+        node_list = NodeList(container)
+        nodes = node_list.nodes
         # Values are keyed directly (not through value.producer()): one object touched
         # per edge instead of two, which matters once the graph outgrows the CPU caches.
         producer_index = {value: i for i, node in enumerate(nodes) for value in node.outputs}
@@ -119,7 +118,7 @@ class TopologicalSortPass(ir.passes.InPlacePass):
         valid = checked == len(nodes)
         if not valid:
             order = self._order(container, nodes, get, implicit, checked, scope)
-            _apply_order(container, nodes, order)
+            node_list.reorder(order)
         if want_free:
             _add_outer_values(scope.free, container, nodes, producer_index)
         return scope.modified or not valid, scope.free
@@ -158,14 +157,17 @@ class TopologicalSortPass(ir.passes.InPlacePass):
         their dependencies); the rest are sorted here.
         """
         n = len(nodes)
-        # Producer indices in CSR form, preds[start[i]:start[i + 1]]: flat int lists keep
-        # allocations (and garbage-collector work) independent of the node count.
-        # Values from outside map to the sentinel node n, which is never emitted.
-        preds: list[int] = []
-        start = [0]
+        # Producer indices in CSR form, preds[start[i]:start[i + 1]], in flat C-int
+        # arrays: the walk below then touches a few compact arrays instead of one int
+        # object per edge, which keeps large graphs within the CPU caches. Values from
+        # outside map to the sentinel node n, which is never emitted.
+        preds = array("i")
+        start = array("i", [0])
         extend = preds.extend
         mark = start.append
         outside = repeat(n)
+        tags: list[str | None] = []
+        tag = tags.append if self.group_by_tag else _ignore
         for i, node in enumerate(nodes):
             extend(map(get, node.inputs, outside))
             if i > checked and node.attributes.data:
@@ -175,91 +177,34 @@ class TopologicalSortPass(ir.passes.InPlacePass):
             if implicit and i in implicit:
                 extend(implicit[i])
             mark(len(preds))
-        # Consumer edges not yet emitted, per node; a duplicate edge counts twice on
-        # both sides, so it cancels out.
-        pending = [0] * (n + 1)
-        for j, count in Counter(preds).items():
-            pending[j] = count
-        pending[n] = n + len(preds) + 1  # the sentinel never becomes ready
+            tag(node.metadata_props.get(MODULE))  # read now, while the node is in cache
+        group, n_groups = _group_ids(tags, n)
+        try:
+            return reverse_kahn(
+                np.frombuffer(preds, dtype=np.intc),
+                np.frombuffer(start, dtype=np.intc),
+                group,
+                n_groups,
+            )
+        except CycleError as error:
+            raise GraphtagError(_cycle_message(container, nodes, error.cycle)) from None
 
-        group, members = self._groups(nodes)
-        n_groups = len(members)
-        cursor = [len(m) for m in members]  # members[g][cursor[g]:] have been scanned
-        bound = [n] * n_groups  # lowest scanned node of each group (members ascend)
-        late: list[list[int]] = [[] for _ in range(n_groups)]  # ready, behind the cursor
-        n_ready = [0] * n_groups
-        group_queue: list[int] = []  # groups in the order they gained a ready node
-        for i in range(n - 1, -1, -1):
-            if pending[i] == 0:
-                g = group[i]
-                if n_ready[g] == 0:
-                    group_queue.append(g)
-                n_ready[g] += 1
 
-        # Reverse Kahn: repeatedly emit a node all of whose consumers are emitted, so
-        # each node lands as late as its consumers allow (a node appended at the end of
-        # a valid graph moves to just before its first consumer, nothing else moves).
-        emitted: list[int] = []
-        emit = emitted.append
-        queue_head = 0
-        current = -1
-        while True:
-            if current < 0 or n_ready[current] == 0:
-                # Switch module: the next group that gained a ready node.
-                current = -1
-                while queue_head < len(group_queue):
-                    g = group_queue[queue_head]
-                    queue_head += 1
-                    if n_ready[g]:
-                        current = g
-                        break
-                if current < 0:
-                    break
-            stack = late[current]
-            if stack:
-                i = stack.pop()  # LIFO: follow a chain upwards, keeping producers close
-            else:
-                # Ready nodes of the group exist and none is behind the cursor, so one
-                # lies ahead: scan backwards (amortised O(1): each node is passed once).
-                mem = members[current]
-                c = cursor[current] - 1
-                while pending[mem[c]]:
-                    c -= 1
-                i = mem[c]
-                cursor[current] = c
-                bound[current] = i
-            n_ready[current] -= 1
-            emit(i)
-            for j in preds[start[i] : start[i + 1]]:
-                left = pending[j] - 1
-                pending[j] = left
-                if left == 0:
-                    g = group[j]
-                    if j > bound[g]:
-                        late[g].append(j)
-                    if n_ready[g] == 0 and g != current:
-                        group_queue.append(g)
-                    n_ready[g] += 1
+def _ignore(_: object) -> None:
+    pass
 
-        if len(emitted) != n:
-            raise GraphtagError(_cycle_message(container, nodes, preds, start, pending))
-        emitted.reverse()
-        return emitted
 
-    def _groups(self, nodes: list[ir.Node]) -> tuple[list[int], list[list[int]]]:
-        """Group (module) id of each node, and the members of each group in order."""
-        n = len(nodes)
-        tags = [node.metadata_props.get(MODULE) for node in nodes] if self.group_by_tag else []
-        ids: dict[str | None, int] = dict.fromkeys(tags)  # type: ignore[arg-type]
-        if len(ids) <= 1:
-            return [0] * n, [list(range(n))]
-        for k, tag in enumerate(ids):
-            ids[tag] = k
-        group = list(map(ids.__getitem__, tags))
-        members: list[list[int]] = [[] for _ in ids]
-        for i, g in enumerate(group):
-            members[g].append(i)
-        return group, members
+def _group_ids(tags: list[str | None], n: int) -> tuple[np.ndarray, int]:
+    """Dense group (module) id of each node, numbered by first appearance, and the count.
+
+    Without tags (or with a single tag) every node is in group 0.
+    """
+    ids: dict[str | None, int] = dict.fromkeys(tags)  # type: ignore[arg-type]
+    if len(ids) <= 1:
+        return np.zeros(n, dtype=np.intc), 1
+    for k, key in enumerate(ids):
+        ids[key] = k
+    return np.fromiter(map(ids.__getitem__, tags), dtype=np.intc, count=n), len(ids)
 
 
 def _add_outer_values(
@@ -305,72 +250,12 @@ def _uses(node: ir.Node) -> Iterator[ir.Value | None]:
         yield from found
 
 
-def _apply_order(container: _Container, nodes: list[ir.Node], order: list[int]) -> None:
-    """Reorder ``container`` to ``order``, moving only the span that changed."""
-    n = len(order)
-    lo = 0
-    while lo < n and order[lo] == lo:
-        lo += 1
-    hi = n - 1
-    while hi > lo and order[hi] == hi:
-        hi -= 1
-    moved = [nodes[k] for k in order[lo : hi + 1]]
-    if lo == 0 and hi + 1 == n:
-        linked = _linked_nodes(container)
-        if linked is not None:
-            # Every node already belongs to the graph and has its name registered, so
-            # re-appending to the linked list directly skips half of Graph.extend's work.
-            linked.extend(moved)
-            return
-    # Each branch is O(len(moved)) on onnx_ir's linked list. Inserting after an unmoved
-    # anchor needs no removal: re-inserting a node unlinks it first. Inserting before
-    # the unmoved suffix does (its insertion point may be a moved node's box).
-    if lo > 0:
-        container.insert_after(nodes[lo - 1], moved)
-    elif hi + 1 == n:
-        container.extend(moved)
-    else:
-        container.remove(moved)
-        container.insert_before(nodes[hi + 1], moved)
-
-
-def _linked_nodes(container: _Container) -> DoublyLinkedSet | None:  # type: ignore[valid-type]
-    """The node list under ``container`` when onnx_ir's layout is the expected one."""
-    graph = container.graph if isinstance(container, ir.Function) else container
-    linked = getattr(graph, "_nodes", None)
-    return linked if DoublyLinkedSet is not None and type(linked) is DoublyLinkedSet else None
-
-
 def _node_label(node: ir.Node) -> str:
     return node.name or f"<{node.op_type}>"
 
 
-def _cycle_message(
-    container: _Container,
-    nodes: list[ir.Node],
-    preds: list[int],
-    start: list[int],
-    pending: list[int],
-) -> str:
-    """Describe one cycle among the nodes the sort could not emit."""
-    # Every unemitted node still has an unemitted consumer, so walking consumers
-    # from any of them must revisit a node: that closes a cycle.
-    n = len(nodes)
-    remaining = [i for i in range(n) if pending[i]]
-    alive = set(remaining)
-    consumer: dict[int, int] = {}  # one unemitted consumer per unemitted producer
-    for i in remaining:
-        for j in preds[start[i] : start[i + 1]]:
-            if j in alive:
-                consumer.setdefault(j, i)
-    seen: dict[int, int] = {}
-    path: list[int] = []
-    i = remaining[0]
-    while i not in seen:
-        seen[i] = len(path)
-        path.append(i)
-        i = consumer[i]
-    cycle = path[seen[i] :]
+def _cycle_message(container: _Container, nodes: list[ir.Node], cycle: list[int]) -> str:
+    """Describe the cycle through ``nodes[k] for k in cycle`` (in edge order)."""
     names = [_node_label(nodes[k]) for k in cycle[:_MAX_CYCLE_NAMES]]
     more = f" -> ... ({len(cycle)} nodes)" if len(cycle) > _MAX_CYCLE_NAMES else ""
     where = f"graph {container.name!r}" if container.name else "the graph"

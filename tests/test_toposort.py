@@ -15,6 +15,7 @@ from onnx_builders import run_ort
 import graphtag.passes.toposort as toposort
 from graphtag import metadata
 from graphtag.errors import GraphtagError
+from graphtag.passes import _node_list
 from graphtag.passes.toposort import TopologicalSortPass
 
 FLOAT = ir.TensorType(ir.DataType.FLOAT)
@@ -78,9 +79,16 @@ def run(model: ir.Model, **options) -> ir.passes.PassResult:
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@FAST
-@given(random_dags(), st.booleans())
-def test_random_dag_sorted_permutation(dag, group_by_tag):
+@pytest.fixture(params=["private-layout", "public-api"])
+def node_list_path(request, monkeypatch):
+    """Run a test once with the linked-list rewiring and once through onnx_ir's API."""
+    monkeypatch.setattr(_node_list, "use_private_layout", request.param == "private-layout")
+    return request.param
+
+
+@settings(FAST, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(dag=random_dags(), group_by_tag=st.booleans())
+def test_random_dag_sorted_permutation(node_list_path, dag, group_by_tag):
     _, shuffled, x = dag
     props = {node: dict(node.metadata_props) for node in shuffled}
     model = make_model(list(shuffled), inputs=[x])
@@ -94,9 +102,29 @@ def test_random_dag_sorted_permutation(dag, group_by_tag):
         assert after == list(shuffled)
     assert {node: dict(node.metadata_props) for node in after} == props
     assert all(node.graph is model.graph for node in after)
+    # The node list is consistent both ways and still works with onnx_ir's API.
+    assert list(reversed(model.graph)) == after[::-1]
+    assert len(model.graph) == len(after)
+    assert [model.graph[i] for i in range(len(after))] == after
     # Idempotent: a second run keeps the order and reports no change.
     assert not run(model, group_by_tag=group_by_tag).modified
     assert list(model.graph) == after
+
+
+def test_reordered_list_accepts_further_edits(node_list_path):
+    a, b, x = _two_modules(4)
+    model = make_model([n for pair in zip(a, b) for n in pair][::-1], inputs=[x])
+    assert run(model).modified
+    graph = model.graph
+    order = list(graph)
+    graph.remove(order[-1])
+    graph.insert_before(order[0], order[-1])
+    extra = make_node("extra", [order[1].outputs[0]])
+    graph.insert_after(order[1], extra)
+    expected = [order[-1], order[0], order[1], extra, *order[2:-1]]
+    assert list(graph) == expected
+    assert list(reversed(graph)) == expected[::-1]
+    assert len(graph) == len(expected)
 
 
 @FAST
@@ -316,7 +344,7 @@ def test_public_reorder_path_matches_fast_path(monkeypatch):
     expected = [n.name for n in fast.graph]
     a, b, x = _two_modules(5)
     slow = make_model([n for pair in zip(a, b) for n in pair][::-1], inputs=[x])
-    monkeypatch.setattr(toposort, "_linked_nodes", lambda container: None)
+    monkeypatch.setattr(_node_list, "use_private_layout", False)
     run(slow)
     assert [n.name for n in slow.graph] == expected
 
