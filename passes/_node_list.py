@@ -71,12 +71,14 @@ class NodeList:
         if boxes is not None:
             # Rewire the changed span between its unmoved neighbours (or the root).
             previous = boxes[lo - 1] if lo else self._root
-            span = [boxes[k] for k in order[lo : hi + 1]]
-            span.append(boxes[hi + 1] if hi + 1 < n else self._root)
-            for box in span:
+            for k in order[lo : hi + 1]:
+                box = boxes[k]
                 previous.next = box
                 box.prev = previous
                 previous = box
+            box = boxes[hi + 1] if hi + 1 < n else self._root
+            previous.next = box
+            box.prev = previous
             return
         nodes = self.nodes
         container = self._container

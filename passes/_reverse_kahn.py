@@ -91,7 +91,12 @@ def reverse_kahn(
     group_of = _ints(new_group)
     cursor = first[1:].tolist()  # nodes cursor[g]..first[g + 1] - 1 have been scanned
     bound = [n] * n_groups  # lowest scanned node of each group
-    late: list[list[int]] = [[] for _ in range(n_groups)]  # ready, behind the cursor
+    # Ready nodes behind the cursor, one LIFO stack per group kept inside the group's
+    # own slice of one flat list (a group never holds more than its own nodes): no
+    # per-group allocation, and pushes stay next to the group's other data.
+    late = [0] * n
+    base = first[:-1].tolist()
+    top = list(base)
 
     # Reverse Kahn: repeatedly emit a node all of whose consumers are emitted, so each
     # node lands as late as its consumers allow (a node appended at the end of a valid
@@ -112,9 +117,11 @@ def reverse_kahn(
                     break
             if current < 0:
                 break
-        stack = late[current]
-        if stack:
-            i = stack.pop()  # LIFO: follow a chain upwards, keeping producers close
+        t = top[current]
+        if t > base[current]:
+            t -= 1  # LIFO: follow a chain upwards, keeping producers close
+            i = late[t]
+            top[current] = t
         else:
             # Ready nodes of the group exist and none is behind the cursor, so one lies
             # ahead: scan backwards (amortised O(1): each node is passed once).
@@ -131,7 +138,9 @@ def reverse_kahn(
             if left == 0:
                 g = group_of[j]
                 if j > bound[g]:
-                    late[g].append(j)
+                    t = top[g]
+                    late[t] = j
+                    top[g] = t + 1
                 if n_ready[g] == 0 and g != current:
                     group_queue.append(g)
                 n_ready[g] += 1

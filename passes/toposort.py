@@ -166,8 +166,12 @@ class TopologicalSortPass(ir.passes.InPlacePass):
         extend = preds.extend
         mark = start.append
         outside = repeat(n)
-        tags: list[str | None] = []
-        tag = tags.append if self.group_by_tag else _ignore
+        # Dense module ids by first appearance, assigned while the node is in cache.
+        group = array("i")
+        ids: dict[str | None, int] = {}
+        assign = ids.setdefault
+        add_group = group.append
+        by_tag = self.group_by_tag
         for i, node in enumerate(nodes):
             extend(map(get, node.inputs, outside))
             if i > checked and node.attributes.data:
@@ -177,34 +181,19 @@ class TopologicalSortPass(ir.passes.InPlacePass):
             if implicit and i in implicit:
                 extend(implicit[i])
             mark(len(preds))
-            tag(node.metadata_props.get(MODULE))  # read now, while the node is in cache
-        group, n_groups = _group_ids(tags, n)
+            if by_tag:
+                add_group(assign(node.metadata_props.get(MODULE), len(ids)))
+        n_groups = max(len(ids), 1)
+        groups = np.frombuffer(group, dtype=np.intc) if n_groups > 1 else np.zeros(n, np.intc)
         try:
             return reverse_kahn(
                 np.frombuffer(preds, dtype=np.intc),
                 np.frombuffer(start, dtype=np.intc),
-                group,
+                groups,
                 n_groups,
             )
         except CycleError as error:
             raise GraphtagError(_cycle_message(container, nodes, error.cycle)) from None
-
-
-def _ignore(_: object) -> None:
-    pass
-
-
-def _group_ids(tags: list[str | None], n: int) -> tuple[np.ndarray, int]:
-    """Dense group (module) id of each node, numbered by first appearance, and the count.
-
-    Without tags (or with a single tag) every node is in group 0.
-    """
-    ids: dict[str | None, int] = dict.fromkeys(tags)  # type: ignore[arg-type]
-    if len(ids) <= 1:
-        return np.zeros(n, dtype=np.intc), 1
-    for k, key in enumerate(ids):
-        ids[key] = k
-    return np.fromiter(map(ids.__getitem__, tags), dtype=np.intc, count=n), len(ids)
 
 
 def _add_outer_values(
