@@ -19,7 +19,6 @@ A linear loop whose data stayed in the CPU caches would grow 10x. Medians of
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import time
@@ -29,19 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic import KINDS, build_model
+from synthetic import KINDS, frozen_model, release
 
 SIZES = (30_000, 300_000)
 
 
 def _loops(n: int, kind: str) -> dict[str, float]:
-    gc.collect()
-    gc.disable()
-    try:
-        model = build_model(n, kind, tags=True, shuffle=True, seed=0)
-    finally:
-        gc.enable()
-    gc.freeze()
+    model = frozen_model(n, kind)
     nodes = list(model.graph)
     index = {value: i for i, node in enumerate(nodes) for value in node.outputs}
     times = {}
@@ -55,8 +48,7 @@ def _loops(n: int, kind: str) -> dict[str, float]:
         deque(map(get, node.inputs, outside), 0)
     times["producer lookup"] = time.perf_counter() - start
     del model, nodes, index
-    gc.unfreeze()
-    gc.collect()
+    release()
     return times
 
 

@@ -31,27 +31,11 @@ import onnx_ir.passes.common as ir_common
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic import KINDS, build_model
+from synthetic import KINDS, frozen_model, release
 
 from graphtag.passes.toposort import TopologicalSortPass
 
 TOOLS = ("graphtag", "onnx_ir", "gs")
-
-
-def _fresh_model(n: int, kind: str) -> ir.Model:
-    gc.collect()
-    gc.disable()
-    try:
-        model = build_model(n, kind, tags=True, shuffle=True, seed=0)
-    finally:
-        gc.enable()
-    gc.freeze()
-    return model
-
-
-def _release() -> None:
-    gc.unfreeze()
-    gc.collect()
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -82,7 +66,7 @@ def _run_gs(proto, gs) -> tuple[float, float]:
     thread.start()
     thread.join()
     del graph
-    _release()
+    release()
     if errors:
         raise errors[0]
     return imported, seconds[0]
@@ -90,12 +74,12 @@ def _run_gs(proto, gs) -> tuple[float, float]:
 
 def _run_in_place(tool: str, n: int, kind: str) -> tuple[int, float]:
     """(node count, sort seconds) for one fresh model sorted in place by ``tool``."""
-    model = _fresh_model(n, kind)
+    model = frozen_model(n, kind)
     nodes = len(model.graph)
     sort = TopologicalSortPass() if tool == "graphtag" else ir_common.TopologicalSortPass()
     seconds = _time(lambda m=model: sort(m))
     del model
-    _release()
+    release()
     return nodes, seconds
 
 
@@ -118,8 +102,8 @@ def bench(
             if "gs" in tools:
                 import onnx_graphsurgeon as gs
 
-                proto = ir.serde.serialize_model(_fresh_model(n, kind))
-                _release()
+                proto = ir.serde.serialize_model(frozen_model(n, kind))
+                release()
                 for _ in range(runs):
                     try:
                         imported, sorted_ = _run_gs(proto, gs)
@@ -129,7 +113,7 @@ def bench(
                     gs_import.append(imported)
                     times["gs"].append(sorted_)
                 del proto
-                _release()
+                release()
             row = {
                 "kind": kind,
                 "size": n,
