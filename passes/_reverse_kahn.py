@@ -73,7 +73,7 @@ def reverse_kahn(
         first = np.array([0, n])
         new_start = start
         new_preds = preds
-        new_group = np.zeros(n, dtype=np.int64)
+        new_group = group  # all zeros
 
     # Consumer edges not yet emitted, per node; a duplicate edge counts twice on both
     # sides, so it cancels out. The sentinel n never becomes ready.
@@ -81,7 +81,7 @@ def reverse_kahn(
     counts[n] = n + len(preds) + 1
     # Groups in the order of their last ready node in the original order.
     ready = np.flatnonzero((counts[rank[:n]] if rank is not None else counts[:n]) == 0)
-    ready_groups = group[ready[::-1]].tolist() if n_groups > 1 else [0] * len(ready)
+    ready_groups = group[ready[::-1]].tolist()
     group_queue = list(dict.fromkeys(ready_groups))  # groups as they gained a ready node
     n_ready = np.bincount(np.asarray(ready_groups, dtype=np.int64), minlength=n_groups).tolist()
 
