@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 import graphtag
-from graphtag import metadata
+from graphtag.core import metadata
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.examples import tiny_bert
 

@@ -41,8 +41,8 @@ import onnx.utils
 import onnx_ir as ir
 
 import graphtag
-from graphtag.boundaries import compute_boundaries
-from graphtag.extraction import Extractor
+from graphtag.analysis.boundaries import compute_boundaries
+from graphtag.surgery.extraction import Extractor
 
 
 def export_gpt2(folder: Path) -> Path:

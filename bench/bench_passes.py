@@ -27,7 +27,7 @@ import onnx_ir as ir
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import build_model
 
-from graphtag import metadata
+from graphtag.core import metadata
 from graphtag.passes import DEFAULT_PIPELINE
 from graphtag.pipeline import Pipeline
 

@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 Kind = Literal["chain", "diamond", "transformer"]
 KINDS: tuple[Kind, ...] = ("chain", "diamond", "transformer")
-MODULE_KEY = "pkg.graphtag.module"  # same as graphtag.metadata.MODULE, kept import-free
+MODULE_KEY = "pkg.graphtag.module"  # same as graphtag.core.metadata.MODULE, kept import-free
 HIDDEN = 8
 
 

@@ -1,37 +1,65 @@
 """graphtag: ONNX export with the nn.Module hierarchy on every node, plus graph passes.
 
-The core (loading, passes, analysis) never imports torch; ``graphtag.export`` is the
-only place that does, and it is imported lazily.
+The public API is re-exported here lazily: ``import graphtag`` loads nothing heavy (the
+command line starts fast), and only ``graphtag.export`` imports torch. The layers behind
+it are described in ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from graphtag.errors import GraphtagError
-from graphtag.hierarchy import Hierarchy, ModuleInfo
-from graphtag.io import load, save
 
 __version__ = "0.1.0"
 
+# Public name -> "module:attribute". Resolved on first access (PEP 562).
+_LAZY = {
+    "GraphtagError": "graphtag.core.errors:GraphtagError",
+    "Hierarchy": "graphtag.core.hierarchy:Hierarchy",
+    "ModuleInfo": "graphtag.core.hierarchy:ModuleInfo",
+    "load": "graphtag.core.io:load",
+    "save": "graphtag.core.io:save",
+    "analyze": "graphtag.analysis.summary:analyze",
+    "validate": "graphtag.checks.validation:validate",
+    "extract_module": "graphtag.surgery.extraction:extract_module",
+    "Pipeline": "graphtag.pipeline.manager:Pipeline",
+    "export": "graphtag.exporter.tagged_export:export",
+}
+
 if TYPE_CHECKING:
-    from graphtag.exporter.tagged_export import ExportResult
+    from graphtag.analysis.summary import analyze
+    from graphtag.checks.validation import validate
+    from graphtag.core.errors import GraphtagError
+    from graphtag.core.hierarchy import Hierarchy, ModuleInfo
+    from graphtag.core.io import load, save
+    from graphtag.exporter.tagged_export import export
+    from graphtag.pipeline.manager import Pipeline
+    from graphtag.surgery.extraction import extract_module
 
 __all__ = [
     "GraphtagError",
     "Hierarchy",
     "ModuleInfo",
+    "Pipeline",
     "__version__",
+    "analyze",
     "export",
+    "extract_module",
     "load",
     "save",
+    "validate",
 ]
 
 
-def export(
-    model: Any, args: tuple = (), kwargs: dict | None = None, f: Any = None, **options: Any
-) -> ExportResult:
-    """Export ``model`` with ``torch.onnx.export`` and tag every node (imports torch)."""
-    from graphtag.exporter.tagged_export import export as _export
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'graphtag' has no attribute {name!r}")
+    module_name, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
-    return _export(model, args, kwargs, f, **options)
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -10,7 +10,7 @@ In a test::
 ``graphtag_golden`` is a fixture (add ``pytest_plugins = ["graphtag.testing"]`` to your
 conftest.py) that stores one JSON file per test in ``golden/`` beside your tests folder;
 ``GoldenJSONExtension.at(folder)`` gives an extension for any other folder. Refresh with
-``pytest --snapshot-update``. Snapshots are graphtag.snapshot's canonical JSON, which is
+``pytest --snapshot-update``. Snapshots are graphtag.tools.snapshot's canonical JSON, which is
 deterministic, so the files are stable across runs and pytest-xdist workers.
 """
 
@@ -24,8 +24,8 @@ import pytest
 from syrupy.data import SnapshotCollections
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from graphtag.io import load
-from graphtag.snapshot import snapshot
+from graphtag.core.io import load
+from graphtag.tools.snapshot import snapshot
 
 
 class GoldenJSONExtension(JSONSnapshotExtension):
@@ -59,7 +59,7 @@ class GoldenJSONExtension(JSONSnapshotExtension):
 
 
 def graphtag_snapshot(model_or_path: ir.Model | str | os.PathLike) -> dict:
-    """The canonical snapshot (graphtag.snapshot) of a model or an ONNX file."""
+    """The canonical snapshot (graphtag.tools.snapshot) of a model or an ONNX file."""
     model = model_or_path if isinstance(model_or_path, ir.Model) else load(model_or_path)
     return snapshot(model)
 

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Iterator
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.graphs import outer_values, subgraphs_of
+from graphtag.core import metadata
+from graphtag.core.graphs import outer_values, subgraphs_of
 
-# The keys, under short names (defined and described in graphtag.metadata).
+# The keys, under short names (defined and described in graphtag.core.metadata).
 DOMAIN = metadata.FUNCTION_DOMAIN
 ORDER = metadata.ORDER
 OUTLINED = metadata.OUTLINED  # see record_diff

@@ -8,8 +8,8 @@ import json
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.boundaries import ModuleBoundary, compute_boundaries
+from graphtag.analysis.boundaries import ModuleBoundary, compute_boundaries
+from graphtag.core import metadata
 
 BOUNDARIES = metadata.BOUNDARIES  # re-exported: the key this pass writes
 
@@ -19,12 +19,12 @@ class BoundaryDetectionPass(ir.passes.InPlacePass):
 
     Reads: ``pkg.graphtag.module`` on main-graph nodes (nodes in control-flow bodies
     belong to their enclosing node). Writes: nothing by default (``modified=False``);
-    with ``store=true`` the model metadata ``pkg.graphtag.boundaries`` gets a JSON summary
+    with ``store=true`` the model metadata ``pkg.graphtag.analysis.boundaries`` gets a JSON summary
     per module (input and output value names, node count), reported as modified only
     when the stored text changes, so the pass is idempotent.
 
     After a run, :attr:`boundaries` maps each tag to its
-    :class:`graphtag.boundaries.ModuleBoundary` (the model's own values and nodes).
+    :class:`graphtag.analysis.boundaries.ModuleBoundary` (the model's own values and nodes).
     Cost: O((nodes + edges) x hierarchy depth).
     """
 
@@ -52,7 +52,7 @@ def boundaries_of(model: ir.Model) -> dict[str, ModuleBoundary]:
 
 
 def boundaries_summary(boundaries: dict[str, ModuleBoundary]) -> dict[str, dict]:
-    """The JSON-ready form stored under ``pkg.graphtag.boundaries``."""
+    """The JSON-ready form stored under ``pkg.graphtag.analysis.boundaries``."""
     return {
         tag: {
             "inputs": [v.name for v in b.inputs],

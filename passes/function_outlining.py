@@ -7,10 +7,10 @@ __all__ = ["FunctionOutliningPass", "outline"]
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
-from graphtag.errors import GraphtagError, PipelineError
-from graphtag.hierarchy import Hierarchy, tag_segments
+from graphtag.analysis.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError, PipelineError
+from graphtag.core.hierarchy import Hierarchy, tag_segments
 from graphtag.passes import _outline_support as sup
 from graphtag.passes.toposort import TopologicalSortPass
 
@@ -24,7 +24,7 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
     ``classes`` (comma-separated class names, short or fully qualified), ``depth``
     (modules that many levels below the root, 1 = the root's children) or ``all``
     (every module but the root). A module *contains* the main-graph nodes tagged with
-    its tag or a descendant's (:mod:`graphtag.boundaries`). Selected modules nested in
+    its tag or a descendant's (:mod:`graphtag.analysis.boundaries`). Selected modules nested in
     each other are outlined innermost first, so a layer's function calls its
     attention's function.
 
@@ -51,7 +51,7 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
     Invariants: outputs of the model are unchanged (ORT runs the functions); the main
     graph stays topologically sorted; :class:`FunctionInliningPass` restores the
     original topology exactly. A pattern/class/depth matching no module raises
-    :class:`~graphtag.errors.GraphtagError`; a module whose collapse would create a
+    :class:`~graphtag.core.errors.GraphtagError`; a module whose collapse would create a
     cycle (a path leaves it and comes back, alone or together with another selected
     module) is left in place and listed in :attr:`skipped` as ``(tag, reason)``.
     :attr:`outlined` lists ``(tag, function key)``. O((nodes + edges) x depth) per

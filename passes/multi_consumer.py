@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.graphs import iter_graphs
-from graphtag.hierarchy import Hierarchy
+from graphtag.core import metadata
+from graphtag.core.graphs import iter_graphs
+from graphtag.core.hierarchy import Hierarchy
 
 # Value (initializer): JSON list of the PyTorch parameter/buffer names the tensor holds.
 ORIGIN: str = metadata.ORIGIN

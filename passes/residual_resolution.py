@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.exporter.attribution import TorchScriptScopeResolver, tag_from_name_scopes
-from graphtag.hierarchy import Hierarchy, is_ancestor_or_self
+from graphtag.analysis.attribution import TorchScriptScopeResolver, tag_from_name_scopes
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self
 
 PRODUCER = "producer"
 CONSUMER = "consumer"

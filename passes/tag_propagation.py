@@ -9,9 +9,9 @@ from typing import Literal
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.graphs import subgraphs_of
-from graphtag.hierarchy import Hierarchy, tag_lca, tag_parent
+from graphtag.core import metadata
+from graphtag.core.graphs import subgraphs_of
+from graphtag.core.hierarchy import Hierarchy, tag_lca, tag_parent
 
 Strategy = Literal["lca", "producers", "consumers"]
 

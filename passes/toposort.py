@@ -11,9 +11,9 @@ from itertools import repeat
 import numpy as np
 import onnx_ir as ir
 
-from graphtag.errors import GraphtagError
-from graphtag.graphs import subgraphs_of
-from graphtag.metadata import MODULE
+from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import subgraphs_of
+from graphtag.core.metadata import MODULE
 from graphtag.passes._node_list import NodeList
 from graphtag.passes._reverse_kahn import CycleError, reverse_kahn
 
@@ -53,7 +53,7 @@ class TopologicalSortPass(ir.passes.InPlacePass):
     * a node holding subgraphs comes after the producers of every outer-scope value
       its subgraphs use;
     * O(nodes + edges) time for each graph (no heap); a cycle raises
-      :class:`~graphtag.errors.GraphtagError` naming the nodes on one cycle.
+      :class:`~graphtag.core.errors.GraphtagError` naming the nodes on one cycle.
     """
 
     def __init__(self, *, group_by_tag: bool = True, verify: bool = False) -> None:

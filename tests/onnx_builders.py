@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphtag import metadata
+from graphtag.core import metadata
 
 
 def tagged_mlp(seed: int = 0, hidden: int = 8) -> ir.Model:

@@ -1,4 +1,4 @@
-"""``graphtag.analysis`` and ``graphtag analyze``: hand-built graphs, formats, bad input."""
+"""``graphtag.analysis.summary`` and ``graphtag analyze``: hand-built graphs, formats, bad input."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from cli_helpers import assert_clean_failure, run_cli
 from onnx_builders import tagged_mlp
 
 import graphtag
-from graphtag import metadata
-from graphtag.analysis import analyze, parse_name_list
-from graphtag.hierarchy import Hierarchy, ModuleInfo
+from graphtag.analysis.summary import analyze, parse_name_list
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy, ModuleInfo
 
 FC1, FC2, ROOT = "/MLP/Layer.fc1", "/MLP/Layer.fc2", "/MLP"
 

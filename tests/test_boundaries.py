@@ -1,7 +1,7 @@
-"""graphtag.boundaries and the boundary-detection pass.
+"""graphtag.analysis.boundaries and the boundary-detection pass.
 
 Every module at every level of every zoo model (the cases of test_extraction, loaded
-once per session) satisfies the definitions of graphtag.boundaries, checked here from
+once per session) satisfies the definitions of graphtag.analysis.boundaries, checked here from
 first principles; plus control-flow scoping and the pass's contract.
 """
 
@@ -15,9 +15,9 @@ from onnx_builders import tagged_mlp
 from test_extraction import NOOPT_CASES, ZOO_CASES, control_flow_model, load_case
 
 import graphtag
-from graphtag import metadata
-from graphtag.boundaries import compute_boundaries, is_constant_value, subgraphs_of
-from graphtag.hierarchy import is_ancestor_or_self
+from graphtag.analysis.boundaries import compute_boundaries, is_constant_value, subgraphs_of
+from graphtag.core import metadata
+from graphtag.core.hierarchy import is_ancestor_or_self
 from graphtag.passes.boundary_detection import (
     BOUNDARIES,
     BoundaryDetectionPass,

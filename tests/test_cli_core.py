@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import assert_clean_failure, digest, run_cli
 
 import graphtag
-from graphtag import metadata
+from graphtag.core import metadata
 
 
 def test_help_explains_commands():

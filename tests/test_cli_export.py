@@ -24,7 +24,7 @@ import pytest
 import torch
 from cli_helpers import assert_clean_failure, run_cli
 
-from graphtag import metadata
+from graphtag.core import metadata
 
 # Net: Linear layers around a custom block, plus a constant subexpression that only the
 # optimizer folds. Branchy: data-dependent control flow, which torch.export cannot capture

@@ -15,10 +15,10 @@ from onnx_builders import tagged_mlp
 from zoo_exports import zoo_export
 
 import graphtag
-from graphtag import metadata
-from graphtag.dag import INITIALIZER_OP, module_dags, node_keys, operation_metadata
-from graphtag.hierarchy import Hierarchy
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy
 from graphtag.testing import GoldenJSONExtension
+from graphtag.tools.dag import INITIALIZER_OP, module_dags, node_keys, operation_metadata
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def bert(bert_path) -> ir.Model:
 
 
 def _consumed(node: ir.Node) -> set[int]:
-    from graphtag.graphs import outer_values
+    from graphtag.core.graphs import outer_values
 
     return {id(v) for v in node.inputs if v is not None} | {id(v) for v in outer_values(node)}
 

@@ -10,7 +10,7 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-from graphtag.errors import GraphtagError  # noqa: E402
+from graphtag.core.errors import GraphtagError  # noqa: E402
 from graphtag.exporter.example_inputs import (  # noqa: E402
     ExampleInputs,
     check_inputs_fit,

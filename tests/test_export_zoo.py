@@ -20,10 +20,10 @@ from zoo import ZOO
 from zoo_exports import zoo_cases, zoo_export
 
 import graphtag
-from graphtag import metadata
-from graphtag.compare import compare_topology
+from graphtag.checks.compare import compare_topology
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_lca
 from graphtag.exporter.tagged_export import KwargsWrapper, wrap_kwargs
-from graphtag.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_lca
 from graphtag.testing import graphtag_snapshot
 
 CASES = [pytest.param((n, e), id=f"{n}-{e}") for n, e in zoo_cases()]

@@ -1,4 +1,4 @@
-"""graphtag.extraction and ``graphtag extract``: every module of the zoo, hand-built cases.
+"""graphtag.surgery.extraction and ``graphtag extract``: every module of the zoo, hand-built cases.
 
 Zoo check, for EVERY module at every level of every model: the extracted model passes
 ``onnx.checker.check_model(full_check=True)``, runs in onnxruntime, and, fed with the
@@ -26,11 +26,11 @@ from zoo import ZOO
 from zoo_exports import zoo_export
 
 import graphtag
-from graphtag import metadata
-from graphtag.boundaries import compute_boundaries
-from graphtag.errors import GraphtagError
-from graphtag.extraction import EXTRACTED_MODULE, extract_all, extract_module
-from graphtag.hierarchy import Hierarchy, ModuleInfo, is_ancestor_or_self
+from graphtag.analysis.boundaries import compute_boundaries
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
+from graphtag.core.hierarchy import Hierarchy, ModuleInfo, is_ancestor_or_self
+from graphtag.surgery.extraction import EXTRACTED_MODULE, extract_all, extract_module
 
 # Dynamo (optimizer on) for every zoo model that exports with it, TorchScript otherwise,
 # plus three models exported with optimize=False.
@@ -57,7 +57,7 @@ def session(model: ir.Model) -> ort.InferenceSession:
 
 def run_all_values(model: ir.Model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every main-graph value of one run: a copy of the model outputs all of them."""
-    from graphtag.extraction import infer_main_graph_types
+    from graphtag.surgery.extraction import infer_main_graph_types
 
     full = model.clone()
     inferred = infer_main_graph_types(full)

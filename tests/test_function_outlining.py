@@ -16,11 +16,11 @@ from zoo import ZOO
 from zoo_exports import zoo_export
 
 import graphtag
-from graphtag import metadata
-from graphtag.analysis import analyze
-from graphtag.compare import compare_topology
-from graphtag.errors import GraphtagError, PipelineError
-from graphtag.hierarchy import Hierarchy, ModuleInfo
+from graphtag.analysis.summary import analyze
+from graphtag.checks.compare import compare_topology
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError, PipelineError
+from graphtag.core.hierarchy import Hierarchy, ModuleInfo
 from graphtag.passes import _outline_support as sup
 from graphtag.passes.function_inlining import FunctionInliningPass
 from graphtag.passes.function_outlining import FunctionOutliningPass, outline

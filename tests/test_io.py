@@ -9,8 +9,8 @@ import pytest
 from onnx_builders import feeds, run_ort, tagged_mlp
 
 import graphtag
-from graphtag import io as gio
-from graphtag import metadata
+from graphtag.core import io as gio
+from graphtag.core import metadata
 
 
 def test_round_trip_keeps_metadata(tmp_path):

@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from graphtag import metadata
-from graphtag.exporter.attribution import (
+from graphtag.analysis.attribution import (
     TorchScriptScopeResolver,
     tag_from_name_scopes,
     tag_from_torchscript_scope,
 )
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy, is_valid_tag
 from graphtag.exporter.module_tree import DEFAULT_KEEP_TORCH_CLASSES, FilterConfig, build_hierarchy
-from graphtag.hierarchy import Hierarchy, is_valid_tag
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,8 +15,8 @@ from test_residual_resolution import (
     zoo_model,
 )
 
-from graphtag import metadata
-from graphtag.hierarchy import Hierarchy, ModuleInfo
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy, ModuleInfo
 from graphtag.passes.multi_consumer import (
     ORIGIN,
     MultiConsumerPass,

@@ -21,11 +21,11 @@ from torch.utils import _pytree
 from zoo import ZOO
 
 import graphtag
-from graphtag import metadata
-from graphtag.compare import compare_topology
+from graphtag.checks.compare import compare_topology
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy, is_valid_tag, tag_lca
 from graphtag.exporter import optimize_route
 from graphtag.exporter.tagged_export import ExportResult
-from graphtag.hierarchy import Hierarchy, is_valid_tag, tag_lca
 
 MODELS = [name for name, entry in ZOO.items() if "dynamo" in entry.exporters]
 RULE_NAME = "pkg.onnxscript.rewriter.rule_name"

@@ -10,8 +10,8 @@ from onnx_builders import feeds, run_ort, tagged_mlp
 from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
 import graphtag
-from graphtag import metadata
-from graphtag.errors import GraphtagError, PipelineError, VerificationError
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError, PipelineError, VerificationError
 from graphtag.pipeline import (
     PassInvocation,
     PassRegistry,

@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import run_cli
 
 import graphtag
-from graphtag.errors import PipelineError
+from graphtag.core.errors import PipelineError
 from graphtag.pipeline import ENTRY_POINT_GROUP, PassRegistry, Pipeline
 
 

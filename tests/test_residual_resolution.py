@@ -18,9 +18,9 @@ from zoo import ZOO
 from zoo_exports import zoo_export
 
 import graphtag
-from graphtag import metadata
-from graphtag.compare import compare_topology
-from graphtag.hierarchy import Hierarchy, ModuleInfo, is_ancestor_or_self
+from graphtag.checks.compare import compare_topology
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy, ModuleInfo, is_ancestor_or_self
 from graphtag.passes.residual_resolution import (
     ResidualResolutionPass,
     contamination,

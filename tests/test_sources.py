@@ -16,7 +16,7 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-from graphtag.errors import GraphtagError  # noqa: E402
+from graphtag.core.errors import GraphtagError  # noqa: E402
 from graphtag.exporter.example_inputs import check_inputs_fit, make_example_inputs  # noqa: E402
 from graphtag.exporter.sources import LoadedModel, load_model  # noqa: E402
 

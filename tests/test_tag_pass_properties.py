@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx_builders import run_ort
 
-from graphtag import metadata
-from graphtag.compare import compare_topology
+from graphtag.checks.compare import compare_topology
+from graphtag.core import metadata
 from graphtag.pipeline import registry
 
 TAG_PASSES = ["tag-propagation", "multi-consumer", "residual-resolution"]

@@ -9,8 +9,8 @@ import onnx_ir as ir
 import pytest
 from onnx_builders import feeds, run_ort, tagged_mlp
 
-from graphtag import metadata
-from graphtag.compare import compare_topology
+from graphtag.checks.compare import compare_topology
+from graphtag.core import metadata
 from graphtag.passes.tag_propagation import TagPropagationPass
 
 

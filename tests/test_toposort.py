@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from onnx_builders import run_ort
 
 import graphtag.passes.toposort as toposort
-from graphtag import metadata
-from graphtag.errors import GraphtagError
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
 from graphtag.passes import _node_list
 from graphtag.passes.toposort import TopologicalSortPass
 

@@ -1,4 +1,4 @@
-"""``graphtag.validation`` and ``graphtag validate``: each rule failing and passing."""
+"""``graphtag.checks.validation`` and ``graphtag validate``: each rule failing and passing."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from onnx_builders import tagged_mlp
 from test_analysis import FC1, FC2, ROOT, mlp_with_hierarchy, nodes
 
 import graphtag
-from graphtag import metadata
-from graphtag.analysis import ORIGIN_KEYS, analyze
-from graphtag.validation import RULES, validate
+from graphtag.analysis.summary import ORIGIN_KEYS, analyze
+from graphtag.checks.validation import RULES, validate
+from graphtag.core import metadata
 
 ALL_PASS = {rule: "PASS" for rule in RULES} | {"consumers": "SKIP"}
 
@@ -89,14 +89,14 @@ def test_model_without_graphtag_metadata_fails_tag_rules_without_crashing():
         "parameter-coverage": "SKIP",
     }
     assert "not tagged by graphtag" in results["tag-format"].detail
-    assert "no pkg.graphtag.hierarchy" in results["tags-in-hierarchy"].detail
+    assert "no pkg.graphtag.core.hierarchy" in results["tags-in-hierarchy"].detail
 
 
 def test_unreadable_hierarchy():
     model = mlp_with_hierarchy()
     model.metadata_props[metadata.HIERARCHY] = "{not json"
     check = result(model, "tags-in-hierarchy")
-    assert check.status == "FAIL" and "unreadable pkg.graphtag.hierarchy" in check.detail
+    assert check.status == "FAIL" and "unreadable pkg.graphtag.core.hierarchy" in check.detail
 
 
 # -- parameter coverage ----------------------------------------------------------------------

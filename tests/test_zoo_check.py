@@ -12,8 +12,8 @@ import pytest
 from cli_helpers import assert_clean_failure, run_cli
 from zoo_exports import zoo_export
 
-from graphtag.snapshot import diff_snapshots, dumps, snapshot
 from graphtag.testing import graphtag_snapshot
+from graphtag.tools.snapshot import diff_snapshots, dumps, snapshot
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from graphtag.errors import GraphtagError
+from graphtag.core.errors import GraphtagError
 
 DESCRIPTION = """\
 graphtag exports PyTorch models to ONNX with every node tagged by the nn.Module it

@@ -8,7 +8,7 @@ import difflib
 import io
 
 from graphtag.cli.tables import render_table
-from graphtag.errors import GraphtagError
+from graphtag.core.errors import GraphtagError
 
 _TOP_MODULES = 10
 _TOP_OPS = 4
@@ -49,8 +49,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.analysis import analyze
-    from graphtag.io import load
+    from graphtag.analysis.summary import analyze
+    from graphtag.core.io import load
 
     analysis = analyze(load(args.model))
     if args.filter is not None:

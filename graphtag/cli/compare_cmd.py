@@ -28,8 +28,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.compare import compare_topology
-    from graphtag.io import load
+    from graphtag.checks.compare import compare_topology
+    from graphtag.core.io import load
 
     diff = compare_topology(load(args.a), load(args.b))
     print(diff.report())

@@ -31,10 +31,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag import metadata
-    from graphtag.dag import module_dags, operation_metadata, write_json
-    from graphtag.errors import GraphtagError
-    from graphtag.io import check_writable, load
+    from graphtag.core import metadata
+    from graphtag.core.errors import GraphtagError
+    from graphtag.core.io import check_writable, load
+    from graphtag.tools.dag import module_dags, operation_metadata, write_json
 
     for path in (args.output, args.ops):
         if path is not None:

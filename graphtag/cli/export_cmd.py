@@ -23,7 +23,7 @@ from graphtag.cli.model_args import (
     load_from_args,
 )
 from graphtag.cli.tables import render_table
-from graphtag.errors import GraphtagError
+from graphtag.core.errors import GraphtagError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -224,13 +224,13 @@ def _summarize_warnings(caught: list[warnings.WarningMessage], stderr) -> None:
 
 def _check_output(output: Path) -> None:
     """Fail before the (slow) export when the output cannot be written."""
-    from graphtag.io import check_writable
+    from graphtag.core.io import check_writable
 
     check_writable(output)
 
 
 def _write_sidecar(result, output: Path) -> Path:
-    from graphtag import metadata
+    from graphtag.core import metadata
 
     sidecar = output.with_name(output.name + ".graphtag.json")
     data = {
@@ -241,7 +241,7 @@ def _write_sidecar(result, output: Path) -> Path:
             for node in metadata.iter_all_nodes(result.model)
         },
     }
-    from graphtag.io import write_text_atomic
+    from graphtag.core.io import write_text_atomic
 
     write_text_atomic(sidecar, json.dumps(data, indent=1))
     return sidecar

@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from graphtag.cli.tables import render_table
-from graphtag.errors import GraphtagError
+from graphtag.core.errors import GraphtagError
 
 INDEX_NAME = "index.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -62,7 +62,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.io import load
+    from graphtag.core.io import load
 
     source, output = Path(args.model), Path(args.output)
     if args.all:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _extract_one(model: ir.Model, tag: str, output: Path) -> int:
-    from graphtag.extraction import extract_module
+    from graphtag.surgery.extraction import extract_module
 
     extracted = extract_module(model, tag)
     _save(extracted, output)
@@ -101,8 +101,8 @@ def _row(tag: str, extracted: ir.Model, file: str) -> tuple:
 
 
 def _extract_all(model: ir.Model, output: Path, every: int) -> int:
-    from graphtag.boundaries import compute_boundaries
-    from graphtag.extraction import Extractor
+    from graphtag.analysis.boundaries import compute_boundaries
+    from graphtag.surgery.extraction import Extractor
 
     start = time.perf_counter()
     boundaries = compute_boundaries(model)
@@ -188,10 +188,10 @@ def _umask() -> int:
 def _save(extracted: ir.Model, path: Path) -> None:
     """Save with the weights inside the file, or beside it when they are too large.
 
-    Weights still stored beside the source are read in (graphtag.io.save does it), so
+    Weights still stored beside the source are read in (graphtag.core.io.save does it), so
     each file stands alone; only the extracted model's own values change.
     """
-    from graphtag.io import save
+    from graphtag.core.io import save
 
     save(extracted, path)
 

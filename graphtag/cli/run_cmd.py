@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from graphtag.cli.tables import render_table
-from graphtag.errors import GraphtagError
+from graphtag.core.errors import GraphtagError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.io import load, save
+    from graphtag.core.io import load, save
     from graphtag.pipeline import Pipeline
 
     source, output = Path(args.model), Path(args.output)

@@ -9,7 +9,7 @@ from graphtag.cli.tables import render_table
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from graphtag.validation import RULES
+    from graphtag.checks.validation import RULES
 
     parser = commands.add_parser(
         "validate",
@@ -22,7 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog=(
             "rules: "
             + ", ".join(RULES)
-            + "\nThe rules are documented in graphtag/validation.py (pydoc graphtag.validation)."
+            + "\nThe rules are documented in graphtag/validation.py (pydoc graphtag.checks.validation)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,8 +32,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.io import load
-    from graphtag.validation import validate
+    from graphtag.checks.validation import validate
+    from graphtag.core.io import load
 
     report = validate(load(args.model), path=args.model)
     if args.format == "json":

@@ -69,7 +69,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphtag.cli.export_cmd import _torch_noise
-    from graphtag.errors import GraphtagError
+    from graphtag.core.errors import GraphtagError
     from graphtag.exporter.verify import TOLERANCE, verify_modules
 
     tolerance = TOLERANCE if args.tolerance is None else args.tolerance

@@ -24,7 +24,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     zoo = commands.add_parser(
         "zoo",
         help="export a zoo of models and compare with golden snapshots",
-        description="Golden regression checks over a zoo of models (see graphtag.zoo).",
+        description="Golden regression checks over a zoo of models (see graphtag.exporter.zoo).",
     )
     sub = zoo.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND")
     sub.required = True
@@ -37,8 +37,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    from graphtag.io import load, write_text_atomic
-    from graphtag.snapshot import dumps, snapshot
+    from graphtag.core.io import load, write_text_atomic
+    from graphtag.tools.snapshot import dumps, snapshot
 
     text = dumps(snapshot(load(args.model)))
     if args.output:
@@ -49,7 +49,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
 
 
 def run_zoo_check(args: argparse.Namespace) -> int:
-    from graphtag.zoo import check_zoo
+    from graphtag.exporter.zoo import check_zoo
 
     def progress(done: int, total: int, result) -> None:
         print(

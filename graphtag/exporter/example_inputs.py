@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphtag.errors import GraphtagError
+from graphtag.core.errors import GraphtagError
 
 _SEED = 0
 _DEFAULT_IMAGE_SIZE = 224  # what vision configs without an image_size (convnets) are trained at

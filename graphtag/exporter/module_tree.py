@@ -1,4 +1,4 @@
-"""Build the graphtag :class:`~graphtag.hierarchy.Hierarchy` from a model's module tree.
+"""Build the graphtag :class:`~graphtag.core.hierarchy.Hierarchy` from a model's module tree.
 
 Which modules get a tag
     The root is always kept. Modules whose class lives in torch's own ``nn`` packages
@@ -31,7 +31,7 @@ from collections.abc import Iterable
 
 import torch
 
-from graphtag.hierarchy import Hierarchy, ModuleInfo
+from graphtag.core.hierarchy import Hierarchy, ModuleInfo
 
 DEFAULT_KEEP_TORCH_CLASSES: frozenset[str] = frozenset(
     {

@@ -48,9 +48,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.errors import GraphtagError
-from graphtag.hierarchy import tag_lca
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
+from graphtag.core.hierarchy import tag_lca
 
 # pkg.graphtag.tag_source of nodes the optimizer created.
 FUSED = "fused"

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphtag.errors import GraphtagError
+from graphtag.core.errors import GraphtagError
 from graphtag.exporter.example_inputs import ExampleInputs
 
 # What the hub accepts as a repo id: one optional namespace, no path tricks.

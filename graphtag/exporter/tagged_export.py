@@ -22,9 +22,11 @@ from typing import Any
 import onnx_ir as ir
 import torch
 
-from graphtag import metadata
-from graphtag.errors import GraphtagError
-from graphtag.exporter.attribution import tag_from_name_scopes, tag_from_torchscript_scope
+from graphtag.analysis.attribution import tag_from_name_scopes, tag_from_torchscript_scope
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
+from graphtag.core.hierarchy import Hierarchy
+from graphtag.core.io import save
 from graphtag.exporter.module_tree import FilterConfig, build_hierarchy
 from graphtag.exporter.optimize_route import (
     count_exporter_tags,
@@ -32,8 +34,6 @@ from graphtag.exporter.optimize_route import (
     unoptimized_options,
     wants_optimizer_route,
 )
-from graphtag.hierarchy import Hierarchy
-from graphtag.io import save
 from graphtag.passes import DEFAULT_PIPELINE
 
 # Keys dropped by strip_torch_metadata: large (about 1 KB per node) and not needed to tag.
@@ -111,7 +111,7 @@ def wrap_kwargs(model: torch.nn.Module, kwargs: dict) -> KwargsWrapper:
 def executed_tags(model: ir.Model) -> set[str]:
     """Modules that ran during export: every tag the exporter's scopes gave a node, and
     its ancestors (a module whose children ran ran too). No extra forward pass needed."""
-    from graphtag.boundaries import ancestors_and_self
+    from graphtag.analysis.boundaries import ancestors_and_self
 
     seen = {metadata.node_tag(n) for n in metadata.iter_all_nodes(model)} - {None}
     return {ancestor for tag in seen for ancestor in ancestors_and_self(tag)}

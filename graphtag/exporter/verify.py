@@ -11,7 +11,7 @@
    storage, shape and strides): no node of the module produces them.
 2. ONNX: one onnxruntime run of the full model with every intermediate value exposed as
    an output (on a serialized copy) gives every value of the graph.
-3. Every module is extracted (graphtag.extraction), run alone in onnxruntime on the
+3. Every module is extracted (graphtag.surgery.extraction), run alone in onnxruntime on the
    boundary values of step 2, and each captured tensor must be reproduced by one of its
    outputs: same shape, max abs difference <= ``tolerance`` (1e-4).
 
@@ -39,8 +39,8 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from graphtag import metadata
-from graphtag.errors import GraphtagError
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
 from graphtag.exporter.example_inputs import ExampleInputs
 
 TOLERANCE = 1e-4
@@ -125,8 +125,8 @@ def verify_modules(
 
 
 def compare_modules(model, hierarchy, captured, values, *, tolerance, say) -> list[ModuleCheck]:
-    from graphtag.boundaries import compute_boundaries
-    from graphtag.extraction import Extractor
+    from graphtag.analysis.boundaries import compute_boundaries
+    from graphtag.surgery.extraction import Extractor
 
     boundaries = compute_boundaries(model)
     extractor = Extractor(model, boundaries)

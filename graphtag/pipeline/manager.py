@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from graphtag.errors import GraphtagError, VerificationError
+from graphtag.core.errors import GraphtagError, VerificationError
 from graphtag.pipeline.parse import PassInvocation, load_pipeline_toml, parse_pipeline
 from graphtag.pipeline.registry import PassRegistry, registry
 
@@ -114,13 +114,13 @@ class Pipeline(ir.passes.PassBase):
             model = result.model
             self.report.records.append(PassRecord(name, elapsed, result.modified))
             if self.verify_each:
-                from graphtag.invariants import model_problems
+                from graphtag.checks.invariants import model_problems
 
                 problems = model_problems(model)
                 if problems:
                     raise VerificationError(name, "; ".join(problems))
             if name in self.dump_after:
-                from graphtag.io import save
+                from graphtag.core.io import save
 
                 save(model, self.dump_dir / f"after-{index:02d}-{name}.onnx")
         return ir.passes.PassResult(model, self.report.modified)

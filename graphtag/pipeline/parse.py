@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from graphtag.errors import PipelineError
+from graphtag.core.errors import PipelineError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
 

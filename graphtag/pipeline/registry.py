@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import onnx_ir as ir
 
-from graphtag.errors import PipelineError
+from graphtag.core.errors import PipelineError
 
 ENTRY_POINT_GROUP = "graphtag.passes"
 _SIMPLE_TYPES = (bool, int, float, str)

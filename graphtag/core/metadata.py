@@ -30,8 +30,8 @@ FUNCTION_DOMAIN = "pkg.graphtag"
 ORDER = "pkg.graphtag.order"
 # Call node: JSON of how the outlined instance differs from the function body.
 OUTLINED = "pkg.graphtag.outlined"
-# Model: JSON module tree (see graphtag.hierarchy).
-HIERARCHY = "pkg.graphtag.hierarchy"
+# Model: JSON module tree (see graphtag.core.hierarchy).
+HIERARCHY = "pkg.graphtag.core.hierarchy"
 # Model: graphtag version that wrote the tags.
 VERSION = "pkg.graphtag.version"
 # Model: JSON of the module-filter configuration used when tagging.
@@ -40,7 +40,7 @@ FILTER = "pkg.graphtag.filter"
 # attribute, "model." on the TorchScript path with keyword inputs); "" or absent if none.
 PARAMETER_PREFIX = "pkg.graphtag.parameter_prefix"
 # Model: JSON {tag: {"inputs": [...], "outputs": [...], "nodes": n}} (boundary detection).
-BOUNDARIES = "pkg.graphtag.boundaries"
+BOUNDARIES = "pkg.graphtag.analysis.boundaries"
 # Model: on an extracted model, the tag of the module it holds.
 EXTRACTED_MODULE = "pkg.graphtag.extracted_module"
 

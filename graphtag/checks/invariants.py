@@ -8,9 +8,9 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.hierarchy import Hierarchy, is_valid_tag
-from graphtag.io import (
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy, is_valid_tag
+from graphtag.core.io import (
     EXTERNAL_DATA_THRESHOLD_BYTES,
     has_external_tensors,
     initializer_bytes,

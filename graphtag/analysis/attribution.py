@@ -25,7 +25,7 @@ import ast
 import functools
 import re
 
-from graphtag.hierarchy import Hierarchy
+from graphtag.core.hierarchy import Hierarchy
 
 # torch.export marks repeated calls of one module as "name@<n>" in some places.
 _CALL_SUFFIX = re.compile(r"^(.*)@\d+$")

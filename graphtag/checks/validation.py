@@ -54,8 +54,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.analysis import (
+from graphtag.analysis.summary import (
     all_graphs,
     all_initializers,
     folded_origins,
@@ -65,9 +64,10 @@ from graphtag.analysis import (
     recorded_parameters,
     unorderable_nodes,
 )
-from graphtag.graphs import subgraphs_of
-from graphtag.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_parent
-from graphtag.invariants import run_onnx_checker
+from graphtag.checks.invariants import run_onnx_checker
+from graphtag.core import metadata
+from graphtag.core.graphs import subgraphs_of
+from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_parent
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 _MAX_LISTED = 5

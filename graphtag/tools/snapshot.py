@@ -24,9 +24,9 @@ from collections import Counter
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.boundaries import compute_boundaries
-from graphtag.hierarchy import Hierarchy
+from graphtag.analysis.boundaries import compute_boundaries
+from graphtag.core import metadata
+from graphtag.core.hierarchy import Hierarchy
 
 SCHEMA_VERSION = 1
 

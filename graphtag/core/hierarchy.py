@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 import onnx_ir as ir
 
-from graphtag import metadata
+from graphtag.core import metadata
 
 SCHEMA_VERSION = 1
 

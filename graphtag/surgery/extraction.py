@@ -1,6 +1,6 @@
 """Extract a module of a tagged model as a standalone ONNX model (torch-free).
 
-The extracted model of module ``T`` (see :mod:`graphtag.boundaries`):
+The extracted model of module ``T`` (see :mod:`graphtag.analysis.boundaries`):
 
 * inputs: ``T``'s external inputs, outputs: its external outputs, both under their
   original value names, typed and shaped (from the values, else from ONNX shape
@@ -30,11 +30,11 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
-from graphtag.errors import GraphtagError
-from graphtag.graphs import subgraphs_of
-from graphtag.hierarchy import Hierarchy
+from graphtag.analysis.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import subgraphs_of
+from graphtag.core.hierarchy import Hierarchy
 
 __all__ = ["EXTRACTED_MODULE", "Extractor", "extract_all", "extract_module"]
 
@@ -48,7 +48,7 @@ def extract_module(
 ) -> ir.Model:
     """The module tagged ``tag`` as a standalone model (``model`` is left unchanged).
 
-    ``boundaries`` (from :func:`graphtag.boundaries.compute_boundaries`) avoids a
+    ``boundaries`` (from :func:`graphtag.analysis.boundaries.compute_boundaries`) avoids a
     recomputation when extracting several modules. Raises GraphtagError for an unknown
     tag (naming the closest existing ones) or a module that has no nodes.
     """

@@ -22,9 +22,9 @@ from collections.abc import Iterable
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.graphs import outer_values, subgraphs_of
-from graphtag.hierarchy import tag_parent
+from graphtag.core import metadata
+from graphtag.core.graphs import outer_values, subgraphs_of
+from graphtag.core.hierarchy import tag_parent
 
 
 @dataclasses.dataclass

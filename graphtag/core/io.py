@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from graphtag.errors import GraphtagError
+from graphtag.core.errors import GraphtagError
 
 # protobuf refuses messages of 2 GiB; leave room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.graphs import subgraphs_of
-from graphtag.hierarchy import Hierarchy, tag_parent
+from graphtag.core import metadata
+from graphtag.core.graphs import subgraphs_of
+from graphtag.core.hierarchy import Hierarchy, tag_parent
 
 _INFERRED_PREFIX = "inferred:"
 # Keys recording which values a folded initializer was computed from: graphtag's own
@@ -111,7 +111,7 @@ class Analysis:
         return json.dumps(self.to_json_dict(), indent=indent, sort_keys=True)
 
 
-# -- helpers shared with graphtag.validation ------------------------------------------------
+# -- helpers shared with graphtag.checks.validation ------------------------------------------------
 
 
 def node_label(node: ir.Node, index: int) -> str:

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from graphtag import metadata
-from graphtag.graphs import outer_values
-from graphtag.hierarchy import Hierarchy
-from graphtag.io import write_text_atomic
+from graphtag.core import metadata
+from graphtag.core.graphs import outer_values
+from graphtag.core.hierarchy import Hierarchy
+from graphtag.core.io import write_text_atomic
 
 INITIALIZER_OP = "Initializer"
 

@@ -3,7 +3,7 @@
 Each ``[[model]]`` table names a model the way ``graphtag export`` takes it (``source``:
 directory, hub id or ``module:factory``) plus export options; every model is exported in
 its own ``graphtag export`` process (so one failure or crash never stops the others),
-snapshotted (graphtag.snapshot) and compared with ``<golden>/<name>.json``::
+snapshotted (graphtag.tools.snapshot) and compared with ``<golden>/<name>.json``::
 
     [[model]]
     name = "bert-tiny"
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from graphtag.errors import GraphtagError
-from graphtag.io import write_text_atomic
+from graphtag.core.errors import GraphtagError
+from graphtag.core.io import write_text_atomic
 
 _OPTIONS = {"exporter", "optimize", "random_init", "keep_all_modules", "input_specs", "opset"}
 
@@ -97,8 +97,8 @@ def load_zoo(path: str | os.PathLike) -> list[ZooEntry]:
 
 def check_entry(entry: ZooEntry, base: Path, golden: Path, update: bool) -> ZooResult:
     """Export one model in a subprocess, snapshot it, compare with (or write) its golden."""
-    from graphtag.io import load
-    from graphtag.snapshot import diff_snapshots, dumps, snapshot
+    from graphtag.core.io import load
+    from graphtag.tools.snapshot import diff_snapshots, dumps, snapshot
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="graphtag-zoo-") as tmp:
