@@ -6,6 +6,9 @@ torch's (``pkg.torch.onnx.``) or onnxscript's keys.
 
 from __future__ import annotations
 
+import ast
+import json
+
 import onnx_ir as ir
 
 # Node: tag of the module the node executes in, e.g. "/Model/Encoder/Layer.0".
@@ -53,9 +56,127 @@ TORCH_FX_NODE = "pkg.torch.onnx.fx_node"
 ONNXSCRIPT_FOLDED_FROM = "pkg.onnxscript.optimizer.folded_from"
 
 
+# Roles of the entries in CONTEXTS.
+FUSED_ROLE = "fused"  # the node replaced nodes of these modules (an optimizer's fusion)
+
+
 def node_tag(node: ir.Node) -> str | None:
     """The module tag of ``node``, or None when it has none."""
     return node.metadata_props.get(MODULE)
+
+
+def set_tag(node: ir.Node, tag: str, source: str | None = None) -> None:
+    """Tag ``node``; ``source`` says how the tag was obtained (None: from the exporter)."""
+    node.metadata_props[MODULE] = tag
+    if source is None:
+        node.metadata_props.pop(TAG_SOURCE, None)
+    else:
+        node.metadata_props[TAG_SOURCE] = source
+
+
+def tag_source(node: ir.Node) -> str | None:
+    """How the node's tag was obtained (``inferred:<rule>``, ``fused``, ...), None if exact."""
+    return node.metadata_props.get(TAG_SOURCE)
+
+
+def _compact(data: object) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _put(props: dict[str, str], key: str, text: str | None) -> bool:
+    """Set (or, for None, remove) one metadata entry; True when it changed."""
+    if text is None:
+        return props.pop(key, None) is not None
+    if props.get(key) == text:
+        return False
+    props[key] = text
+    return True
+
+
+def contexts(node: ir.Node) -> list[dict[str, str]]:
+    """The node's context entries (``{"module": tag, "role": role}``), [] if none.
+
+    Unreadable text or malformed entries are skipped (``graphtag validate`` reports them).
+    """
+    text = node.metadata_props.get(CONTEXTS)
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return []
+    if not isinstance(data, list):
+        return []
+    return [
+        {"module": e["module"], "role": str(e.get("role", ""))}
+        for e in data
+        if isinstance(e, dict) and isinstance(e.get("module"), str)
+    ]
+
+
+def set_contexts(node: ir.Node, entries: list[dict[str, str]]) -> bool:
+    """Write the context entries, deduplicated and sorted by (module, role); none removes
+    the key. Returns whether the stored text changed."""
+    unique = {(e["module"], e["role"]) for e in entries}
+    data = [{"module": m, "role": r} for m, r in sorted(unique)]
+    return _put(node.metadata_props, CONTEXTS, _compact(data) if data else None)
+
+
+def parse_name_list(text: str) -> list[str] | None:
+    """A list of names stored as JSON or as a Python literal (onnxscript's format).
+
+    A single string counts as a one-name list; anything else is None.
+    """
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            data = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(data, str):
+            return [data]
+        if isinstance(data, (list, tuple)) and all(isinstance(x, str) for x in data):
+            return list(data)
+    return None
+
+
+def consumers(value: ir.Value) -> set[str] | None:
+    """The tags recorded in ``pkg.graphtag.consumers``, None when the value has no key.
+
+    The key holds a JSON list of tags (or of ``{"module": tag}`` objects); anything else
+    raises ValueError.
+    """
+    text = value.metadata_props.get(CONSUMERS)
+    if text is None:
+        return None
+    data = json.loads(text)  # json.JSONDecodeError is a ValueError
+    if not isinstance(data, list):
+        raise ValueError(f"expected a JSON list, got {type(data).__name__}")
+    tags: set[str] = set()
+    for item in data:
+        if isinstance(item, dict):
+            item = item.get("module")
+        if not isinstance(item, str):
+            raise ValueError(f"unexpected entry {item!r}")
+        tags.add(item)
+    return tags
+
+
+def set_consumers(value: ir.Value, tags: set[str] | list[str] | None) -> bool:
+    """Record the consuming modules (sorted); None removes the key. True when changed."""
+    text = None if tags is None else _compact(sorted(set(tags)))
+    return _put(value.metadata_props, CONSUMERS, text)
+
+
+def origin(value: ir.Value) -> list[str] | None:
+    """The parameter names recorded in ``pkg.graphtag.origin``, None when absent/unreadable."""
+    text = value.metadata_props.get(ORIGIN)
+    return parse_name_list(text) if text else None
+
+
+def set_origin(value: ir.Value, names: list[str] | None) -> bool:
+    """Record the parameters an initializer holds (sorted); None or [] removes the key."""
+    text = _compact(sorted(set(names))) if names else None
+    return _put(value.metadata_props, ORIGIN, text)
 
 
 def iter_all_nodes(model: ir.Model):

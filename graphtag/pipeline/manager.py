@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from graphtag.core.errors import GraphtagError, VerificationError
+from graphtag.core.pass_result import diagnostics_of, stats_of
 from graphtag.pipeline.parse import PassInvocation, load_pipeline_toml, parse_pipeline
 from graphtag.pipeline.registry import PassRegistry, registry
 
@@ -22,6 +23,8 @@ class PassRecord:
     name: str
     seconds: float
     modified: bool
+    stats: dict[str, int] = dataclasses.field(default_factory=dict)
+    diagnostics: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -112,7 +115,9 @@ class Pipeline(ir.passes.PassBase):
                 raise GraphtagError(f"pass '{name}': {exc} ({cause})") from exc
             elapsed = time.perf_counter() - start
             model = result.model
-            self.report.records.append(PassRecord(name, elapsed, result.modified))
+            self.report.records.append(
+                PassRecord(name, elapsed, result.modified, stats_of(result), diagnostics_of(result))
+            )
             if self.verify_each:
                 from graphtag.checks.invariants import model_problems
 
