@@ -133,6 +133,7 @@
   }
   function runSearch() {
     const tokens = parseQuery($("search").value);
+    document.body.dataset.query = $("search").value;  // tests wait for it
     if (!tokens.length) {
       matches = onPath = null;
       $("search-info").textContent = "";
