@@ -257,3 +257,15 @@ def test_large_model_opens_and_responds_within_seconds(browser, tmp_path, record
     assert max(v for k, v in timings.items() if k != "open") < 5, timings
     _screenshot(page, tmp_path, "large", record_property)
     watched.assert_quiet()
+
+
+def test_missing_chromium_skips_here_and_fails_under_ci(monkeypatch):
+    import browser as helper
+
+    monkeypatch.setattr(helper, "chromium_path", lambda: None)
+    monkeypatch.delenv(helper.REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        helper.browser_or_skip()
+    monkeypatch.setenv(helper.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="GRAPHTAG_REQUIRE_BROWSER"):
+        helper.browser_or_skip()
