@@ -56,6 +56,7 @@ def _optional_commands() -> list:
         "extract_cmd",
         "verify_cmd",
         "dag_cmd",
+        "report_cmd",
         "zoo_cmd",
     ):
         try:

@@ -69,6 +69,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "function per distinct body (e.g. '*/BertLayer.*'; see function-outlining)",
     )
     parser.add_argument(
+        "--namespace",
+        action="store_true",
+        help="write each node's tag into its 'namespace' metadata, so Model Explorer groups "
+        "nodes by graphtag's module tree (torch's value kept; see the namespace pass)",
+    )
+    parser.add_argument(
         "--strip-torch-metadata",
         action="store_true",
         help="drop torch's stack_trace and fx_node node metadata (~1 KB/node)",
@@ -136,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
         outlined = outline(result.model, pattern=args.outline)
         for tag, reason in outlined.skipped:
             print(f"graphtag: warning: not outlined {tag}: {reason}", file=sys.stderr)
+    if args.namespace:
+        from graphtag.passes.namespace import NamespacePass
+
+        NamespacePass()(result.model)
     _step(4, 4, f"writing {output}")
     result.save(output)
     if args.sidecar:

@@ -47,6 +47,13 @@ BOUNDARIES = "pkg.graphtag.analysis.boundaries"
 # Model: on an extracted model, the tag of the module it holds.
 EXTRACTED_MODULE = "pkg.graphtag.extracted_module"
 
+# Node: Model Explorer's grouping key (its ONNX adapter, model-explorer-onnx, builds its
+# layers from it; torch's dynamo exporter writes its own module path there). The
+# namespace pass writes the node's tag into it.
+NAMESPACE = "namespace"
+# Node: what ``namespace`` held before the namespace pass replaced it ("" when nothing).
+ORIGINAL_NAMESPACE = "pkg.graphtag.original_namespace"
+
 # Written by torch.onnx's dynamo exporter on every node.
 TORCH_NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 TORCH_CLASS_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
