@@ -14,6 +14,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "boundary-detection": "graphtag.passes.boundary_detection:BoundaryDetectionPass",
     "function-outlining": "graphtag.passes.function_outlining:FunctionOutliningPass",
     "function-inlining": "graphtag.passes.function_inlining:FunctionInliningPass",
+    "retag": "graphtag.passes.retag:RetagPass",
 }
 
 # What graphtag export runs after tagging (pipeline syntax).

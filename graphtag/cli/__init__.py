@@ -57,6 +57,7 @@ def _optional_commands() -> list:
         "verify_cmd",
         "dag_cmd",
         "zoo_cmd",
+        "retag_cmd",
     ):
         try:
             found.append(importlib.import_module(f"graphtag.cli.{name}"))

@@ -1,0 +1,370 @@
+"""Which nodes and values of a rewritten model are the reference's (used by ``retag``).
+
+A *scope* is a naming space: the main graph with its nested subgraphs, or one local
+function. Values of the rewritten model are matched to reference values of the
+corresponding scope, then nodes are classified:
+
+* by name: a value whose name exists in the reference scope, with the same element type
+  (and, for constants, the same shape), is that value. Graph inputs and outputs whose
+  names changed are matched by position (same element type);
+* ``value``: a node whose outputs are, position by position, the outputs of one
+  reference node with the same operator is that node (its inputs may have been rewired,
+  e.g. a folded shape operand or a merged duplicate);
+* ``structural``: a node with an output that matched nothing is compared with the
+  reference consumers of one of its matched inputs (the one with the fewest uses): same
+  domain and operator, same arity, the same reference value at every matched input,
+  a constant of the same type and shape where the rewritten model holds a renamed
+  constant, equal attributes (subgraph attributes excepted). One candidate left (ties are
+  broken by constant contents, then by reference order) is that node, and its outputs
+  and constant inputs become matched values, so matching proceeds forward from the
+  graph inputs and initializers in topological order;
+* every other node is *residual*: ``_fusion_regions`` finds what it replaced.
+
+What structural matching cannot match: a node none of whose dynamic inputs is matched
+(a node fed only by renamed values of residual nodes, or only by constants: a renamed
+``Constant``), a node whose attributes were rewritten, and nodes of a renamed subgraph
+whose enclosing node is not matched. Those go to the fusion regions or to tag propagation.
+
+Cost: one dictionary lookup per value, one walk over each node's inputs, and for a
+structural candidate search the uses of one reference value: linear in the model size
+(times the fan-out of the least-used matched input).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+import onnx_ir as ir
+
+from graphtag.core.graphs import subgraphs_of
+
+VALUE = "value"
+STRUCTURAL = "structural"
+
+_GRAPH_ATTRS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+# Constant tensors up to this many bytes are compared by content when breaking ties.
+_MAX_COMPARED_BYTES = 1 << 20
+
+
+@dataclasses.dataclass
+class Correspondence:
+    """The matching of one rewritten model against its reference (objects by id)."""
+
+    values: dict[int, ir.Value] = dataclasses.field(default_factory=dict)  # rewritten -> ref
+    nodes: dict[int, ir.Node] = dataclasses.field(default_factory=dict)  # rewritten -> ref
+    kinds: dict[int, str] = dataclasses.field(default_factory=dict)  # rewritten node -> kind
+    claimed: set[int] = dataclasses.field(default_factory=set)  # reference nodes matched
+    # Matched rewritten nodes whose matched inputs are the reference node's inputs too:
+    # evidence that the two graphs agree, not only their names.
+    confirmed: set[int] = dataclasses.field(default_factory=set)
+    total_values: int = 0  # named values of the rewritten model
+    by_name: int = 0  # of which matched by name or position
+    ambiguous: int = 0  # structural matches chosen among equal candidates
+
+    @property
+    def matched_values(self) -> int:
+        return len(self.values)
+
+
+def match(rewritten: ir.Model, reference: ir.Model) -> Correspondence:
+    """Match every scope of ``rewritten`` with the same scope of ``reference``."""
+    found = Correspondence()
+    pairs: list[tuple[ir.Graph | ir.Function, ir.Graph | ir.Function | None]] = [
+        (rewritten.graph, reference.graph)
+    ]
+    for key, function in rewritten.functions.items():
+        pairs.append((function, reference.functions.get(key)))
+    for container, counterpart in pairs:
+        _match_scope(container, counterpart, found)
+    return found
+
+
+def iter_scope_graphs(container: ir.Graph | ir.Function) -> Iterator[ir.Graph | ir.Function]:
+    """``container`` then its nested subgraphs, each graph before the graphs it holds."""
+    stack = [container]
+    while stack:
+        graph = stack.pop()
+        yield graph
+        nested: list[ir.Graph] = []
+        for node in graph:
+            nested.extend(subgraphs_of(node))
+        stack.extend(reversed(nested))
+
+
+def _scope_values(container) -> Iterator[ir.Value]:
+    for graph in iter_scope_graphs(container):
+        yield from graph.inputs
+        initializers = getattr(graph, "initializers", None)
+        if initializers:
+            yield from initializers.values()
+        for node in graph:
+            yield from node.outputs
+
+
+def _match_scope(container, counterpart, found: Correspondence) -> None:
+    names: dict[str, ir.Value] = {}
+    if counterpart is not None:
+        for value in _scope_values(counterpart):
+            if value.name:
+                names.setdefault(value.name, value)
+    values = found.values
+    for value in _scope_values(container):
+        if not value.name or id(value) in values:
+            continue
+        found.total_values += 1
+        ref = names.get(value.name)
+        if ref is not None and _same_kind(value, ref):
+            values[id(value)] = ref
+            found.by_name += 1
+    if counterpart is None:
+        return
+    _match_by_position(container.inputs, counterpart.inputs, found)
+    _match_by_position(container.outputs, counterpart.outputs, found)
+    for graph in iter_scope_graphs(container):
+        for node in _topological(graph):
+            _classify(node, found)
+
+
+def _match_by_position(mine: Iterable[ir.Value], theirs: Iterable[ir.Value], found) -> None:
+    """Renamed graph inputs/outputs: the reference's at the same position, if unclaimed."""
+    mine, theirs = list(mine), list(theirs)
+    if len(mine) != len(theirs):
+        return
+    taken = {id(v) for v in found.values.values()}
+    for value, ref in zip(mine, theirs):
+        if id(value) in found.values or id(ref) in taken:
+            continue
+        if ref.name and _same_kind(value, ref):
+            found.values[id(value)] = ref
+            taken.add(id(ref))
+            found.by_name += 1
+
+
+def _same_kind(value: ir.Value, ref: ir.Value) -> bool:
+    """Element types agree (when both are known); constants must also agree in shape."""
+    a, b = value.dtype, ref.dtype
+    if a is not None and b is not None and a != b:
+        return False
+    if value.const_value is not None and ref.const_value is not None:
+        return tuple(value.const_value.shape) == tuple(ref.const_value.shape)
+    return True
+
+
+def _topological(graph) -> list[ir.Node]:
+    """The graph's nodes in a topological order (its own order when it already is one)."""
+    nodes = list(graph)
+    produced: set[int] = set()
+    ordered = True
+    local = {id(v) for node in nodes for v in node.outputs}
+    for node in nodes:
+        for value in node.inputs:
+            if value is not None and id(value) in local and id(value) not in produced:
+                ordered = False
+                break
+        if not ordered:
+            break
+        produced.update(id(v) for v in node.outputs)
+    if ordered:
+        return nodes
+    return _kahn(nodes, local)
+
+
+def _kahn(nodes: list[ir.Node], local: set[int]) -> list[ir.Node]:
+    index = {id(node): i for i, node in enumerate(nodes)}
+    waiting = [0] * len(nodes)
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for value in {id(v): v for v in node.inputs if v is not None}.values():
+            producer = value.producer()
+            if id(value) in local and producer is not None and id(producer) in index:
+                waiting[i] += 1
+                users.setdefault(index[id(producer)], []).append(i)
+    ready = [i for i in range(len(nodes)) if waiting[i] == 0]
+    ready.reverse()
+    order: list[ir.Node] = []
+    while ready:
+        i = ready.pop()
+        order.append(nodes[i])
+        for j in reversed(users.get(i, ())):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                ready.append(j)
+    if len(order) < len(nodes):  # a cycle: keep the rest in graph order
+        seen = {id(n) for n in order}
+        order.extend(n for n in nodes if id(n) not in seen)
+    return order
+
+
+def _classify(node: ir.Node, found: Correspondence) -> None:
+    values = found.values
+    outputs = [(i, v) for i, v in enumerate(node.outputs) if v.name]
+    refs = [values.get(id(v)) for _, v in outputs]
+    if outputs and all(r is not None for r in refs):
+        producer = refs[0].producer()
+        if (
+            producer is not None
+            and id(producer) not in found.claimed
+            and producer.op_type == node.op_type
+            and producer.domain == node.domain
+            and all(
+                i < len(producer.outputs) and producer.outputs[i] is r
+                for (i, _), r in zip(outputs, refs)
+            )
+        ):
+            _claim(node, producer, VALUE, found)
+            if _inputs_consistent(node, producer, values):
+                found.confirmed.add(id(node))
+        return
+    if any(r is not None for r in refs):
+        return  # some outputs survive under their names: a rewrite, not a renamed node
+    candidate = _structural_candidate(node, found)
+    if candidate is None:
+        return
+    _claim(node, candidate, STRUCTURAL, found)
+    found.confirmed.add(id(node))
+    for value, ref in zip(node.outputs, candidate.outputs):
+        values.setdefault(id(value), ref)
+    for value, ref in zip(node.inputs, candidate.inputs):
+        if value is not None and ref is not None and _is_constant(value):
+            values.setdefault(id(value), ref)
+
+
+def _inputs_consistent(node: ir.Node, ref: ir.Node, values: dict[int, ir.Value]) -> bool:
+    """Some dynamic input of ``node`` is, in the reference, ``ref``'s input there (or it
+    has none): the names are backed by structure. Constants and single inputs may be
+    rewired by a legitimate rewrite (merged duplicates, a removed no-op Cast), so one
+    agreeing input suffices."""
+    theirs = ref.inputs
+    dynamic = False
+    for position, value in enumerate(node.inputs):
+        if value is None or _is_constant(value):
+            continue
+        dynamic = True
+        known = values.get(id(value))
+        if known is not None and position < len(theirs) and theirs[position] is known:
+            return True
+    return not dynamic
+
+
+def _claim(node: ir.Node, ref: ir.Node, kind: str, found: Correspondence) -> None:
+    found.nodes[id(node)] = ref
+    found.kinds[id(node)] = kind
+    found.claimed.add(id(ref))
+
+
+def _is_constant(value: ir.Value) -> bool:
+    if value.const_value is not None:
+        return True
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Constant" and producer.domain == ""
+
+
+def _structural_candidate(node: ir.Node, found: Correspondence) -> ir.Node | None:
+    values = found.values
+    anchor: tuple[int, ir.Value] | None = None
+    anchor_uses = 0
+    for position, value in enumerate(node.inputs):
+        if value is None:
+            continue
+        ref = values.get(id(value))
+        if ref is None:
+            if not _is_constant(value):
+                return None  # a dynamic input the reference does not know
+            continue
+        uses = len(ref.uses())
+        if anchor is None or uses < anchor_uses:
+            anchor, anchor_uses = (position, ref), uses
+    if anchor is None:
+        return None
+    position, ref = anchor
+    arity = len(node.inputs)
+    candidates = []
+    for use in ref.uses():
+        other = use.node
+        if (
+            use.idx == position
+            and other.op_type == node.op_type
+            and other.domain == node.domain
+            and len(other.inputs) == arity
+            and len(other.outputs) >= len(node.outputs)
+            and id(other) not in found.claimed
+            and _inputs_agree(node, other, values)
+        ):
+            candidates.append(other)
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if _attributes_equal(node, c)] or candidates
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if _constants_equal(node, c, values)] or candidates
+        if len(candidates) > 1:
+            found.ambiguous += 1
+    if not candidates or not _attributes_equal(node, candidates[0]):
+        return None
+    return candidates[0]
+
+
+def _inputs_agree(node: ir.Node, other: ir.Node, values: dict[int, ir.Value]) -> bool:
+    for value, ref in zip(node.inputs, other.inputs):
+        if value is None or ref is None:
+            if value is not ref:
+                return False
+            continue
+        known = values.get(id(value))
+        if known is not None:
+            if known is not ref:
+                return False
+        elif not (_is_constant(ref) and _same_constant_type(value, ref)):
+            return False
+    return True
+
+
+def _same_constant_type(value: ir.Value, ref: ir.Value) -> bool:
+    a, b = _constant_tensor(value), _constant_tensor(ref)
+    if a is None or b is None:
+        return value.dtype == ref.dtype
+    return a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape)
+
+
+def _constant_tensor(value: ir.Value):
+    if value.const_value is not None:
+        return value.const_value
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant":
+        attr = producer.attributes.get("value")
+        if attr is not None and attr.type == ir.AttributeType.TENSOR:
+            return attr.value
+    return None
+
+
+def _constants_equal(node: ir.Node, other: ir.Node, values) -> bool:
+    """Renamed constant inputs hold the same bytes as the candidate's (small ones only)."""
+    for value, ref in zip(node.inputs, other.inputs):
+        if value is None or id(value) in values:
+            continue
+        a, b = _constant_tensor(value), _constant_tensor(ref)
+        if a is None or b is None or a.nbytes > _MAX_COMPARED_BYTES:
+            continue
+        if a.tobytes() != b.tobytes():
+            return False
+    return True
+
+
+def _attributes_equal(node: ir.Node, other: ir.Node) -> bool:
+    mine, theirs = node.attributes, other.attributes
+    if len(mine) != len(theirs):
+        return False
+    for name, attr in mine.items():
+        ref = theirs.get(name)
+        if ref is None or ref.type != attr.type:
+            return False
+        if attr.type in _GRAPH_ATTRS or attr.is_ref() or ref.is_ref():
+            continue
+        if attr.type == ir.AttributeType.TENSOR:
+            a, b = attr.value, ref.value
+            if a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape):
+                return False
+            if a.nbytes <= _MAX_COMPARED_BYTES and a.tobytes() != b.tobytes():
+                return False
+        elif attr.value != ref.value:
+            return False
+    return True
