@@ -33,6 +33,7 @@ structural candidate search the uses of one reference value: linear in the model
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Iterator
 
 import onnx_ir as ir
@@ -58,6 +59,7 @@ class Correspondence:
     # Matched rewritten nodes whose matched inputs are the reference node's inputs too:
     # evidence that the two graphs agree, not only their names.
     confirmed: set[int] = dataclasses.field(default_factory=set)
+    confirming: bool = True  # matches made now count as evidence (first forward pass)
     total_values: int = 0  # named values of the rewritten model
     by_name: int = 0  # of which matched by name or position
     ambiguous: int = 0  # structural matches chosen among equal candidates
@@ -121,9 +123,19 @@ def _match_scope(container, counterpart, found: Correspondence) -> None:
         return
     _match_by_position(container.inputs, counterpart.inputs, found)
     _match_by_position(container.outputs, counterpart.outputs, found)
-    for graph in iter_scope_graphs(container):
-        for node in _topological(graph):
+    _match_constants(container, counterpart, found)
+    orders = [_topological(graph) for graph in iter_scope_graphs(container)]
+    for order in orders:
+        for node in order:
             _classify(node, found)
+    # Matches inferred from here on are not evidence that the models agree (match rate).
+    found.confirming = False
+    for order in reversed(orders):
+        _match_backward(order, found)
+    for order in orders:
+        for node in order:
+            if id(node) not in found.nodes:
+                _classify(node, found)
 
 
 def _match_by_position(mine: Iterable[ir.Value], theirs: Iterable[ir.Value], found) -> None:
@@ -138,6 +150,58 @@ def _match_by_position(mine: Iterable[ir.Value], theirs: Iterable[ir.Value], fou
         if ref.name and _same_kind(value, ref):
             found.values[id(value)] = ref
             taken.add(id(ref))
+            found.by_name += 1
+
+
+def _constants_of(container) -> Iterator[ir.Value]:
+    """Initializers and outputs of ``Constant`` nodes of a scope."""
+    for graph in iter_scope_graphs(container):
+        initializers = getattr(graph, "initializers", None)
+        if initializers:
+            yield from initializers.values()
+        for node in graph:
+            if node.op_type == "Constant" and node.domain == "" and node.outputs:
+                yield node.outputs[0]
+
+
+def _match_constants(container, counterpart, found: Correspondence) -> None:
+    """Renamed constants: a reference constant with the same type, shape and bytes.
+
+    Only constants left unmatched by name are read, bucketed by type and shape first, so
+    a model whose names survived costs one walk over its constants.
+    """
+    values = found.values
+    pending = [v for v in _constants_of(container) if v.name and id(v) not in values]
+    if not pending:
+        return
+    taken = {id(v) for v in values.values()}
+    buckets: dict[tuple, list[ir.Value]] = {}
+    for ref in _constants_of(counterpart):
+        tensor = _constant_tensor(ref)
+        if tensor is not None:
+            key = (tensor.dtype, tuple(tensor.shape))
+            buckets.setdefault(key, []).append(ref)
+    digests: dict[int, bytes] = {}
+
+    def digest(value: ir.Value, tensor) -> bytes:
+        key = id(value)
+        if key not in digests:
+            digests[key] = hashlib.blake2b(tensor.tobytes(), digest_size=16).digest()
+        return digests[key]
+
+    for value in pending:
+        tensor = _constant_tensor(value)
+        if tensor is None:
+            continue
+        candidates = buckets.get((tensor.dtype, tuple(tensor.shape)))
+        if not candidates:
+            continue
+        mine = digest(value, tensor)
+        same = [r for r in candidates if digest(r, _constant_tensor(r)) == mine]
+        if same:
+            # Prefer a reference constant no other value took (duplicates were merged).
+            values[id(value)] = next((r for r in same if id(r) not in taken), same[0])
+            taken.add(id(values[id(value)]))
             found.by_name += 1
 
 
@@ -201,20 +265,7 @@ def _classify(node: ir.Node, found: Correspondence) -> None:
     outputs = [(i, v) for i, v in enumerate(node.outputs) if v.name]
     refs = [values.get(id(v)) for _, v in outputs]
     if outputs and all(r is not None for r in refs):
-        producer = refs[0].producer()
-        if (
-            producer is not None
-            and id(producer) not in found.claimed
-            and producer.op_type == node.op_type
-            and producer.domain == node.domain
-            and all(
-                i < len(producer.outputs) and producer.outputs[i] is r
-                for (i, _), r in zip(outputs, refs)
-            )
-        ):
-            _claim(node, producer, VALUE, found)
-            if _inputs_consistent(node, producer, values):
-                found.confirmed.add(id(node))
+        _match_by_outputs(node, outputs, refs, VALUE, found)
         return
     if any(r is not None for r in refs):
         return  # some outputs survive under their names: a rewrite, not a renamed node
@@ -222,12 +273,60 @@ def _classify(node: ir.Node, found: Correspondence) -> None:
     if candidate is None:
         return
     _claim(node, candidate, STRUCTURAL, found)
-    found.confirmed.add(id(node))
+    if found.confirming:
+        found.confirmed.add(id(node))
     for value, ref in zip(node.outputs, candidate.outputs):
         values.setdefault(id(value), ref)
     for value, ref in zip(node.inputs, candidate.inputs):
         if value is not None and ref is not None and _is_constant(value):
             values.setdefault(id(value), ref)
+
+
+def _match_by_outputs(node, outputs, refs, kind: str, found: Correspondence) -> bool:
+    """``node`` is the reference node producing ``refs`` at the same positions, if any."""
+    producer = refs[0].producer()
+    if (
+        producer is None
+        or id(producer) in found.claimed
+        or producer.op_type != node.op_type
+        or producer.domain != node.domain
+        or not all(
+            i < len(producer.outputs) and producer.outputs[i] is r
+            for (i, _), r in zip(outputs, refs)
+        )
+    ):
+        return False
+    _claim(node, producer, kind, found)
+    if found.confirming and _inputs_consistent(node, producer, found.values):
+        found.confirmed.add(id(node))
+    return True
+
+
+def _match_backward(order: list[ir.Node], found: Correspondence) -> None:
+    """From matched nodes back to their inputs, consumers before producers.
+
+    A matched node's unmatched dynamic input is the reference node's input at the same
+    position (the same node computes from the same values); its producer is then a
+    reference node if it has that node's operator. This crosses renamed chains that
+    forward matching could not enter (they start after a rewritten node).
+    """
+    values = found.values
+    for node in reversed(order):
+        ref = found.nodes.get(id(node))
+        if ref is None:
+            outputs = [(i, v) for i, v in enumerate(node.outputs) if v.name]
+            refs = [values.get(id(v)) for _, v in outputs]
+            if not outputs or any(r is None for r in refs):
+                continue
+            if not _match_by_outputs(node, outputs, refs, STRUCTURAL, found):
+                continue
+            ref = found.nodes[id(node)]
+        theirs = ref.inputs
+        for position, value in enumerate(node.inputs):
+            if value is None or id(value) in values or value.producer() is None:
+                continue
+            if position < len(theirs) and theirs[position] is not None:
+                values[id(value)] = theirs[position]
 
 
 def _inputs_consistent(node: ir.Node, ref: ir.Node, values: dict[int, ir.Value]) -> bool:
@@ -263,18 +362,19 @@ def _is_constant(value: ir.Value) -> bool:
 def _structural_candidate(node: ir.Node, found: Correspondence) -> ir.Node | None:
     values = found.values
     anchor: tuple[int, ir.Value] | None = None
-    anchor_uses = 0
+    anchor_rank = (2, 0)  # (constant?, uses): a dynamic input with few uses is best
     for position, value in enumerate(node.inputs):
         if value is None:
             continue
         ref = values.get(id(value))
+        constant = _is_constant(value)
         if ref is None:
-            if not _is_constant(value):
+            if not constant:
                 return None  # a dynamic input the reference does not know
             continue
-        uses = len(ref.uses())
-        if anchor is None or uses < anchor_uses:
-            anchor, anchor_uses = (position, ref), uses
+        rank = (int(constant), len(ref.uses()))
+        if rank < anchor_rank:
+            anchor, anchor_rank = (position, ref), rank
     if anchor is None:
         return None
     position, ref = anchor
@@ -294,6 +394,8 @@ def _structural_candidate(node: ir.Node, found: Correspondence) -> ir.Node | Non
             candidates.append(other)
     if len(candidates) > 1:
         candidates = [c for c in candidates if _attributes_equal(node, c)] or candidates
+    if len(candidates) > 1:  # constants: the very value first, then equal contents
+        candidates = [c for c in candidates if _constants_known(node, c, values)] or candidates
     if len(candidates) > 1:
         candidates = [c for c in candidates if _constants_equal(node, c, values)] or candidates
         if len(candidates) > 1:
@@ -310,7 +412,7 @@ def _inputs_agree(node: ir.Node, other: ir.Node, values: dict[int, ir.Value]) ->
                 return False
             continue
         known = values.get(id(value))
-        if known is not None:
+        if known is not None and not _is_constant(value):
             if known is not ref:
                 return False
         elif not (_is_constant(ref) and _same_constant_type(value, ref)):
@@ -336,10 +438,20 @@ def _constant_tensor(value: ir.Value):
     return None
 
 
-def _constants_equal(node: ir.Node, other: ir.Node, values) -> bool:
-    """Renamed constant inputs hold the same bytes as the candidate's (small ones only)."""
+def _constants_known(node: ir.Node, other: ir.Node, values) -> bool:
+    """Every matched constant input of ``node`` is the very input ``other`` reads."""
     for value, ref in zip(node.inputs, other.inputs):
-        if value is None or id(value) in values:
+        if value is not None and _is_constant(value):
+            known = values.get(id(value))
+            if known is not None and known is not ref:
+                return False
+    return True
+
+
+def _constants_equal(node: ir.Node, other: ir.Node, values) -> bool:
+    """The constant inputs hold the same bytes as the candidate's (small ones only)."""
+    for value, ref in zip(node.inputs, other.inputs):
+        if value is None or ref is None or not _is_constant(value) or values.get(id(value)) is ref:
             continue
         a, b = _constant_tensor(value), _constant_tensor(ref)
         if a is None or b is None or a.nbytes > _MAX_COMPARED_BYTES:
@@ -350,12 +462,14 @@ def _constants_equal(node: ir.Node, other: ir.Node, values) -> bool:
 
 
 def _attributes_equal(node: ir.Node, other: ir.Node) -> bool:
-    mine, theirs = node.attributes, other.attributes
-    if len(mine) != len(theirs):
-        return False
-    for name, attr in mine.items():
+    """Attributes both nodes set are equal (one side may spell out a default the other
+    leaves implicit, as ONNX Runtime does); subgraph attributes are not compared."""
+    theirs = other.attributes
+    for name, attr in node.attributes.items():
         ref = theirs.get(name)
-        if ref is None or ref.type != attr.type:
+        if ref is None:
+            continue
+        if ref.type != attr.type:
             return False
         if attr.type in _GRAPH_ATTRS or attr.is_ref() or ref.is_ref():
             continue

@@ -41,7 +41,7 @@ _NODE_KEYS = (metadata.MODULE, metadata.TAG_SOURCE, metadata.CONTEXTS)
 _NOT_COPIED = (metadata.BOUNDARIES,)
 _PREFIX = "pkg.graphtag."
 
-DEFAULT_MIN_MATCH_RATE = 0.3
+DEFAULT_MIN_MATCH_RATE = 0.33
 
 
 @dataclasses.dataclass
@@ -261,7 +261,8 @@ def _retag(
             f"{min_match_rate:.0%} expected): is it the model this one was made from? "
             "Use --force (force=true) to retag anyway"
         )
-    before = _state(model)
+    all_values = list(iter_values(model))
+    before = _state(model, nodes, all_values, exact)
     kinds: dict[int, str] = {}
     for node in nodes:
         for key in _NODE_KEYS:
@@ -277,9 +278,9 @@ def _retag(
         if kind is not None:
             kinds.update((id(node), kind) for node in region.nodes)
     _copy_model_metadata(model, reference, exact)
-    _copy_value_metadata(model, found.values, exact)
+    _copy_value_metadata(all_values, found, exact)
     _propagate(model, nodes, kinds)
-    _refresh_consumers(model, reference)
+    _refresh_consumers(all_values, reference)
     counts = Counter(kinds.get(id(node), UNTAGGED) for node in nodes)
     unmatched = [
         f"{_label(node)} -> {metadata.node_tag(node)} [{kinds.get(id(node), UNTAGGED)}]"
@@ -296,7 +297,7 @@ def _retag(
         values_total=found.total_values,
         ambiguous=found.ambiguous,
         flattened=flattened,
-        modified=_state(model) != before,
+        modified=_state(model, nodes, all_values, exact) != before,
         kinds=kinds,
     )
 
@@ -371,16 +372,52 @@ def _copy_model_metadata(model: ir.Model, reference: ir.Model, exact: bool) -> N
             props[key] = text
 
 
-def _copy_value_metadata(model: ir.Model, values: dict[int, ir.Value], exact: bool) -> None:
-    for value in iter_values(model):
+def _copy_value_metadata(all_values: list[ir.Value], found, exact: bool) -> None:
+    """Matched values get the reference's metadata (``exact``) or origin.
+
+    A constant standing for a value the reference computes (the tool folded it, e.g.
+    a transposed weight) gets the parameters that computation read as its origin, the
+    way the export records the optimizer's folding.
+    """
+    values = found.values
+    for value in all_values:
         ref = values.get(id(value))
         if ref is None:
             continue
         if exact:
             value.metadata_props.clear()
             value.metadata_props.update(ref.metadata_props)
-        elif value.const_value is not None and ref.const_value is not None:
-            metadata.set_origin(value, metadata.origin(ref))
+        if value.const_value is None:
+            continue
+        if ref.const_value is not None:
+            if not exact:
+                metadata.set_origin(value, metadata.origin(ref))
+        else:
+            metadata.set_origin(value, sorted(_folded_parameters(ref, found.claimed)))
+
+
+def _folded_parameters(ref: ir.Value, claimed: set[int]) -> set[str]:
+    """Recorded origins of the reference constants ``ref`` was computed from.
+
+    The walk stops at reference nodes the rewritten model still has (their outputs are
+    still computed, not folded) and at graph inputs, so it covers only what was folded.
+    """
+    names: set[str] = set()
+    seen: set[int] = set()
+    stack = [ref]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if value.const_value is not None:
+            names.update(metadata.origin(value) or ())
+            continue
+        producer = value.producer()
+        if producer is None or id(producer) in claimed:
+            continue
+        stack.extend(v for v in producer.inputs if v is not None)
+    return names
 
 
 def _propagate(model: ir.Model, nodes: list[ir.Node], kinds: dict[int, str]) -> None:
@@ -392,10 +429,10 @@ def _propagate(model: ir.Model, nodes: list[ir.Node], kinds: dict[int, str]) -> 
             kinds[id(node)] = node.metadata_props.get(metadata.TAG_SOURCE) or "inferred"
 
 
-def _refresh_consumers(model: ir.Model, reference: ir.Model) -> None:
+def _refresh_consumers(values: list[ir.Value], reference: ir.Model) -> None:
     """Recompute the consumers the reference records; drop stale ones if it has none."""
     recorded = any(metadata.CONSUMERS in v.metadata_props for v in iter_values(reference))
-    for value in iter_values(model):
+    for value in values:
         if recorded:
             tags = {t for use in value.uses() if (t := metadata.node_tag(use.node))}
             metadata.set_consumers(value, tags)
@@ -403,11 +440,19 @@ def _refresh_consumers(model: ir.Model, reference: ir.Model) -> None:
             metadata.set_consumers(value, None)
 
 
-def _state(model: ir.Model) -> list:
+def _state(model: ir.Model, nodes: list[ir.Node], values: list[ir.Value], exact: bool) -> list:
     """Everything retag may write, to tell whether a run changed anything."""
     state: list = [dict(model.metadata_props)]
-    state.extend(tuple(n.metadata_props.items()) for n in metadata.iter_all_nodes(model))
-    state.extend(tuple(v.metadata_props.items()) for v in iter_values(model))
+    if exact:
+        state.extend(tuple(n.metadata_props.items()) for n in nodes)
+        state.extend(tuple(v.metadata_props.items()) for v in values)
+        return state
+    for node in nodes:
+        props = node.metadata_props
+        state.append((props.get(_NODE_KEYS[0]), props.get(_NODE_KEYS[1]), props.get(_NODE_KEYS[2])))
+    for value in values:
+        props = value.metadata_props
+        state.append((props.get(metadata.CONSUMERS), props.get(metadata.ORIGIN)))
     return state
 
 

@@ -49,7 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="R",
-        help="share of REWRITTEN's values that must be found in REFERENCE (default 0.3)",
+        help="share of REWRITTEN's values that must be found in REFERENCE (default 0.33)",
     )
     parser.add_argument(
         "--exact",
