@@ -280,7 +280,7 @@ def _retag(
     _copy_model_metadata(model, reference, exact)
     _copy_value_metadata(all_values, found, exact)
     _propagate(model, nodes, kinds)
-    _refresh_consumers(all_values, reference)
+    _refresh_consumers(all_values, reference, found, exact)
     counts = Counter(kinds.get(id(node), UNTAGGED) for node in nodes)
     unmatched = [
         f"{_label(node)} -> {metadata.node_tag(node)} [{kinds.get(id(node), UNTAGGED)}]"
@@ -370,6 +370,17 @@ def _copy_model_metadata(model: ir.Model, reference: ir.Model, exact: bool) -> N
     for key, text in reference.metadata_props.items():
         if exact or (key.startswith(_PREFIX) and key not in _NOT_COPIED):
             props[key] = text
+    for key, function in model.functions.items():
+        ref = reference.functions.get(key)
+        if ref is None:
+            continue
+        if exact:
+            function.metadata_props.clear()
+            function.metadata_props.update(ref.metadata_props)
+        else:  # which module a function was outlined from (graphtag's keys)
+            for name, text in ref.metadata_props.items():
+                if name.startswith(_PREFIX):
+                    function.metadata_props[name] = text
 
 
 def _copy_value_metadata(all_values: list[ir.Value], found, exact: bool) -> None:
@@ -429,15 +440,34 @@ def _propagate(model: ir.Model, nodes: list[ir.Node], kinds: dict[int, str]) -> 
             kinds[id(node)] = node.metadata_props.get(metadata.TAG_SOURCE) or "inferred"
 
 
-def _refresh_consumers(values: list[ir.Value], reference: ir.Model) -> None:
-    """Recompute the consumers the reference records; drop stale ones if it has none."""
+def _refresh_consumers(values: list[ir.Value], reference: ir.Model, found, exact: bool) -> None:
+    """Recompute the consumers the reference records; drop stale ones if it has none.
+
+    With ``exact``, a value read by the very reference nodes that read it in the reference
+    keeps the copied entry as it was.
+    """
     recorded = any(metadata.CONSUMERS in v.metadata_props for v in iter_values(reference))
     for value in values:
+        if exact and _same_readers(value, found):
+            continue
         if recorded:
             tags = {t for use in value.uses() if (t := metadata.node_tag(use.node))}
             metadata.set_consumers(value, tags)
         else:
             metadata.set_consumers(value, None)
+
+
+def _same_readers(value: ir.Value, found) -> bool:
+    ref = found.values.get(id(value))
+    if ref is None:
+        return False
+    mine = set()
+    for use in value.uses():
+        node = found.nodes.get(id(use.node))
+        if node is None:
+            return False
+        mine.add(id(node))
+    return mine == {id(use.node) for use in ref.uses()}
 
 
 def _state(model: ir.Model, nodes: list[ir.Node], values: list[ir.Value], exact: bool) -> list:
