@@ -1,33 +1,42 @@
 """Which nodes and values of a rewritten model are the reference's (used by ``retag``).
 
 A *scope* is a naming space: the main graph with its nested subgraphs, or one local
-function. Values of the rewritten model are matched to reference values of the
-corresponding scope, then nodes are classified:
+function (matched with the reference function of the same identifier). Values of the
+rewritten model are matched to reference values of the corresponding scope, then nodes:
 
-* by name: a value whose name exists in the reference scope, with the same element type
-  (and, for constants, the same shape), is that value. Graph inputs and outputs whose
-  names changed are matched by position (same element type);
+* values by name: a value whose name exists in the reference scope, with the same
+  element type (and, for constants, the same shape), is that value. Renamed graph
+  inputs and outputs are matched by position (same element type); renamed constants
+  (initializers, ``Constant`` outputs) by type, shape and bytes (only constants left
+  unmatched are read, bucketed by type and shape first);
 * ``value``: a node whose outputs are, position by position, the outputs of one
   reference node with the same operator is that node (its inputs may have been rewired,
   e.g. a folded shape operand or a merged duplicate);
-* ``structural``: a node with an output that matched nothing is compared with the
-  reference consumers of one of its matched inputs (the one with the fewest uses): same
-  domain and operator, same arity, the same reference value at every matched input,
-  a constant of the same type and shape where the rewritten model holds a renamed
-  constant, equal attributes (subgraph attributes excepted). One candidate left (ties are
-  broken by constant contents, then by reference order) is that node, and its outputs
-  and constant inputs become matched values, so matching proceeds forward from the
-  graph inputs and initializers in topological order;
+* ``structural``, forward: in topological order, a node none of whose outputs matched,
+  whose dynamic inputs all matched, is looked up by signature (domain, operator, the
+  reference values at its dynamic inputs; constants are wildcards of the same type and
+  shape); candidates must agree on the attributes both set (a tool may spell out a
+  default), ties go to the very constants, then equal constant bytes, then reference
+  order. Its outputs become matched, so matching proceeds from the graph inputs and
+  initializers through renamed chains. A node fed by matched constants only is looked up
+  among the users of the least used one;
+* ``structural``, backward: from matched nodes to their inputs, consumers first: an
+  unmatched dynamic input of a matched node is the reference node's input at that
+  position; its producer is then a reference node if it has that node's operator. This
+  enters renamed chains that begin after a rewritten node (ONNX Runtime's inlined
+  functions); a second forward pass follows.
 * every other node is *residual*: ``_fusion_regions`` finds what it replaced.
 
-What structural matching cannot match: a node none of whose dynamic inputs is matched
-(a node fed only by renamed values of residual nodes, or only by constants: a renamed
-``Constant``), a node whose attributes were rewritten, and nodes of a renamed subgraph
-whose enclosing node is not matched. Those go to the fusion regions or to tag propagation.
+What it cannot match: a node all of whose values were renamed and that sits between
+two rewritten nodes (it joins their group: a coarser, still correct tag), a node whose
+attributes were rewritten, a node fed only by unmatched constants. Those go to the
+fusion regions or to tag propagation. Backward matches and later ones are inferences;
+only matches of the first forward pass count as evidence that the models agree
+(:attr:`Correspondence.confirmed`, used for the match rate).
 
-Cost: one dictionary lookup per value, one walk over each node's inputs, and for a
-structural candidate search the uses of one reference value: linear in the model size
-(times the fan-out of the least-used matched input).
+Cost: one dictionary lookup per value and per structural candidate (the signature index
+is built once per scope, on first need), one walk over each node's inputs: linear in
+the size of both models, plus hashing the bytes of renamed constants.
 """
 
 from __future__ import annotations
@@ -63,6 +72,11 @@ class Correspondence:
     total_values: int = 0  # named values of the rewritten model
     by_name: int = 0  # of which matched by name or position
     ambiguous: int = 0  # structural matches chosen among equal candidates
+    # The graphs of the reference scope being matched, and its nodes by signature (built
+    # on first use).
+    scope: list = dataclasses.field(default_factory=list)
+    signatures: dict[tuple, list[ir.Node]] | None = None
+    use_counts: dict[int, int] = dataclasses.field(default_factory=dict)
 
     @property
     def matched_values(self) -> int:
@@ -94,8 +108,8 @@ def iter_scope_graphs(container: ir.Graph | ir.Function) -> Iterator[ir.Graph | 
         stack.extend(reversed(nested))
 
 
-def _scope_values(container) -> Iterator[ir.Value]:
-    for graph in iter_scope_graphs(container):
+def _scope_values(graphs: list) -> Iterator[ir.Value]:
+    for graph in graphs:
         yield from graph.inputs
         initializers = getattr(graph, "initializers", None)
         if initializers:
@@ -105,13 +119,14 @@ def _scope_values(container) -> Iterator[ir.Value]:
 
 
 def _match_scope(container, counterpart, found: Correspondence) -> None:
+    mine = list(iter_scope_graphs(container))
+    theirs = list(iter_scope_graphs(counterpart)) if counterpart is not None else []
     names: dict[str, ir.Value] = {}
-    if counterpart is not None:
-        for value in _scope_values(counterpart):
-            if value.name:
-                names.setdefault(value.name, value)
+    for value in _scope_values(theirs):
+        if value.name:
+            names.setdefault(value.name, value)
     values = found.values
-    for value in _scope_values(container):
+    for value in _scope_values(mine):
         if not value.name or id(value) in values:
             continue
         found.total_values += 1
@@ -123,8 +138,10 @@ def _match_scope(container, counterpart, found: Correspondence) -> None:
         return
     _match_by_position(container.inputs, counterpart.inputs, found)
     _match_by_position(container.outputs, counterpart.outputs, found)
-    _match_constants(container, counterpart, found)
-    orders = [_topological(graph) for graph in iter_scope_graphs(container)]
+    _match_constants(mine, theirs, found)
+    found.scope, found.signatures = theirs, None
+    orders = [_topological(graph) for graph in mine]
+    found.confirming = True
     for order in orders:
         for node in order:
             _classify(node, found)
@@ -153,9 +170,9 @@ def _match_by_position(mine: Iterable[ir.Value], theirs: Iterable[ir.Value], fou
             found.by_name += 1
 
 
-def _constants_of(container) -> Iterator[ir.Value]:
+def _constants_of(graphs: list) -> Iterator[ir.Value]:
     """Initializers and outputs of ``Constant`` nodes of a scope."""
-    for graph in iter_scope_graphs(container):
+    for graph in graphs:
         initializers = getattr(graph, "initializers", None)
         if initializers:
             yield from initializers.values()
@@ -164,19 +181,19 @@ def _constants_of(container) -> Iterator[ir.Value]:
                 yield node.outputs[0]
 
 
-def _match_constants(container, counterpart, found: Correspondence) -> None:
+def _match_constants(mine: list, theirs: list, found: Correspondence) -> None:
     """Renamed constants: a reference constant with the same type, shape and bytes.
 
     Only constants left unmatched by name are read, bucketed by type and shape first, so
     a model whose names survived costs one walk over its constants.
     """
     values = found.values
-    pending = [v for v in _constants_of(container) if v.name and id(v) not in values]
+    pending = [v for v in _constants_of(mine) if v.name and id(v) not in values]
     if not pending:
         return
     taken = {id(v) for v in values.values()}
     buckets: dict[tuple, list[ir.Value]] = {}
-    for ref in _constants_of(counterpart):
+    for ref in _constants_of(theirs):
         tensor = _constant_tensor(ref)
         if tensor is not None:
             key = (tensor.dtype, tuple(tensor.shape))
@@ -359,39 +376,68 @@ def _is_constant(value: ir.Value) -> bool:
     return producer is not None and producer.op_type == "Constant" and producer.domain == ""
 
 
+def _signature(node: ir.Node, values: dict[int, ir.Value] | None) -> tuple | None:
+    """Operator, arity and the dynamic inputs (reference objects) of a node.
+
+    Constants are wildcards (a tool may merge or rename equal constants). For a rewritten
+    node (``values`` given) None when a dynamic input is unmatched.
+    """
+    key: list = [node.domain, node.op_type]
+    for value in node.inputs:
+        if value is None:
+            key.append(0)
+        elif _is_constant(value):
+            key.append(1)
+        elif values is None:
+            key.append(id(value))
+        else:
+            ref = values.get(id(value))
+            if ref is None:
+                return None
+            key.append(id(ref))
+    return tuple(key)
+
+
+def _reference_signatures(found: Correspondence) -> dict[tuple, list[ir.Node]]:
+    if found.signatures is None:
+        found.signatures = {}
+        for graph in found.scope:
+            for node in graph:
+                found.signatures.setdefault(_signature(node, None), []).append(node)
+    return found.signatures
+
+
 def _structural_candidate(node: ir.Node, found: Correspondence) -> ir.Node | None:
+    """The reference node ``node`` is, found from its matched inputs (see module doc).
+
+    With a matched dynamic input, an exact lookup by signature (constant time); with
+    matched constants only, the uses of the least used one.
+    """
     values = found.values
-    anchor: tuple[int, ir.Value] | None = None
-    anchor_rank = (2, 0)  # (constant?, uses): a dynamic input with few uses is best
-    for position, value in enumerate(node.inputs):
+    dynamic = anchored = False
+    for value in node.inputs:
         if value is None:
             continue
-        ref = values.get(id(value))
-        constant = _is_constant(value)
-        if ref is None:
-            if not constant:
+        if not _is_constant(value):
+            if id(value) not in values:
                 return None  # a dynamic input the reference does not know
-            continue
-        rank = (int(constant), len(ref.uses()))
-        if rank < anchor_rank:
-            anchor, anchor_rank = (position, ref), rank
-    if anchor is None:
+            dynamic = True
+        elif id(value) in values:
+            anchored = True
+    if dynamic:
+        key = _signature(node, values)
+        pool = _reference_signatures(found).get(key, ()) if key is not None else ()
+    elif anchored:
+        pool = _constant_users(node, found)
+    else:
         return None
-    position, ref = anchor
-    arity = len(node.inputs)
-    candidates = []
-    for use in ref.uses():
-        other = use.node
-        if (
-            use.idx == position
-            and other.op_type == node.op_type
-            and other.domain == node.domain
-            and len(other.inputs) == arity
-            and len(other.outputs) >= len(node.outputs)
-            and id(other) not in found.claimed
-            and _inputs_agree(node, other, values)
-        ):
-            candidates.append(other)
+    candidates = [
+        other
+        for other in pool
+        if id(other) not in found.claimed
+        and len(other.outputs) >= len(node.outputs)
+        and _inputs_agree(node, other, values)
+    ]
     if len(candidates) > 1:
         candidates = [c for c in candidates if _attributes_equal(node, c)] or candidates
     if len(candidates) > 1:  # constants: the very value first, then equal contents
@@ -403,6 +449,31 @@ def _structural_candidate(node: ir.Node, found: Correspondence) -> ir.Node | Non
     if not candidates or not _attributes_equal(node, candidates[0]):
         return None
     return candidates[0]
+
+
+def _constant_users(node: ir.Node, found: Correspondence) -> list[ir.Node]:
+    """Reference nodes of the same operator reading the least used matched constant."""
+    best: tuple[int, int, ir.Value] | None = None
+    for position, value in enumerate(node.inputs):
+        ref = found.values.get(id(value)) if value is not None else None
+        if ref is None:
+            continue
+        count = found.use_counts.get(id(ref))
+        if count is None:
+            count = found.use_counts[id(ref)] = len(ref.uses())
+        if best is None or count < best[0]:
+            best = (count, position, ref)
+    if best is None:
+        return []
+    _, position, ref = best
+    return [
+        use.node
+        for use in ref.uses()
+        if use.idx == position
+        and use.node.op_type == node.op_type
+        and use.node.domain == node.domain
+        and len(use.node.inputs) == len(node.inputs)
+    ]
 
 
 def _inputs_agree(node: ir.Node, other: ir.Node, values: dict[int, ir.Value]) -> bool:

@@ -112,7 +112,7 @@ def region_of(
                     if before is not None:
                         starts.append(before)
     region = _walk_back(starts, stops, claimed)
-    reached = _reached_from(stops.values(), region)
+    reached = _reached_from(stops, region)
     chosen = reached if reached else region
     sources = [node for node in region.values() if id(node) in chosen]
     return Region(group, sources, connected=bool(reached))
@@ -137,15 +137,25 @@ def _walk_back(
     return region
 
 
-def _reached_from(stops: Iterable[ir.Value], region: dict[int, ir.Node]) -> set[int]:
+def _reached_from(stops: dict[int, ir.Value], region: dict[int, ir.Node]) -> set[int]:
+    """Region nodes on a path from a stop; only region edges are read (a stop may be a
+    value read all over the graph, such as an attention mask)."""
+    readers: dict[int, list[ir.Node]] = {}
+    queue: deque[ir.Node] = deque()
+    for node in region.values():
+        for value in node.inputs:
+            if value is None:
+                continue
+            if id(value) in stops:
+                queue.append(node)
+            else:
+                readers.setdefault(id(value), []).append(node)
     reached: set[int] = set()
-    queue = deque(use.node for value in stops for use in value.uses())
     while queue:
         node = queue.popleft()
-        key = id(node)
-        if key in reached or key not in region:
+        if id(node) in reached:
             continue
-        reached.add(key)
+        reached.add(id(node))
         for value in node.outputs:
-            queue.extend(use.node for use in value.uses())
+            queue.extend(readers.get(id(value), ()))
     return reached
