@@ -365,20 +365,25 @@ def _feeds(case, session: ort.InferenceSession) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _run(path: Path, case) -> list[np.ndarray]:
-    # The graph exactly as written: ONNX Runtime's own optimizer fails on some tools'
-    # output (onnxruntime.transformers on the TorchScript BERT), retagged or not.
+def _run(path: Path, case, level) -> list[np.ndarray]:
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = level
     options.intra_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, _feeds(case, session))
 
 
 def test_ort_outputs_bit_identical(rewrite):
-    before = _run(rewrite.path, rewrite.case)
-    after = _run(rewrite.retagged_path, rewrite.case)
+    level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        before = _run(rewrite.path, rewrite.case, level)
+    except Exception:
+        # ONNX Runtime's own optimizer fails on some tools' output (onnxruntime.transformers
+        # on the TorchScript BERT): compare the graphs exactly as written then.
+        level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        before = _run(rewrite.path, rewrite.case, level)
+    after = _run(rewrite.retagged_path, rewrite.case, level)
     assert len(before) == len(after)
     for a, b in zip(before, after, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape
