@@ -23,6 +23,7 @@ _LAZY = {
     "validate": "graphtag.checks.validation:validate",
     "extract_module": "graphtag.surgery.extraction:extract_module",
     "Pipeline": "graphtag.pipeline.manager:Pipeline",
+    "retag": "graphtag.passes.retag:retag",
     "export": "graphtag.exporter.tagged_export:export",
 }
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from graphtag.core.hierarchy import Hierarchy, ModuleInfo
     from graphtag.core.io import load, save
     from graphtag.exporter.tagged_export import export
+    from graphtag.passes.retag import retag
     from graphtag.pipeline.manager import Pipeline
     from graphtag.surgery.extraction import extract_module
 
@@ -46,6 +48,7 @@ __all__ = [
     "export",
     "extract_module",
     "load",
+    "retag",
     "save",
     "validate",
 ]

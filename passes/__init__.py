@@ -15,6 +15,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "function-outlining": "graphtag.passes.function_outlining:FunctionOutliningPass",
     "function-inlining": "graphtag.passes.function_inlining:FunctionInliningPass",
     "namespace": "graphtag.passes.namespace:NamespacePass",
+    "retag": "graphtag.passes.retag:RetagPass",
 }
 
 # What graphtag export runs after tagging (pipeline syntax).

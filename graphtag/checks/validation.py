@@ -20,13 +20,15 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
       (``pkg.onnxscript.optimizer.folded_from``, or graphtag's origin key when defined);
     * *unused*: its module did not execute during export (``executed`` is false);
     * *tied*: its module (or a descendant) consumes a parameter recorded for another
-      module that nodes of two or more modules consume -- torch.export keeps one name for
-      a tied weight (GPT-2's ``lm_head.weight`` / ``transformer.wte.weight``);
+      module that nodes of two or more modules consume, directly or through a folded copy
+      recording it as its origin -- torch.export keeps one name for a tied weight
+      (GPT-2's ``lm_head.weight`` / ``transformer.wte.weight``);
     * *removed by the optimizer*: the optimizer rewrote it into other constants without
       recording an origin (batch-norm fused into a convolution): its module (or a
       descendant) consumes a derived floating-point initializer -- one that is neither a
-      recorded parameter nor a recorded buffer and holds more than one element -- or has
-      no node left at all. These are expected and counted in the detail.
+      recorded parameter nor a recorded buffer and holds more than one element; a fused
+      node consumes for the modules of its ``fused`` contexts -- or has no node left at
+      all. These are expected and counted in the detail.
 
     Two cases fail the rule: a parameter *stored under another name* (an initializer's
     name ends with ``.<parameter>``, e.g. a wrapper's prefix leaked into the names), and a
@@ -294,19 +296,38 @@ def _owner_evidence(
 
     for tag in {metadata.node_tag(node) for node in metadata.iter_all_nodes(model)}:
         credit(tag, None)
+    held: dict[str, set[str]] = {}  # parameter -> modules consuming it, folded copies too
     for value in all_initializers(model):
         tags, name = graph_consumer_tags(value), value.name
         if name in owners:
-            if len(tags) >= 2:  # a shared parameter: modules other than its owner tie to it
-                for tag in tags:
-                    credit(tag, "tied", owners[name])
-        elif name not in buffers and _is_derived_weight(value):
-            for tag in tags:
+            held.setdefault(name, set()).update(tags)
+            continue
+        # A folded copy with a recorded origin is that parameter too (a tool that folds
+        # one use of a tied weight, such as a transposed LM head, keeps it tied).
+        for source in metadata.origin(value) or ():
+            if source in owners:
+                held.setdefault(source, set()).update(tags)
+        if name not in buffers and _is_derived_weight(value):
+            # A fused node acts for the modules it fused (its ``fused`` contexts).
+            for tag in tags | _fused_modules(value):
                 credit(tag, "removed")
+    for name, tags in held.items():
+        if len(tags) >= 2:  # a shared parameter: modules other than its owner tie to it
+            for tag in tags:
+                credit(tag, "tied", owners[name])
     for tag in wanted:
         if tag not in has_nodes:
             result.setdefault(tag, "removed")  # its computation was folded or fused away
     return {tag: result.get(tag, "missing") for tag in wanted}
+
+
+def _fused_modules(value: ir.Value) -> set[str]:
+    return {
+        entry["module"]
+        for use in value.uses()
+        for entry in metadata.contexts(use.node)
+        if entry["role"] == metadata.FUSED_ROLE
+    }
 
 
 def _is_derived_weight(value: ir.Value) -> bool:

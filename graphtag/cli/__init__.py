@@ -58,6 +58,7 @@ def _optional_commands() -> list:
         "dag_cmd",
         "report_cmd",
         "zoo_cmd",
+        "retag_cmd",
     ):
         try:
             found.append(importlib.import_module(f"graphtag.cli.{name}"))
