@@ -107,7 +107,7 @@ class TorchOptimizerPass(ir.passes.InPlacePass):
         optimize = _optimizer(self.framework_api)
         renamed = _undo_renames(model)
         snapshot = Snapshot.take(model)
-        before, alive = _structure(model)
+        before = _outside_nodes(model)
         try:
             optimized = optimize(model)
         except Exception as exc:
@@ -117,9 +117,9 @@ class TorchOptimizerPass(ir.passes.InPlacePass):
             ) from exc
         stats = reconcile_tags(optimized, snapshot)
         _redo_renames(optimized, renamed)
-        after, _ = _structure(optimized)
-        modified = bool(stats.created or stats.removed) or after != before
-        del alive
+        modified = bool(stats.created or stats.removed) or not _unchanged(
+            optimized, snapshot, before
+        )
         return PassResult(optimized, modified, stats=dataclasses.asdict(stats))
 
 
@@ -133,22 +133,30 @@ def _optimizer(framework_api: str):
     return module.optimize
 
 
-def _structure(model: ir.Model) -> tuple[tuple, list]:
-    """Identities of what the optimizer may change besides nodes: edges, initializers and
-    their tensors, graph outputs; plus the objects themselves, kept alive so that no
-    identity is reused while the two structures are compared."""
-    alive: list = []
-    edges = []
-    for node in metadata.iter_all_nodes(model):
-        alive.append(node)
-        alive.extend(node.inputs)
-        edges.append((id(node), tuple(id(v) for v in node.inputs)))
-    initializers = []
-    for name, value in model.graph.initializers.items():
-        alive.extend((value, value.const_value))
-        initializers.append((name, id(value), id(value.const_value)))
-    outputs = tuple(id(v) for v in model.graph.outputs)
-    return (tuple(edges), tuple(initializers), outputs), alive
+def _outside_nodes(model: ir.Model) -> list:
+    """What the optimizer may change besides nodes and edges: initializers with their
+    tensors, and graph outputs (objects, compared by identity)."""
+    found: list = []
+    for value in model.graph.initializers.values():
+        found.extend((value, value.const_value))
+    found.extend(model.graph.outputs)
+    return found
+
+
+def _unchanged(model: ir.Model, snapshot: Snapshot, before: list) -> bool:
+    """True when no node, edge, initializer or graph output changed. The snapshot and
+    ``before`` keep the old objects alive, so identities are comparable."""
+    post = list(metadata.iter_all_nodes(model))
+    if len(post) != len(snapshot.nodes):
+        return False
+    for node, old, inputs in zip(post, snapshot.nodes, snapshot.inputs, strict=True):
+        if node is not old or not _same_objects(node.inputs, inputs):
+            return False
+    return _same_objects(_outside_nodes(model), before)
+
+
+def _same_objects(a, b) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _undo_renames(model: ir.Model) -> dict[str, dict[int, str]]:
