@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     _check_output(output)  # before importing torch: a bad output path fails in an instant
 
+    from graphtag.exporter.exporters import ExportFailed
     from graphtag.exporter.noise import quiet_torch
     from graphtag.exporter.tagged_export import export
 
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     options["verbose"] = args.verbose  # torch's default (None) prints progress
     _step(3, 4, f"exporting ({ROUTES[args.exporter]})")
     warnings: list[str] = []  # printed after the block: quiet_torch swallows stderr
+    failure = None
     try:
         with quiet_torch(args.verbose, warn=warnings.append):
             result = export(
@@ -113,10 +115,16 @@ def run(args: argparse.Namespace) -> int:
                 outline=args.outline,
                 **options,
             )
-    except GraphtagError as exc:
-        raise GraphtagError(f"{exc}{export_hint(exc, args.exporter)}") from exc
+    except ExportFailed as exc:
+        failure = exc
     finally:
         print_torch_warnings(warnings)
+    if failure is not None:
+        if getattr(args, "debug", False):
+            raise failure
+        # The model could not be exported (not a usage error): exit status 1.
+        print(f"graphtag: error: {failure}{export_hint(failure, args.exporter)}", file=sys.stderr)
+        return 1
     print_route(result)
     for record in result.report.records:
         for line in record.diagnostics:
