@@ -143,6 +143,26 @@ def test_switches_are_read_from_the_config():
     assert config._experts_implementation == "grouped_mm"
 
 
+def test_switches_of_a_model_nested_in_a_plain_module():
+    """Owners are found anywhere in the tree; unrelated ``config`` objects are untouched."""
+    import types
+
+    wrapper = torch.nn.Module()
+    wrapper.config = types.SimpleNamespace(size=3)  # not a transformers config
+    wrapper.inner, _ = t5()
+    assert current_switches(wrapper) == {
+        "attn_implementation": "sdpa",
+        "experts_implementation": "eager",
+    }
+    with implementation_switches(wrapper, traceable_values(wrapper)) as changed:
+        assert changed == {"attn_implementation": "eager"}  # T5 has no experts switch to set
+        assert wrapper.inner.config._attn_implementation == "eager"
+        assert wrapper.inner.encoder.config._attn_implementation == "eager"
+    assert wrapper.inner.config._attn_implementation == "sdpa"
+    assert wrapper.inner.encoder.config._attn_implementation == "sdpa"
+    assert vars(wrapper.config) == {"size": 3}
+
+
 def test_moe_fails_under_torchscript_too():
     """Why rung (b) matters: the MoE exports by neither exporter as given."""
     module, inputs = mixtral()

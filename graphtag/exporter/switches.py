@@ -152,7 +152,12 @@ def implementation_switches(
     """
     configs = _configs(model)
     kinds = sorted({name.removesuffix(_SUFFIX) for name in values})
-    saved = [(config, kind, _read(config, kind)) for config in configs for kind in kinds]
+    saved = [
+        (config, kind, _read(config, kind))
+        for config in configs
+        for kind in kinds
+        if kind in _kinds(config)  # never touch a module's unrelated ``config`` object
+    ]
     try:
         with _transformers_quiet():
             for owner, owned in switch_owners(model):
