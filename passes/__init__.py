@@ -8,6 +8,9 @@ from __future__ import annotations
 
 BUILTIN_PASSES: dict[str, str] = {
     "toposort": "graphtag.passes.toposort:TopologicalSortPass",
+    "scope-tagging": "graphtag.passes.scope_tagging:ScopeTaggingPass",
+    "torch-optimizer": "graphtag.passes.torch_optimizer:TorchOptimizerPass",
+    "strip-torch-metadata": "graphtag.passes.strip_torch_metadata:StripTorchMetadataPass",
     "tag-propagation": "graphtag.passes.tag_propagation:TagPropagationPass",
     "multi-consumer": "graphtag.passes.multi_consumer:MultiConsumerPass",
     "residual-resolution": "graphtag.passes.residual_resolution:ResidualResolutionPass",

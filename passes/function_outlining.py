@@ -11,6 +11,7 @@ from graphtag.analysis.boundaries import ModuleBoundary, ancestors_and_self, com
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, PipelineError
 from graphtag.core.hierarchy import Hierarchy, tag_segments
+from graphtag.core.pass_result import PassResult
 from graphtag.passes import _outline_support as sup
 from graphtag.passes.toposort import TopologicalSortPass
 
@@ -135,7 +136,9 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
             for node in stamped:
                 node.metadata_props.pop(sup.ORDER, None)
         del self._bodies
-        return ir.passes.PassResult(model, modified=modified)
+        stats = {"outlined": len(self.outlined), "skipped": len(self.skipped)}
+        diagnostics = [f"not outlined {tag}: {reason}" for tag, reason in self.skipped]
+        return PassResult(model, modified, stats=stats, diagnostics=diagnostics)
 
     def _outline_level(self, model: ir.Model, tags: list[str], hierarchy) -> bool:
         boundaries = compute_boundaries(model, tags)

@@ -83,6 +83,38 @@ FACTORIES = textwrap.dedent(
         return Branchy(), (torch.randn(2, 4, generator=torch.Generator().manual_seed(1)),)
 
 
+    class Spare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = Block(8)
+            self.spare = Block(8)  # never called: nothing to outline
+
+        def forward(self, x):
+            return self.used(x)
+
+
+    class Unexportable(nn.Module):
+        # An SVD: neither exporter has an ONNX translation for it.
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.linalg.svd(self.fc(x))[0]
+
+
+    def spare():
+        torch.manual_seed(0)
+        model = Spare().eval()
+        perturb_parameters(model)
+        return model, (torch.randn(2, 8, generator=torch.Generator().manual_seed(1)),)
+
+
+    def unexportable():
+        return Unexportable().eval(), (torch.randn(4, 4),)
+
+
     def raises():
         raise ValueError("checkpoint shards are missing")
 
@@ -148,6 +180,8 @@ JOBS: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "sidecar-strip": (["{fac}:net", "--sidecar", "--strip-torch-metadata"], None),
     "torchscript": (["{fac}:net", "--exporter", "torchscript"], None),
     "auto": (["{fac}:branchy", "--exporter", "auto"], None),
+    "default-route": (["{fac}:branchy"], None),
+    "outline": (["{fac}:spare", "--outline", "*/Block.*"], None),
     "no-optimize-verbose": (["{fac}:net", "--no-optimize", "--verbose"], None),
     "keep-linear": (["{fac}:net", "--keep-torch-class", "Linear"], None),
     "keep-all": (["{fac}:net", "--keep-all-modules"], None),
@@ -162,7 +196,11 @@ JOBS: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
         ["{fac}:net", "--input-specs", "{root}/wrong-specs.json"],
         ("inputs do not fit the model", "--input-specs"),
     ),
-    "dynamo-fails": (["{fac}:branchy"], ("dynamo exporter failed", "--exporter torchscript")),
+    "dynamo-fails": (
+        ["{fac}:branchy", "--exporter", "dynamo"],
+        ("the dynamo exporter failed (", "--exporter auto"),
+    ),
+    "every-route-fails": (["{fac}:unexportable"], ("every export route failed",)),
     "missing-output-folder": (["{fac}:net"], ("does not exist",)),
     "output-is-a-directory": (["{fac}:net"], ("is a directory",)),
 }
@@ -289,7 +327,8 @@ def test_readme_main_job_tiny_bert(runs):
     model = _ok(run)
     nodes = list(_nodes(model))
     table = _table(run.proc.stdout)
-    assert table["exporter"] == "dynamo"
+    assert table["exporter"] == table["route"] == "dynamo"
+    assert _props(model)[metadata.EXPORT_ROUTE] == "dynamo"
     assert table["nodes"] == str(len(nodes))
     assert table["tagged"] == f"{len(nodes)} (100.0%)"
     assert table["modules"].startswith(f"{len(_hierarchy(model)['modules'])} kept")
@@ -300,7 +339,7 @@ def test_readme_main_job_tiny_bert(runs):
     assert [line for line in run.proc.stderr.splitlines() if line.strip()] == [
         "[1/4] loading graphtag.exporter.examples:tiny_bert",
         "[2/4] preparing example inputs",
-        "[3/4] exporting with the dynamo exporter",
+        "[3/4] exporting (auto: dynamo, dynamo with traceable switches, TorchScript)",
         f"[4/4] writing {run.out}",
     ]
 
@@ -365,18 +404,67 @@ def test_torchscript_exporter(runs, factories):
     )
 
 
-def test_auto_falls_back_to_torchscript_when_dynamo_fails(runs):
-    run = runs["auto"]
-    _assert_all_tagged(_ok(run))
-    assert _table(run.proc.stdout)["exporter"] == "torchscript"
+@pytest.mark.parametrize("case", ["auto", "default-route"])
+def test_auto_falls_back_to_torchscript_when_dynamo_fails(runs, case):
+    run = runs[case]
+    model = _ok(run)
+    _assert_all_tagged(model)
+    table = _table(run.proc.stdout)
+    assert table["exporter"] == table["route"] == "torchscript"
+    assert _props(model)[metadata.EXPORT_ROUTE] == "torchscript"
     lines = run.proc.stderr.splitlines()
-    warning = [line for line in lines if "dynamo exporter failed" in line]
-    assert len(warning) == 1 and warning[0].startswith("graphtag: warning:"), run.proc.stderr
-    assert "TorchScript" in warning[0]
+    # One line per route tried before, then the route that worked.
+    routes = [line for line in lines if line.startswith("graphtag:") and " route" in line]
+    assert len(routes) == 3, run.proc.stderr
+    assert routes[0].startswith("graphtag: warning: the dynamo route failed (")
+    assert "GuardOnDataDependentSymNode" in routes[0]
+    assert routes[1] == (
+        "graphtag: warning: the dynamo-traceable route was skipped "
+        "(the model exposes no implementation switches)"
+    )
+    assert routes[2] == "graphtag: exported by the torchscript route"
     # The tracer's warning about the frozen branch reaches the user, on one line.
     (tracer,) = [line for line in lines if "TracerWarning" in line]
     assert tracer.startswith("graphtag: warning:")
     assert "def forward" not in run.proc.stderr  # torch.export's partial-graph dump
+
+
+def test_every_route_failing_names_each_cause_and_writes_nothing(runs):
+    proc = runs["every-route-fails"].proc
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("graphtag: error:"))
+    assert lines[start] == "graphtag: error: every export route failed:"
+    rungs = lines[start + 1 : start + 4]
+    assert [line.split(":")[0].strip() for line in rungs] == [
+        "dynamo",
+        "dynamo-traceable",
+        "torchscript",
+    ], proc.stderr
+    assert "svd" in rungs[0] and "svd" in rungs[2]
+    assert (
+        rungs[1].strip()
+        == "dynamo-traceable: skipped: the model exposes no implementation switches"
+    )
+    assert len(lines) == start + 4, proc.stderr  # nothing after the three causes
+    assert proc.returncode == 1  # the model cannot be exported (usage errors exit 2)
+
+
+def test_outline_reports_skipped_modules_from_the_pipeline(runs, factories):
+    run = runs["outline"]
+    model = _ok(run)
+    table = _table(run.proc.stdout)
+    assert table["functions"] == "1 for 1 modules"
+    assert [f.name for f in model.functions] == ["Block"]
+    assert (
+        "graphtag: warning: function-outlining: not outlined /Spare/Block.spare: "
+        "no nodes in the main graph"
+    ) in run.proc.stderr.splitlines()
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    (name,) = [i.name for i in model.graph.input]
+    module, _ = factories.spare()
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_run_ort(run.out, {name: x})[0], expected, atol=1e-5, rtol=0)
 
 
 def test_no_optimize_keeps_the_unoptimized_graph_and_verbose_shows_torch(runs):

@@ -16,14 +16,13 @@ import pytest
 import torch
 from cli_helpers import run_cli
 from torch.utils import _pytree
-from zoo import ZOO
 from zoo_exports import zoo_cases, zoo_export
 
 import graphtag
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_lca
-from graphtag.exporter.tagged_export import KwargsWrapper, wrap_kwargs
+from graphtag.exporter.exporters import KwargsWrapper, wrap_kwargs
 from graphtag.testing import graphtag_snapshot
 
 CASES = [pytest.param((n, e), id=f"{n}-{e}") for n, e in zoo_cases()]
@@ -153,13 +152,3 @@ def _check_fused(node, hierarchy) -> None:
 
 def test_golden_snapshot(case, graphtag_golden):
     assert graphtag_snapshot(case.path) == graphtag_golden
-
-
-def test_dynamo_failure_names_the_fallback():
-    failing = [name for name, entry in ZOO.items() if "dynamo" not in entry.exporters]
-    assert failing, "the zoo has a model that only the TorchScript exporter handles"
-    module, inputs = ZOO[failing[0]].build()
-    with pytest.raises(
-        graphtag.GraphtagError, match=r"dynamo exporter failed .*--exporter torchscript"
-    ):
-        graphtag.export(module, inputs.args, inputs.kwargs, verbose=False)

@@ -1,5 +1,8 @@
 """graphtag's optimizer route: export unoptimized, tag, run torch's optimizer, reconcile.
 
+The route is the ``torch-optimizer`` pass (graphtag.passes.torch_optimizer) in the export
+pipeline.
+
 Over the zoo models the dynamo exporter handles: the topology equals a plain default
 ``torch.onnx.export(..., dynamo=True)`` (optimizer on), ONNX Runtime matches PyTorch,
 every node is tagged, and nodes the optimizer fused carry the lowest common ancestor of
@@ -24,8 +27,8 @@ import graphtag
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
 from graphtag.core.hierarchy import Hierarchy, is_valid_tag, tag_lca
-from graphtag.exporter import optimize_route
 from graphtag.exporter.tagged_export import ExportResult
+from graphtag.passes import torch_optimizer as optimize_route
 
 MODELS = [name for name, entry in ZOO.items() if "dynamo" in entry.exporters]
 RULE_NAME = "pkg.onnxscript.rewriter.rule_name"
@@ -229,7 +232,7 @@ def _rewrite(model: ir.Model, old: list[ir.Node], op: str) -> ir.Node:
 
 def test_fused_node_gets_the_lca_and_contexts():
     model = tagged_mlp()
-    snapshot = optimize_route._Snapshot.take(model)
+    snapshot = optimize_route.Snapshot.take(model)
     matmul, add, relu, _ = list(model.graph)
     new = _rewrite(model, [add, relu], "FusedAddRelu")
     stats = optimize_route.reconcile_tags(model, snapshot)
@@ -242,7 +245,7 @@ def test_fused_node_gets_the_lca_and_contexts():
 
 def test_single_source_rewrite_keeps_its_tag():
     model = tagged_mlp()
-    snapshot = optimize_route._Snapshot.take(model)
+    snapshot = optimize_route.Snapshot.take(model)
     relu = list(model.graph)[2]
     new = _rewrite(model, [relu], "Clip")
     new.metadata_props[metadata.MODULE] = "/elsewhere"  # whatever the optimizer left

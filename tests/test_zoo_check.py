@@ -12,6 +12,8 @@ import pytest
 from cli_helpers import assert_clean_failure, run_cli
 from zoo_exports import zoo_export
 
+from graphtag.core.errors import GraphtagError
+from graphtag.exporter.zoo import load_zoo, parse_shard, select_shard
 from graphtag.testing import graphtag_snapshot
 from graphtag.tools.snapshot import diff_snapshots, dumps, snapshot
 
@@ -61,28 +63,88 @@ def _zoo(tmp_path: Path, body: str) -> Path:
     return path
 
 
+CRASH = """
+import ctypes
+
+
+def segfault():
+    ctypes.string_at(0)  # reads address 0: the worker process dies of SIGSEGV
+"""
+
+
 def test_changed_model_fails_with_a_diff_then_update_passes(tmp_path):
     golden = tmp_path / "golden"
     golden.mkdir()
     shutil.copy(ROOT / "golden" / "zoo" / "siblings.json", golden / "siblings.json")
+    (tmp_path / "crash.py").write_text(CRASH)
     zoo = _zoo(
         tmp_path,
         '[[model]]\nname = "siblings"\nsource = "ZOO_PY:deeper_siblings"\n'
         'exporter = "torchscript"\n\n'
-        '[[model]]\nname = "broken"\nsource = "ZOO_PY:no_such_factory"\n',
+        '[[model]]\nname = "broken"\nsource = "ZOO_PY:no_such_factory"\n\n'
+        '[[model]]\nname = "crash"\nsource = "crash.py:segfault"\n',
     )
     proc = run_cli("zoo", "check", zoo, "--golden", golden, "-j", "2", timeout=600)
     assert proc.returncode == 1
-    # The extra block is named, the model that cannot load is reported, neither stops the other.
+    # The extra block is named; the model that cannot load and the one whose worker
+    # process dies are reported; none of them stops the others.
     assert "+ module /SiblingsNet/Block.layers.1 (" in proc.stdout, proc.stdout
-    assert "CHANGED" in proc.stdout and "FAILED" in proc.stdout
-    assert "no_such_factory" in proc.stdout
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    assert rows["siblings"].split()[1:2] == ["CHANGED"]
+    assert rows["broken"].split()[1:2] == ["FAILED"] and "no_such_factory" in rows["broken"]
+    assert rows["crash"].split()[1:2] == ["FAILED"]
+    assert "worker process died (killed by SIGSEGV)" in rows["crash"], proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
     proc = run_cli("zoo", "check", zoo, "--golden", golden, "--update", timeout=600)
     assert "UPDATED" in proc.stdout
     zoo.write_text(zoo.read_text().split('[[model]]\nname = "broken"')[0])
     proc = run_cli("zoo", "check", zoo, "--golden", golden, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "siblings: OK" in proc.stderr
+    assert rows["siblings"].split()[3] == "torchscript"  # the route column
+
+
+def _entries(tmp_path: Path, count: int) -> Path:
+    body = "".join(
+        f'[[model]]\nname = "m{i}"\nsource = "missing_{i}.py:factory"\n\n' for i in range(count)
+    )
+    return _zoo(tmp_path, body)
+
+
+def test_shards_partition_the_zoo(tmp_path):
+    entries = load_zoo(_entries(tmp_path, 7))
+    for count in range(1, 9):
+        shards = [select_shard(entries, index, count) for index in range(1, count + 1)]
+        names = [e.name for shard in shards for e in shard]
+        assert sorted(names) == sorted(e.name for e in entries)  # union: every model
+        assert len(names) == len(set(names))  # disjoint
+        sizes = [len(shard) for shard in shards]
+        assert max(sizes) - min(sizes) <= 1
+        # The same on every call: it depends on the file alone.
+        assert shards == [
+            select_shard(load_zoo(tmp_path / "ZOO.toml"), i, count) for i in range(1, count + 1)
+        ]
+    assert [e.name for e in select_shard(entries, 2, 3)] == ["m1", "m4"]
+    assert parse_shard(" 2/3 ") == (2, 3)
+    for bad in ("0/2", "3/2", "1/0", "a/b", "1-2", ""):
+        with pytest.raises(GraphtagError, match="shard"):
+            parse_shard(bad)
+
+
+def test_cli_shard(tmp_path):
+    zoo = _entries(tmp_path, 3)
+    first = run_cli("zoo", "check", zoo, "--golden", tmp_path, "--shard", "1/2", "-j", "2")
+    second = run_cli("zoo", "check", zoo, "--golden", tmp_path, "--shard", "2/2")
+    checked = [
+        {line.split()[0] for line in proc.stdout.splitlines()[2:] if line.strip()}
+        for proc in (first, second)
+    ]
+    assert checked == [{"m0", "m2"}, {"m1"}], first.stdout + second.stdout
+    assert "no such model directory or file: missing_1.py" in second.stdout
+    assert first.returncode == second.returncode == 1  # the models fail to load
+    assert_clean_failure(
+        run_cli("zoo", "check", zoo, "--golden", tmp_path, "--shard", "3/2"), "K must be"
+    )
 
 
 def test_diff_is_readable():

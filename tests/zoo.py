@@ -99,8 +99,9 @@ ZOO: dict[str, ZooModel] = {
                 **_GPT2_SIZES,
             ),
         ),
-        # transformers 5's sdpa attention does not export with dynamo for this model: the
-        # export must fail with a message naming the TorchScript fallback, which works.
+        # transformers 5's sdpa attention does not export with dynamo for this model (a
+        # strided view): the strict dynamo route fails, auto exports it with eager
+        # attention (tests/test_export_ladder.py), TorchScript as given.
         ZooModel(
             "t5",
             _hf(

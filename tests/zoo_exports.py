@@ -13,7 +13,8 @@ from zoo import ZOO
 
 import graphtag
 from graphtag.exporter.example_inputs import ExampleInputs
-from graphtag.exporter.tagged_export import ExportResult, export, wrap_kwargs
+from graphtag.exporter.exporters import wrap_kwargs
+from graphtag.exporter.tagged_export import ExportResult, export
 
 _WORKDIR = Path(tempfile.mkdtemp(prefix="graphtag-zoo-"))
 OPTIONS = {"verbose": False}
@@ -52,9 +53,7 @@ def zoo_export(name: str, exporter: str) -> ZooExport:
     module, inputs = ZOO[name].build()
     path = _WORKDIR / f"{name}-{exporter}.onnx"
     plain = _WORKDIR / f"{name}-{exporter}-plain.onnx"
-    result = export(
-        module, inputs.args, inputs.kwargs, path, dynamo=exporter == "dynamo", **OPTIONS
-    )
+    result = export(module, inputs.args, inputs.kwargs, path, exporter=exporter, **OPTIONS)
     _plain_export(module, inputs, exporter, plain)
     return ZooExport(name, exporter, module, inputs, result, path, plain)
 

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import logging
-import os
 import sys
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 from graphtag.cli.model_args import (
@@ -45,9 +39,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("output", metavar="OUTPUT.onnx")
     parser.add_argument(
         "--exporter",
-        choices=("dynamo", "torchscript", "auto"),
-        default="dynamo",
-        help="torch exporter; auto tries dynamo then TorchScript (default dynamo)",
+        choices=("auto", "dynamo", "torchscript"),
+        default="auto",
+        help="auto (default) tries dynamo, then dynamo with the model's traceable "
+        "implementation switches (eager attention, batched experts), then TorchScript; "
+        "dynamo or torchscript use that exporter alone",
     )
     parser.add_argument(
         "--no-optimize",
@@ -95,57 +91,51 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     _check_output(output)  # before importing torch: a bad output path fails in an instant
 
-    from graphtag.exporter.tagged_export import _root_cause, export
+    from graphtag.exporter.exporters import ExportFailed
+    from graphtag.exporter.noise import quiet_torch
+    from graphtag.exporter.tagged_export import export
 
     started = time.perf_counter()
     _step(1, 4, f"loading {args.model}")
     loaded = load_from_args(args)
     _step(2, 4, "preparing example inputs")
     inputs = inputs_from_args(args, loaded)
-    config = filter_config_from_args(args)
     options: dict = {}
     if args.no_optimize:
         options["optimize"] = False
     if args.opset is not None:
         options["opset_version"] = args.opset
     options["verbose"] = args.verbose  # torch's default (None) prints progress
-    common = {"filter_config": config, "strip_torch_metadata": args.strip_torch_metadata}
-    exporter = "dynamo" if args.exporter in ("dynamo", "auto") else "torchscript"
-    _step(3, 4, f"exporting with the {exporter} exporter")
-    stderr = sys.stderr  # torch's own noise is swallowed inside _torch_noise
-    with _torch_noise(args.verbose):
-        try:
+    _step(3, 4, f"exporting ({ROUTES[args.exporter]})")
+    warnings: list[str] = []  # printed after the block: quiet_torch swallows stderr
+    failure = None
+    try:
+        with quiet_torch(args.verbose, warn=warnings.append):
             result = export(
                 loaded.module,
                 inputs.args,
                 inputs.kwargs,
-                dynamo=exporter == "dynamo",
-                **common,
+                exporter=args.exporter,
+                filter_config=filter_config_from_args(args),
+                strip_torch_metadata=args.strip_torch_metadata,
+                outline=args.outline,
+                namespace=args.namespace,
                 **options,
             )
-        except GraphtagError as exc:
-            if args.exporter != "auto":
-                raise
-            reason = _root_cause(exc.__cause__) if exc.__cause__ is not None else str(exc)
-            print(
-                f"graphtag: warning: the dynamo exporter failed ({reason}); "
-                "falling back to the TorchScript exporter",
-                file=stderr,
-            )
-            options.pop("optimize", None)
-            result = export(
-                loaded.module, inputs.args, inputs.kwargs, dynamo=False, **common, **options
-            )
-    if args.outline:
-        from graphtag.passes.function_outlining import outline
-
-        outlined = outline(result.model, pattern=args.outline)
-        for tag, reason in outlined.skipped:
-            print(f"graphtag: warning: not outlined {tag}: {reason}", file=sys.stderr)
-    if args.namespace:
-        from graphtag.passes.namespace import NamespacePass
-
-        NamespacePass()(result.model)
+    except ExportFailed as exc:
+        failure = exc
+    finally:
+        print_torch_warnings(warnings)
+    if failure is not None:
+        if getattr(args, "debug", False):
+            raise failure
+        # The model could not be exported (not a usage error): exit status 1.
+        print(f"graphtag: error: {failure}{export_hint(failure, args.exporter)}", file=sys.stderr)
+        return 1
+    print_route(result)
+    for record in result.report.records:
+        for line in record.diagnostics:
+            print(f"graphtag: warning: {record.name}: {line}", file=sys.stderr)
     _step(4, 4, f"writing {output}")
     result.save(output)
     if args.sidecar:
@@ -155,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [
         ("model", loaded.description or args.model),
         ("exporter", result.exporter),
+        ("route", result.route),
         ("nodes", stats.nodes),
         ("tagged", f"{stats.tagged} ({stats.tagged_share:.1%})"),
         ("modules", f"{stats.modules} kept, {stats.executed_modules} executed"),
@@ -163,73 +154,50 @@ def run(args: argparse.Namespace) -> int:
         ("output", f"{output} ({output.stat().st_size / 1e6:.1f} MB)"),
     ]
     if args.outline:
-        rows.insert(
-            -2, ("functions", f"{len(result.model.functions)} for {len(outlined.outlined)} modules")
-        )
+        (outlining,) = [r for r in result.report.records if r.name == "function-outlining"]
+        modules = outlining.stats.get("outlined", 0)
+        rows.insert(-2, ("functions", f"{len(result.model.functions)} for {modules} modules"))
     print(render_table(("", ""), rows))
     return 0
 
 
-# Loggers that print torch's export progress and failure dumps (pages of FX graph code).
-_TORCH_LOGGERS = (
-    "torch.onnx",
-    "torch.export",
-    "torch._export",
-    "torch._dynamo",
-    "torch.fx.experimental.symbolic_shapes",
-)
+# What --exporter tries, for the progress line.
+ROUTES = {
+    "auto": "auto: dynamo, dynamo with traceable switches, TorchScript",
+    "dynamo": "dynamo exporter",
+    "torchscript": "TorchScript exporter",
+}
 
 
-@contextlib.contextmanager
-def _torch_noise(verbose: bool) -> Iterator[None]:
-    """Unless verbose: quiet torch's export progress, logs, dumps and warnings.
+def export_hint(exc: GraphtagError, exporter: str) -> str:
+    """The CLI's hint after an export failure (the library never names CLI flags)."""
+    from graphtag.exporter.exporters import ExportFailed
 
-    torch's loggers go to ERROR; what torch prints to sys.stderr itself (torch.export
-    prints the partial FX graph of a failed capture) is dropped: graphtag's one-line error
-    names the cause. Deprecation notices and torch's remarks on its own internals are
-    dropped; other warnings (TracerWarning: the TorchScript trace may not generalise) get
-    one line each.
-    """
-    if verbose or os.environ.get("TORCH_LOGS"):
-        yield
-        return
-    stderr = sys.stderr
-    loggers = [logging.getLogger(name) for name in _TORCH_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                with contextlib.redirect_stderr(io.StringIO()):
-                    yield
-            finally:
-                _summarize_warnings(caught, stderr)
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    if not isinstance(exc, ExportFailed) or exporter == "auto":
+        return ""
+    return (
+        "; --exporter auto also tries the model's traceable implementation switches "
+        "and the TorchScript exporter"
+    )
 
 
-def _summarize_warnings(caught: list[warnings.WarningMessage], stderr) -> None:
-    counts: dict[tuple[str, str], int] = {}
-    for item in caught:
-        if issubclass(item.category, (DeprecationWarning, FutureWarning)):
-            continue
-        # torch's remarks about its own internals (how it lowers an op): nothing to act on.
-        internal = "/torch/" in item.filename.replace("\\", "/")
-        if internal and item.category.__name__ != "TracerWarning":
-            continue
-        first = (str(item.message).strip().splitlines() or [""])[0]
-        if len(first) > 160 and ". " in first:  # torch's warnings run on: first sentence
-            first = first[: first.index(". ") + 1]
-        key = (item.category.__name__, first[:200])
-        counts[key] = counts.get(key, 0) + 1
-    for (category, first), count in counts.items():
-        times = f" ({count} times)" if count > 1 else ""
-        print(f"graphtag: warning: torch {category}: {first}{times}", file=stderr)
-    if counts:
-        print("graphtag: (rerun with --verbose for details)", file=stderr)
+def print_torch_warnings(lines: list[str]) -> None:
+    for line in lines:
+        print(f"graphtag: warning: {line}", file=sys.stderr)
+    if lines:
+        print("graphtag: (rerun with --verbose for details)", file=sys.stderr)
+
+
+def print_route(result) -> None:
+    """One warning per route tried before the one that worked, then that route."""
+    for attempt in result.attempts:
+        what = "was skipped" if attempt.skipped else "failed"
+        print(
+            f"graphtag: warning: the {attempt.route} route {what} ({attempt.cause})",
+            file=sys.stderr,
+        )
+    if result.attempts:
+        print(f"graphtag: exported by the {result.route} route", file=sys.stderr)
 
 
 def _check_output(output: Path) -> None:

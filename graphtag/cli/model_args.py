@@ -69,21 +69,9 @@ def load_from_args(args: argparse.Namespace) -> Any:
 
 def inputs_from_args(args: argparse.Namespace, loaded: Any) -> Any:
     """Example inputs: --input-specs, else the factory's own, else generated; checked."""
-    from graphtag.exporter.example_inputs import (
-        check_inputs_fit,
-        inputs_from_specs,
-        load_input_specs,
-        make_example_inputs,
-    )
+    from graphtag.exporter.sources import prepare_inputs
 
-    if args.input_specs:
-        inputs = inputs_from_specs(load_input_specs(args.input_specs))
-    elif loaded.example_inputs is not None:
-        inputs = loaded.example_inputs
-    else:
-        inputs = make_example_inputs(loaded.module, loaded.config)
-    check_inputs_fit(loaded.module, inputs)
-    return inputs
+    return prepare_inputs(loaded, args.input_specs)
 
 
 def filter_config_from_args(args: argparse.Namespace) -> Any:

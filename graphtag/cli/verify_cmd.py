@@ -26,8 +26,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "verify",
         help="check that every module's extracted ONNX subgraph reproduces PyTorch",
         description=textwrap.fill(
-            "Export MODEL (dynamo exporter, optimize=False unless --optimize), capture every "
-            "kept module's forward outputs in one eager PyTorch run, extract every module "
+            "Export MODEL (--exporter, auto by default; optimize=False unless --optimize), "
+            "capture every kept module's forward outputs in one eager PyTorch run (with the "
+            "implementation switches the export route set), extract every module "
             "from the ONNX model, run it in onnxruntime on the boundary values of a full "
             "onnxruntime run, and check that each captured tensor is reproduced by one of "
             "the extracted module's outputs (same shape, max abs diff <= --tolerance). "
@@ -47,6 +48,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--optimize",
         action="store_true",
         help="verify the optimized export (optimize=True; fused modules may have no nodes)",
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=("auto", "dynamo", "torchscript"),
+        default="auto",
+        help="export route, as for graphtag export (default auto)",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset version")
     parser.add_argument(
@@ -68,14 +75,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.cli.export_cmd import _torch_noise
+    from graphtag.cli.export_cmd import export_hint, print_torch_warnings
     from graphtag.core.errors import GraphtagError
+    from graphtag.exporter.noise import quiet_torch
     from graphtag.exporter.verify import TOLERANCE, verify_modules
 
     tolerance = TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance >= 0:
         raise GraphtagError(f"--tolerance must be a number >= 0, got {args.tolerance}")
-    stderr = sys.stderr  # _torch_noise swallows what torch prints; progress still shows
+    stderr = sys.stderr  # quiet_torch swallows what torch prints; progress still shows
 
     def say(text: str) -> None:
         print(text if text.startswith("[") else f"  {text}", file=stderr, flush=True)
@@ -85,17 +93,24 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_from_args(args)
     inputs = inputs_from_args(args, loaded)
     options = {} if args.opset is None else {"opset_version": args.opset}
-    with _torch_noise(args.verbose):
-        checks = verify_modules(
-            loaded.module,
-            inputs,
-            optimize=args.optimize,
-            tolerance=tolerance,
-            filter_config=filter_config_from_args(args),
-            progress=say,
-            verbose=args.verbose,
-            **options,
-        )
+    warnings: list[str] = []
+    try:
+        with quiet_torch(args.verbose, warn=warnings.append):
+            checks = verify_modules(
+                loaded.module,
+                inputs,
+                optimize=args.optimize,
+                tolerance=tolerance,
+                filter_config=filter_config_from_args(args),
+                progress=say,
+                exporter=args.exporter,
+                verbose=args.verbose,
+                **options,
+            )
+    except GraphtagError as exc:
+        raise GraphtagError(f"{exc}{export_hint(exc, args.exporter)}") from exc
+    finally:
+        print_torch_warnings(warnings)
     counts = {status: sum(1 for c in checks if c.status == status) for status in _ORDER}
     failed = any(check.failed for check in checks)
     if args.format == "json":

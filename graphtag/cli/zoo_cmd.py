@@ -24,7 +24,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     zoo = commands.add_parser(
         "zoo",
         help="export a zoo of models and compare with golden snapshots",
-        description="Golden regression checks over a zoo of models (see graphtag.exporter.zoo).",
+        description="Golden regression checks over a zoo of models (see graphtag.exporter.zoo): "
+        "each model is loaded and exported by the library in its own worker process.",
     )
     sub = zoo.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND")
     sub.required = True
@@ -32,7 +33,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check.add_argument("zoo_file", metavar="ZOO.toml")
     check.add_argument("--golden", required=True, metavar="DIR", help="golden snapshot folder")
     check.add_argument("--update", action="store_true", help="rewrite the golden files")
-    check.add_argument("-j", "--jobs", type=int, default=1, help="models exported at once")
+    check.add_argument(
+        "-j", "--jobs", type=int, default=1, help="models exported at once (one process each)"
+    )
+    check.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="check only shard K of N: the models at positions K, K+N, K+2N, ... of the zoo "
+        "file (1-based); the N shards are disjoint and together cover the zoo",
+    )
     check.set_defaults(func=run_zoo_check)
 
 
@@ -49,7 +58,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
 
 
 def run_zoo_check(args: argparse.Namespace) -> int:
-    from graphtag.exporter.zoo import check_zoo
+    from graphtag.exporter.zoo import check_zoo, parse_shard
 
     def progress(done: int, total: int, result) -> None:
         print(
@@ -58,15 +67,24 @@ def run_zoo_check(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    shard = parse_shard(args.shard) if args.shard is not None else None
     results = check_zoo(
-        args.zoo_file, args.golden, update=args.update, jobs=args.jobs, on_result=progress
+        args.zoo_file,
+        args.golden,
+        update=args.update,
+        jobs=args.jobs,
+        shard=shard,
+        on_result=progress,
     )
+    if not results:
+        print(f"no models in shard {args.shard}", file=sys.stderr)
+        return 0
     for result in results:
         if result.diff:
             print(f"{result.name}:")
             print("\n".join(f"  {line}" for line in result.diff))
-    rows = [(r.name, r.status, f"{r.seconds:.1f}", r.error) for r in results]
-    print(render_table(("model", "status", "s", "detail"), rows, align="llr"))
+    rows = [(r.name, r.status, f"{r.seconds:.1f}", r.route or "-", r.error) for r in results]
+    print(render_table(("model", "status", "s", "route", "detail"), rows, align="llrl"))
     bad = [
         r
         for r in results

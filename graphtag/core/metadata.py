@@ -42,6 +42,9 @@ FILTER = "pkg.graphtag.filter"
 # Model: prefix the exporter put before every parameter name (a wrapper module's
 # attribute, "model." on the TorchScript path with keyword inputs); "" or absent if none.
 PARAMETER_PREFIX = "pkg.graphtag.parameter_prefix"
+# Model: how the exporter produced the graph: "dynamo", "torchscript", or
+# "dynamo-traceable(attn_implementation=eager)" when implementation switches were set.
+EXPORT_ROUTE = "pkg.graphtag.export_route"
 # Model: JSON {tag: {"inputs": [...], "outputs": [...], "nodes": n}} (boundary detection).
 BOUNDARIES = "pkg.graphtag.analysis.boundaries"
 # Model: on an extracted model, the tag of the module it holds.

@@ -316,6 +316,26 @@ def _coerce_example_inputs(value: Any, spec: str) -> ExampleInputs:
     )
 
 
+def prepare_inputs(loaded: LoadedModel, input_specs: str | os.PathLike | None = None):
+    """Example inputs: from ``input_specs`` (JSON file), else the factory's own, else
+    generated from the forward signature and config; checked against the model."""
+    from graphtag.exporter.example_inputs import (
+        check_inputs_fit,
+        inputs_from_specs,
+        load_input_specs,
+        make_example_inputs,
+    )
+
+    if input_specs:
+        inputs = inputs_from_specs(load_input_specs(input_specs))
+    elif loaded.example_inputs is not None:
+        inputs = loaded.example_inputs
+    else:
+        inputs = make_example_inputs(loaded.module, loaded.config)
+    check_inputs_fit(loaded.module, inputs)
+    return inputs
+
+
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     # Library messages can run to pages (lists of every supported class); keep one line.
     lines = str(exc).strip().splitlines()

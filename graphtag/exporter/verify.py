@@ -1,9 +1,10 @@
 """Check every extracted module of a tagged export against PyTorch, module by module.
 
-``verify_modules(module, inputs)`` exports ``module`` with graphtag (dynamo; by default
-``optimize=False``, so tags are exact), then:
+``verify_modules(module, inputs)`` exports ``module`` with graphtag (``auto`` route; by
+default ``optimize=False``, so tags are exact), then:
 
-1. PyTorch: one eager run with a forward hook on every kept module (hierarchy ``name``
+1. PyTorch: one eager run (with the implementation switches the export route set, e.g.
+   eager attention) with a forward hook on every kept module (hierarchy ``name``
    -> module) records each call's outputs (tensors found in nested tuples, lists,
    mappings such as ModelOutput, and dataclasses), copied at once so later in-place ops
    cannot change them. Outputs that are one of the call's own inputs passed through, or
@@ -88,36 +89,42 @@ def verify_modules(
     filter_config: Any = None,
     progress: Callable[[str], None] | None = None,
     transform: Callable[[ir.Model], None] | None = None,
+    exporter: Any = "auto",
     **export_options: Any,
 ) -> list[ModuleCheck]:
     """Export ``module``, extract every kept module and compare it with PyTorch.
 
     ``inputs``: ExampleInputs, a tuple of positional arguments or a mapping of keyword
-    arguments. ``export_options`` go to graphtag.export (e.g. ``opset_version``).
+    arguments. ``exporter`` and ``export_options`` go to graphtag.export (e.g.
+    ``opset_version``); PyTorch then runs with the implementation switches the export
+    used (graphtag.exporter.switches), so both sides compute the same thing.
     ``transform`` edits the exported model in place before any ONNX run (for tests:
     tampering with an initializer must turn its modules into MISMATCH). Returns one
     check per kept module, in hierarchy order.
     """
+    from graphtag.exporter.switches import implementation_switches
     from graphtag.exporter.tagged_export import export
 
     inputs = _as_example_inputs(inputs)
     say = progress or (lambda _text: None)
-    say(f"exporting (dynamo, optimize={optimize})")
+    say(f"exporting ({exporter}, optimize={optimize})")
     export_options.setdefault("verbose", False)
     result = export(
         module,
         inputs.args,
         inputs.kwargs,
-        dynamo=True,
+        exporter=exporter,
         optimize=optimize,
         filter_config=filter_config,
         **export_options,
     )
+    say(f"exported by the {result.route} route")
     model, hierarchy = result.model, result.hierarchy
     if transform is not None:
         transform(model)
     say(f"running PyTorch with hooks on {len(hierarchy)} modules")
-    captured = capture_calls(module, inputs, {info.tag: info.name for info in hierarchy})
+    with implementation_switches(module, result.switches):
+        captured = capture_calls(module, inputs, {info.tag: info.name for info in hierarchy})
     say("running the full model in onnxruntime")
     feeds = graph_feeds(model, module, inputs)
     values = {**run_all_values(model, feeds), **feeds}

@@ -2,12 +2,13 @@
 
 What matters about an export and nothing volatile: module tags with their node counts
 and op histograms, boundary counts, tag sources, multi-context nodes, shared parameters,
-local functions, opsets and graph inputs/outputs with types and shapes. No timestamps,
-paths or versions. ``schema`` changes when the layout does.
+local functions, opsets, graph inputs/outputs with types and shapes, and the export
+route. No timestamps, paths or versions. ``schema`` changes when the layout does.
 
 Schema (version 1)::
 
     {"schema": 1,
+     "export_route": str | null,  # pkg.graphtag.export_route: how the graph was exported
      "graph": {"nodes": int, "untagged": int, "opsets": {domain: version},
                "inputs": [{"name", "type", "shape"}], "outputs": [...]},
      "modules": {tag: {"class": str | null, "nodes": int, "ops": {op: count},
@@ -84,6 +85,7 @@ def snapshot(model: ir.Model) -> dict:
     }
     return {
         "schema": SCHEMA_VERSION,
+        "export_route": model.metadata_props.get(metadata.EXPORT_ROUTE),
         "graph": {
             "nodes": total,
             "untagged": untagged,
@@ -127,7 +129,14 @@ def diff_snapshots(old: dict, new: dict) -> list[str]:
             if a.get(key) != b.get(key):
                 changes.append(f"{key} {a.get(key)}->{b.get(key)}")
         lines.append(f"~ module {tag}: {', '.join(changes)}")
-    for key in ("graph", "tag_sources", "multi_context_nodes", "shared_parameters", "functions"):
+    for key in (
+        "export_route",
+        "graph",
+        "tag_sources",
+        "multi_context_nodes",
+        "shared_parameters",
+        "functions",
+    ):
         if old.get(key) != new.get(key):
             lines.append(f"~ {key}: {_short(old.get(key))} -> {_short(new.get(key))}")
     return lines

@@ -1,17 +1,16 @@
-"""Tag before torch.onnx's ONNX optimizer runs, then reconcile the tags it disturbed.
+"""Run the ONNX optimization torch.onnx runs, then reconcile the tags it disturbed.
 
 torch.onnx.export (dynamo, ``optimize=True``) runs onnxscript's optimizer after
-translating the graph. The optimizer fuses nodes (copying the metadata of one source
-node), folds constants and creates nodes without metadata, so tags read from the
-optimized graph would be wrong or missing. The optimizer route instead exports with
-``optimize=False`` (exact metadata on every node), tags, and runs the very optimization
-torch runs (:meth:`torch.onnx.ONNXProgram.optimize`, what torch's exporter calls), in
-torch's order: after the opset conversion (done inside torch.onnx.export either way)
-and before the input/output renames, which are undone first and redone after. Two
-steps of torch's still run before the optimizer here, not after: the renaming of dynamic
-axes to the caller's names (a one-to-one renaming of symbolic dims, which the optimizer
-only compares for equality, so the order does not matter; the tests check it) and
-``verify``/``report``, which see the unoptimized graph.
+translating the graph (``ONNXProgram.optimize``, which calls
+``onnxscript._framework_apis.torch_2_11.optimize`` in torch 2.11-2.13). The optimizer
+fuses nodes (copying the metadata of one source node), folds constants and creates
+nodes without metadata, so tags read from the optimized graph would be wrong or
+missing. graphtag therefore exports with ``optimize=False`` (exact metadata on every
+node), tags, and runs this pass: the very same optimization, then the merge policy
+below. torch runs its optimizer before renaming graph inputs/outputs to the caller's
+``input_names``/``output_names``; this pass undoes those renames (torch records each
+original name in ``pkg.torch.onnx.original_node_name``), optimizes, and redoes them the
+way torch does, so the topology equals a plain optimized export.
 
 Merge policy for graphtag's keys after optimizing:
 
@@ -20,9 +19,10 @@ Merge policy for graphtag's keys after optimizing:
   unoptimized graph lying between its inputs and its outputs. With two or more sources
   its tag is their lowest common ancestor, ``pkg.graphtag.tag_source`` is ``fused`` and,
   when the sources span several modules, ``pkg.graphtag.contexts`` lists each module with
-  role ``fused``; with one source it takes that node's tag (``tag_source`` ``rewritten``);
-* a created node without tagged sources keeps no graphtag key; tag propagation (in the
-  export pipeline) tags it from its neighbours.
+  role ``fused``; with one source it takes that node's tag (``tag_source``
+  ``rewritten``);
+* a created node without tagged sources keeps no graphtag key; tag propagation tags it
+  from its neighbours.
 
 Sources are found structurally. Before optimizing, a snapshot records every node's input
 values and tag and every value's producer (by object identity; the snapshot keeps the
@@ -40,122 +40,165 @@ it, so the work is linear in practice.
 
 from __future__ import annotations
 
+__all__ = [
+    "FUSED",
+    "REWRITTEN",
+    "ReconcileStats",
+    "Snapshot",
+    "TorchOptimizerPass",
+    "reconcile_tags",
+]
+
 import dataclasses
-import json
-import time
+import importlib
+import logging
+import re
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated
 
 import onnx_ir as ir
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.core.hierarchy import tag_lca
+from graphtag.core.pass_result import PassResult
+
+logger = logging.getLogger(__name__)
 
 # pkg.graphtag.tag_source of nodes the optimizer created.
 FUSED = "fused"
 REWRITTEN = "rewritten"
-FUSED_ROLE = "fused"
 # Written by torch's rename_inputs / rename_outputs on the renamed graph inputs/outputs.
-_ORIGINAL_NAME = "pkg.torch.onnx.original_node_name"
+ORIGINAL_NAME = "pkg.torch.onnx.original_node_name"
+# onnxscript's stable API modules for torch (torch_2_11 serves torch 2.11 to 2.13).
+_FRAMEWORK_API = re.compile(r"^torch_\d+_\d+$")
 
 
-def wants_optimizer_route(dynamo: bool, torch_options: Mapping) -> bool:
-    """True when torch.onnx.export would run its optimizer (dynamo, ``optimize`` default)."""
-    return bool(dynamo) and bool(torch_options.get("optimize", True))
+class TorchOptimizerPass(ir.passes.InPlacePass):
+    """Run torch.onnx's ONNX optimizer (onnxscript) and reconcile the tags it disturbed.
+
+    Reads: an unoptimized dynamo export (``torch.onnx.export(..., optimize=False)``), node
+    ``pkg.graphtag.module`` tags (untagged nodes are fine: they stay untagged), and
+    ``pkg.torch.onnx.original_node_name`` on graph inputs/outputs torch renamed.
+    Writes: the optimized graph (exactly what ``ONNXProgram.optimize`` makes, with the
+    renamed inputs/outputs renamed again the way torch does after optimizing); on nodes
+    the optimizer created, ``pkg.graphtag.module``, ``pkg.graphtag.tag_source``
+    (``fused``/``rewritten``) and ``pkg.graphtag.contexts`` (role ``fused``) by the merge
+    policy in the module docstring. Imports onnxscript, never torch.
+
+    Invariants: surviving nodes keep their tags; a fused node's tag is the lowest common
+    ancestor of its sources' tags; ``modified`` is False when the optimizer left every
+    node, edge and initializer as it was. Linear in practice (see module docstring).
+    """
+
+    def __init__(
+        self,
+        *,
+        framework_api: Annotated[
+            str, "onnxscript._framework_apis module torch uses (torch_2_11 serves torch 2.11-2.13)"
+        ] = "torch_2_11",
+    ) -> None:
+        super().__init__()
+        if not _FRAMEWORK_API.match(framework_api):
+            raise ValueError(f"framework_api must look like torch_2_11, got {framework_api!r}")
+        self.framework_api = framework_api
+
+    def call(self, model: ir.Model) -> PassResult:
+        optimize = _optimizer(self.framework_api)
+        renamed = _undo_renames(model)
+        snapshot = Snapshot.take(model)
+        before = _outside_nodes(model)
+        try:
+            optimized = optimize(model)
+        except Exception as exc:
+            raise GraphtagError(
+                f"torch's ONNX optimizer failed ({type(exc).__name__}: {exc}); "
+                "export with optimize=False to skip it"
+            ) from exc
+        stats = reconcile_tags(optimized, snapshot)
+        _redo_renames(optimized, renamed)
+        modified = bool(stats.created or stats.removed) or not _unchanged(
+            optimized, snapshot, before
+        )
+        return PassResult(optimized, modified, stats=dataclasses.asdict(stats))
 
 
-def unoptimized_options(torch_options: Mapping) -> dict:
-    """The caller's torch options with torch's optimizer off (graphtag runs it later)."""
-    return {**torch_options, "optimize": False}
+def _optimizer(framework_api: str):
+    try:
+        module = importlib.import_module(f"onnxscript._framework_apis.{framework_api}")
+    except ImportError as exc:
+        raise GraphtagError(
+            f"torch-optimizer: onnxscript has no framework API {framework_api!r} ({exc})"
+        ) from exc
+    return module.optimize
+
+
+def _outside_nodes(model: ir.Model) -> list:
+    """What the optimizer may change besides nodes and edges: initializers with their
+    tensors, and graph outputs (objects, compared by identity)."""
+    found: list = []
+    for value in model.graph.initializers.values():
+        found.extend((value, value.const_value))
+    found.extend(model.graph.outputs)
+    return found
+
+
+def _unchanged(model: ir.Model, snapshot: Snapshot, before: list) -> bool:
+    """True when no node, edge, initializer or graph output changed. The snapshot and
+    ``before`` keep the old objects alive, so identities are comparable."""
+    post = list(metadata.iter_all_nodes(model))
+    if len(post) != len(snapshot.nodes):
+        return False
+    for node, old, inputs in zip(post, snapshot.nodes, snapshot.inputs, strict=True):
+        if node is not old or not _same_objects(node.inputs, inputs):
+            return False
+    return _same_objects(_outside_nodes(model), before)
+
+
+def _same_objects(a, b) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _undo_renames(model: ir.Model) -> dict[str, dict[int, str]]:
+    """Give torch-renamed graph inputs/outputs their exporter names back.
+
+    Returns, per side, position -> the caller's name, for :func:`_redo_renames`.
+    """
+    renamed: dict[str, dict[int, str]] = {"inputs": {}, "outputs": {}}
+    for side in ("outputs", "inputs"):  # torch renamed inputs first: undo in reverse
+        for position, value in enumerate(getattr(model.graph, side)):
+            original = value.metadata_props.pop(ORIGINAL_NAME, None)
+            if original is None:
+                continue
+            renamed[side][position] = str(value.name)
+            if original != "None":  # torch writes "None" for a value that had no name
+                value.name = original
+    return renamed
+
+
+def _redo_renames(model: ir.Model, renamed: dict[str, dict[int, str]]) -> None:
+    """Rename as torch's rename_inputs/rename_outputs do (recording the original name)."""
+    for side in ("inputs", "outputs"):
+        values = getattr(model.graph, side)
+        for position, name in renamed[side].items():
+            if position < len(values):
+                value = values[position]
+                value.metadata_props[ORIGINAL_NAME] = str(value.name)
+                value.name = name
 
 
 @dataclasses.dataclass
-class OptimizeStats:
+class ReconcileStats:
     nodes_before: int
     nodes_after: int
     created: int  # nodes the optimizer created
+    removed: int  # nodes the optimizer removed
     fused: int  # created nodes tagged from two or more source nodes
     rewritten: int  # created nodes tagged from one source node
-    seconds: float
-
-
-def optimize_like_torch(model: ir.Model, torch_options: Mapping) -> tuple[ir.Model, OptimizeStats]:
-    """Run torch.onnx's optimizer on a tagged, unoptimized export and reconcile the tags.
-
-    ``model`` is what ``torch.onnx.export(..., dynamo=True, optimize=False, **options)``
-    returned, already tagged; ``torch_options`` are the caller's options (for the
-    ``input_names``/``output_names`` renames, which torch applies after optimizing).
-    """
-    start = time.perf_counter()
-    input_names = list(torch_options.get("input_names") or ())
-    output_names = list(torch_options.get("output_names") or ())
-    _undo_renames(model, input_names, output_names)
-    snapshot = _Snapshot.take(model)
-    optimized = _torch_optimize(model)
-    stats = reconcile_tags(optimized, snapshot)
-    _redo_renames(optimized, input_names, output_names)
-    stats.seconds = time.perf_counter() - start
-    return optimized, stats
-
-
-def _torch_optimize(model: ir.Model) -> ir.Model:
-    """The optimization torch.onnx.export runs: ``ONNXProgram.optimize`` (in place)."""
-    import torch
-
-    program = torch.onnx.ONNXProgram(model, None)
-    try:
-        program.optimize()
-    except Exception as exc:
-        raise GraphtagError(
-            f"torch's ONNX optimizer failed ({type(exc).__name__}: {exc}); "
-            "export with optimize=False (CLI: --no-optimize) to skip it"
-        ) from exc
-    return program.model
-
-
-def _rename_passes():
-    try:  # torch's own passes, exactly what torch.onnx.export runs
-        from torch.onnx._internal.exporter import _ir_passes
-
-        return _ir_passes.rename_inputs, _ir_passes.rename_outputs
-    except ImportError:  # pragma: no cover - torch moved them: same behaviour
-        return _rename_inputs, _rename_outputs
-
-
-def _rename_inputs(model: ir.Model, names: Sequence[str]) -> None:
-    _rename(model.graph.inputs, names)
-
-
-def _rename_outputs(model: ir.Model, names: Sequence[str]) -> None:
-    _rename(model.graph.outputs, names)
-
-
-def _rename(values: Iterable[ir.Value], names: Sequence[str]) -> None:
-    for value, name in zip(values, names):
-        value.metadata_props[_ORIGINAL_NAME] = str(value.name)
-        value.name = name
-
-
-def _undo_renames(model: ir.Model, input_names: list[str], output_names: list[str]) -> None:
-    """Give renamed graph inputs/outputs their exporter names back (reverse order)."""
-    for values, names in ((model.graph.outputs, output_names), (model.graph.inputs, input_names)):
-        for value, _ in zip(values, names):
-            original = value.metadata_props.pop(_ORIGINAL_NAME, None)
-            if original is not None and original != "None":
-                value.name = original
-
-
-def _redo_renames(model: ir.Model, input_names: list[str], output_names: list[str]) -> None:
-    rename_inputs, rename_outputs = _rename_passes()
-    if input_names:
-        rename_inputs(model, input_names)
-    if output_names:
-        rename_outputs(model, output_names)
 
 
 @dataclasses.dataclass
-class _Snapshot:
+class Snapshot:
     """The unoptimized graph's structure and tags; holds every object so ids stay unique."""
 
     nodes: list[ir.Node]
@@ -167,7 +210,7 @@ class _Snapshot:
     graph_outputs: dict[int, tuple[ir.Value, ...]]  # id(graph) -> its outputs
 
     @classmethod
-    def take(cls, model: ir.Model) -> _Snapshot:
+    def take(cls, model: ir.Model) -> Snapshot:
         snap = cls([], [], [], {}, {}, [], {})
         for graph in _all_graphs(model):
             snap.graph_outputs[id(graph)] = tuple(graph.outputs)
@@ -198,7 +241,7 @@ def _all_graphs(model: ir.Model) -> list:
     return graphs
 
 
-def reconcile_tags(model: ir.Model, snapshot: _Snapshot) -> OptimizeStats:
+def reconcile_tags(model: ir.Model, snapshot: Snapshot) -> ReconcileStats:
     """Apply the merge policy to ``model`` (optimized in place from ``snapshot``'s graph)."""
     post = list(metadata.iter_all_nodes(model))
     alive = {id(node) for node in post if id(node) in snapshot.index}
@@ -211,13 +254,13 @@ def reconcile_tags(model: ir.Model, snapshot: _Snapshot) -> OptimizeStats:
         kind = _apply(group, [snapshot.tags[i] for i in sources], len(sources))
         fused += kind == FUSED
         rewritten += kind == REWRITTEN
-    return OptimizeStats(
+    return ReconcileStats(
         nodes_before=len(snapshot.nodes),
         nodes_after=len(post),
         created=len(created),
+        removed=len(snapshot.nodes) - len(alive),
         fused=fused,
         rewritten=rewritten,
-        seconds=0.0,
     )
 
 
@@ -257,7 +300,7 @@ def _groups(created: list[ir.Node]) -> list[list[ir.Node]]:
     return list(groups.values())
 
 
-def _sources(group, snapshot: _Snapshot, alive, old_values, graph_outputs) -> list[int]:
+def _sources(group, snapshot: Snapshot, alive, old_values, graph_outputs) -> list[int]:
     """Indices (in the snapshot) of the removed nodes the group was made from."""
     in_group = {id(node) for node in group}
     stops = {
@@ -282,7 +325,7 @@ def _made_by(value: ir.Value, in_group: set[int]) -> bool:
     return producer is not None and id(producer) in in_group
 
 
-def _old_equivalents(value: ir.Value, in_group, snapshot: _Snapshot, graph_outputs):
+def _old_equivalents(value: ir.Value, in_group, snapshot: Snapshot, graph_outputs):
     """The old values a created value replaced (seen from its surviving consumers)."""
     if id(value) in snapshot.producer:
         yield value  # an old value object kept by a created node (rare)
@@ -302,7 +345,7 @@ def _old_equivalents(value: ir.Value, in_group, snapshot: _Snapshot, graph_outpu
             yield outputs[position]
 
 
-def _walk_back(starts, snapshot: _Snapshot, alive, stops) -> set[int]:
+def _walk_back(starts, snapshot: Snapshot, alive, stops) -> set[int]:
     """Removed nodes reached backwards from ``starts``, not crossing ``stops``.
 
     The producer of a replaced value counts even when it survived (a rule that keeps the
@@ -324,7 +367,7 @@ def _walk_back(starts, snapshot: _Snapshot, alive, stops) -> set[int]:
     return region
 
 
-def _reached_from(stops: set[int], region: set[int], snapshot: _Snapshot) -> set[int]:
+def _reached_from(stops: set[int], region: set[int], snapshot: Snapshot) -> set[int]:
     """Region nodes on a path from a value in ``stops`` (the group's own inputs)."""
     consumers: dict[int, list[int]] = {}
     for position in region:
@@ -351,27 +394,10 @@ def _apply(group: list[ir.Node], tags: list[str | None], sources: int) -> str | 
     distinct = sorted(set(known))
     kind = FUSED if sources >= 2 else REWRITTEN
     tag = tag_lca(distinct)
+    contexts = (
+        [{"module": t, "role": metadata.FUSED_ROLE} for t in distinct] if len(distinct) >= 2 else []
+    )
     for node in group:
-        props = node.metadata_props
-        props[metadata.MODULE] = tag
-        props[metadata.TAG_SOURCE] = kind
-        if len(distinct) >= 2:
-            contexts = [{"module": t, "role": FUSED_ROLE} for t in distinct]
-            props[metadata.CONTEXTS] = json.dumps(contexts, separators=(",", ":"))
-        else:
-            props.pop(metadata.CONTEXTS, None)
+        metadata.set_tag(node, tag, kind)
+        metadata.set_contexts(node, contexts)
     return kind
-
-
-def count_exporter_tags(model: ir.Model) -> tuple[int, int]:
-    """(nodes tagged from exporter metadata, all nodes) after optimizing.
-
-    Nodes created by the optimizer count when their tag came from their sources.
-    """
-    tagged = total = 0
-    for node in metadata.iter_all_nodes(model):
-        total += 1
-        source = node.metadata_props.get(metadata.TAG_SOURCE)
-        if metadata.node_tag(node) and source in (None, FUSED, REWRITTEN):
-            tagged += 1
-    return tagged, total

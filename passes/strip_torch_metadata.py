@@ -1,0 +1,34 @@
+"""Drop the bulky node metadata torch's dynamo exporter writes (stack traces, FX nodes)."""
+
+from __future__ import annotations
+
+__all__ = ["BULKY_TORCH_KEYS", "StripTorchMetadataPass"]
+
+import onnx_ir as ir
+
+from graphtag.core import metadata
+from graphtag.core.pass_result import PassResult
+
+# About 1 KB per node together, and not needed to tag: name_scopes stays.
+BULKY_TORCH_KEYS = (metadata.TORCH_STACK_TRACE, metadata.TORCH_FX_NODE)
+
+
+class StripTorchMetadataPass(ir.passes.InPlacePass):
+    """Remove torch's stack_trace and fx_node node metadata (about 1 KB per node).
+
+    Reads and writes node ``metadata_props`` only: ``pkg.torch.onnx.stack_trace`` and
+    ``pkg.torch.onnx.fx_node`` are removed from every node (main graph, subgraphs,
+    functions); every other key (``pkg.torch.onnx.name_scopes``, graphtag's tags) stays.
+
+    Invariants: graph structure untouched; idempotent (a second run reports
+    ``modified=False``); linear in nodes.
+    """
+
+    def call(self, model: ir.Model) -> PassResult:
+        nodes = removed = 0
+        for node in metadata.iter_all_nodes(model):
+            dropped = [node.metadata_props.pop(key, None) for key in BULKY_TORCH_KEYS]
+            count = sum(value is not None for value in dropped)
+            nodes += count > 0
+            removed += count
+        return PassResult(model, removed > 0, stats={"nodes": nodes, "entries": removed})
