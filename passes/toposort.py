@@ -7,15 +7,18 @@ __all__ = ["TopologicalSortPass"]
 from array import array
 from collections.abc import Callable, Iterator
 from itertools import repeat
+from typing import Annotated
 
 import numpy as np
 import onnx_ir as ir
 
+from graphtag.analysis import manager
+from graphtag.analysis.kahn import CycleError, reverse_kahn
 from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import subgraphs_of
 from graphtag.core.metadata import MODULE
+from graphtag.core.pass_result import PassResult
 from graphtag.passes._node_list import NodeList
-from graphtag.passes._reverse_kahn import CycleError, reverse_kahn
 
 # Graph and Function both iterate their nodes and expose the same mutation methods.
 _Container = ir.Graph | ir.Function
@@ -56,19 +59,24 @@ class TopologicalSortPass(ir.passes.InPlacePass):
       :class:`~graphtag.core.errors.GraphtagError` naming the nodes on one cycle.
     """
 
-    def __init__(self, *, group_by_tag: bool = True, verify: bool = False) -> None:
-        # group_by_tag: prefer continuing with the module being emitted when reordering.
-        # verify: re-check the result in ensures() (one more O(nodes + edges) walk).
+    preserves = frozenset({manager.HIERARCHY, manager.PARAMETERS})  # only the order changes
+
+    def __init__(
+        self,
+        *,
+        group_by_tag: Annotated[bool, "keep each module's nodes together when reordering"] = True,
+        verify: Annotated[bool, "re-check the order afterwards (one more walk)"] = False,
+    ) -> None:
         super().__init__()
         self.group_by_tag = group_by_tag
         self.verify = verify
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> PassResult:
         modified, _ = self._sort(model.graph)
         for function in model.functions.values():
             function_modified, _ = self._sort(function)
             modified = modified or function_modified
-        return ir.passes.PassResult(model=model, modified=modified)
+        return PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
         if not self.verify:

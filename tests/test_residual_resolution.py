@@ -171,8 +171,8 @@ def test_roles_on_hand_built_layers():
     model = two_layers()
     before = _copy(model)
     tags = {n.name: metadata.node_tag(n) for n in model.graph}
-    pass_ = ResidualResolutionPass()
-    assert pass_(model).modified
+    result = ResidualResolutionPass()(model)
+    assert result.modified
     nodes = _by_name(model)
     assert contexts(nodes["mask"]) == [
         {"module": f"{L0}/Attn", "role": "shared"},
@@ -193,7 +193,7 @@ def test_roles_on_hand_built_layers():
         {"module": L0, "role": "producer"},
     ]
     assert {n.name: metadata.node_tag(n) for n in model.graph} == tags
-    assert pass_.stats == {"nodes": 5, "producer": 4, "consumer": 4, "shared": 2}
+    assert result.stats == {"nodes": 5, "producer": 4, "consumer": 4, "shared": 2}
     feeds = {"x": np.arange(8, dtype=np.float32).reshape(2, 4)}
     assert_metadata_only_change(before, model, feeds)
     assert not ResidualResolutionPass()(model).modified

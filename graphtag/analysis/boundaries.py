@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 import onnx_ir as ir
 
+from graphtag.analysis.manager import BOUNDARIES, cached
 from graphtag.core import metadata
 from graphtag.core.graphs import outer_values, subgraphs_of
 from graphtag.core.hierarchy import tag_parent
@@ -73,6 +74,12 @@ def is_constant_value(value: ir.Value) -> bool:
             for a in producer.attributes.values()
         )
     )
+
+
+def module_boundaries(model: ir.Model) -> dict[str, ModuleBoundary]:
+    """Boundaries of every module (:func:`compute_boundaries`), cached within an analysis
+    scope (:mod:`graphtag.analysis.manager`): read-only."""
+    return cached(model, BOUNDARIES, compute_boundaries)
 
 
 def compute_boundaries(

@@ -1,13 +1,23 @@
-"""Graph-walking helpers shared by the core and the passes (torch-free).
+"""The one place that walks a model's graphs (torch-free), on onnx_ir's own iterators.
 
+* :func:`iter_graphs`: the main graph and its nested subgraphs, then every local
+  function and the subgraphs nested in it;
+* :func:`iter_all_nodes`: every node of those graphs (pre-order through bodies);
+* :func:`iter_initializers`, :func:`iter_values`: the values those graphs define;
 * :func:`subgraphs_of`: the graphs a node holds (control-flow bodies), not nested ones;
-* :func:`outer_values`: the values from outside a node that its subgraphs read;
-* :func:`iter_graphs`: the main graph, every function and every nested subgraph.
+* :func:`outer_values`: the values from outside a node that its subgraphs read.
 """
 
 from __future__ import annotations
 
-__all__ = ["iter_graphs", "outer_values", "subgraphs_of"]
+__all__ = [
+    "iter_all_nodes",
+    "iter_graphs",
+    "iter_initializers",
+    "iter_values",
+    "outer_values",
+    "subgraphs_of",
+]
 
 from collections.abc import Iterator
 
@@ -65,12 +75,34 @@ def outer_values(node: ir.Node) -> list[ir.Value]:
 
 
 def iter_graphs(model: ir.Model) -> Iterator[ir.Graph | ir.Function]:
-    """The main graph, every function, and every subgraph nested in them (pre-order)."""
-    stack: list[ir.Graph | ir.Function] = [*reversed(model.functions.values()), model.graph]
-    while stack:
-        graph = stack.pop()
-        yield graph
-        subgraphs: list[ir.Graph] = []
-        for node in graph:
-            subgraphs.extend(subgraphs_of(node))
-        stack.extend(reversed(subgraphs))
+    """The main graph and its nested subgraphs, then each function and its subgraphs."""
+    yield from model.graphs()
+    for function in model.functions.values():
+        yield function
+        yield from function.subgraphs()
+
+
+def iter_all_nodes(model: ir.Model) -> Iterator[ir.Node]:
+    """Every node: main graph, then each function, each pre-order through its bodies."""
+    yield from ir.traversal.RecursiveGraphIterator(model.graph)
+    for function in model.functions.values():
+        yield from ir.traversal.RecursiveGraphIterator(function)
+
+
+def iter_initializers(model: ir.Model) -> Iterator[ir.Value]:
+    """The initializers of the main graph and of every nested subgraph."""
+    for graph in model.graphs():
+        yield from graph.initializers.values()
+
+
+def iter_values(model: ir.Model) -> Iterator[ir.Value]:
+    """Inputs, initializers and node outputs of every graph and function, each once."""
+    for graph in iter_graphs(model):
+        seen: set[int] = set()
+        initializers = graph.initializers.values() if isinstance(graph, ir.Graph) else ()
+        outputs = (v for node in graph for v in node.outputs)
+        for group in (graph.inputs, initializers, outputs):
+            for value in group:
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    yield value

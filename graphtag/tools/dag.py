@@ -28,9 +28,9 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
 from graphtag.core.graphs import outer_values
-from graphtag.core.hierarchy import Hierarchy
 from graphtag.core.io import write_text_atomic
 
 INITIALIZER_OP = "Initializer"
@@ -55,8 +55,8 @@ def _consumed(node: ir.Node) -> list[ir.Value]:
 
 
 def _module_order(model: ir.Model) -> list[str]:
-    hierarchy = Hierarchy.from_model(model)
-    order = list(hierarchy.modules) if hierarchy else []
+    tree = hierarchy(model)
+    order = list(tree.modules) if tree else []
     known = set(order)
     extra = {metadata.node_tag(n) for n in model.graph} - known - {None}
     return order + sorted(extra)
@@ -89,21 +89,10 @@ def module_dags(model: ir.Model) -> dict[str, dict[str, list]]:
 
 
 def _node_tags(node: ir.Node) -> list[str]:
-    tags: list[str] = []
     own = metadata.node_tag(node)
-    if own:
-        tags.append(own)
-    text = node.metadata_props.get(metadata.CONTEXTS)
-    if text:
-        try:
-            contexts = json.loads(text)
-        except ValueError:
-            contexts = []
-        for context in contexts if isinstance(contexts, list) else []:
-            module = context.get("module") if isinstance(context, dict) else None
-            if isinstance(module, str) and module not in tags:
-                tags.append(module)
-    return tags
+    tags = [own] if own else []
+    tags += [c["module"] for c in metadata.contexts(node)]
+    return list(dict.fromkeys(tags))
 
 
 def operation_metadata(model: ir.Model) -> dict[str, dict]:
