@@ -47,7 +47,7 @@ class TagPropagationPass(ir.passes.InPlacePass):
     (no tag anywhere to start from) are counted as ``untagged`` and logged.
     """
 
-    preserves = frozenset({manager.HIERARCHY, manager.PARAMETERS})
+    preserves = frozenset({manager.HIERARCHY})  # tags change: boundaries and parameter use go
 
     def __init__(
         self,
