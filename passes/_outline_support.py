@@ -16,17 +16,9 @@ from collections.abc import Iterable, Iterator
 import onnx_ir as ir
 
 from graphtag.core import metadata
-from graphtag.core.graphs import outer_values, subgraphs_of
+from graphtag.core.graphs import node_reads, subgraphs_of
 
 DOMAIN = metadata.FUNCTION_DOMAIN  # of every function graphtag creates
-
-
-def all_inputs(node: ir.Node) -> list[ir.Value]:
-    """The node's inputs plus the outer values its subgraphs read."""
-    values = [v for v in node.inputs if v is not None]
-    if node.attributes:
-        values.extend(outer_values(node))
-    return values
 
 
 def deep_walk(nodes: Iterable[ir.Node]) -> tuple[list[ir.Node], list[ir.Value]]:
@@ -201,7 +193,7 @@ def hoist_shared(boundary, owner: dict[ir.Node, str]) -> None:
     stack = list(seeds)
     while stack:
         node = stack.pop()
-        for value in all_inputs(node):
+        for value in node_reads(node):
             producer = value.producer()
             if producer in members and producer not in hoisted:
                 hoisted.add(producer)

@@ -16,6 +16,7 @@ from graphtag.analysis.kahn import collapsed_cycle
 from graphtag.analysis.signature import body_signature
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, PipelineError
+from graphtag.core.graphs import node_reads
 from graphtag.core.hierarchy import Hierarchy, tag_segments
 from graphtag.core.pass_result import PassResult
 from graphtag.passes import _outline_support as sup
@@ -201,7 +202,7 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
         while candidates:
             order = list(candidates)
             group = {n: i for i, tag in enumerate(order) for n in candidates[tag].nodes}
-            cycle = collapsed_cycle(nodes, group, sup.all_inputs)
+            cycle = collapsed_cycle(nodes, group)
             if cycle is None:
                 break
             # Drop the selected module on the cycle that starts last in the graph.
@@ -224,9 +225,7 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
         model, hierarchy = run.model, run.hierarchy
         tag, nodes, outputs = boundary.tag, boundary.nodes, boundary.outputs
         produced = {v for n in nodes for v in n.outputs}
-        inputs = list(
-            dict.fromkeys(v for n in nodes for v in sup.all_inputs(n) if v not in produced)
-        )
+        inputs = list(dict.fromkeys(v for n in nodes for v in node_reads(n) if v not in produced))
         class_name = _class_names(tag, hierarchy)[-1]
         key = (class_name, body_signature(inputs, nodes, outputs))
         if key not in run.bodies:

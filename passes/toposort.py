@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["TopologicalSortPass"]
 
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import repeat
 from typing import Annotated
 
@@ -15,7 +15,7 @@ import onnx_ir as ir
 from graphtag.analysis import manager
 from graphtag.analysis.kahn import CycleError, reverse_kahn
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import subgraphs_of
+from graphtag.core.graphs import node_reads, subgraphs_of
 from graphtag.core.metadata import MODULE
 from graphtag.core.pass_result import PassResult
 from graphtag.passes._node_list import NodeList
@@ -226,25 +226,10 @@ def _first_violation(nodes: list[ir.Node]) -> ir.Node | None:
     get = {value: i for i, node in enumerate(nodes) for value in node.outputs}.get
     outside = repeat(-1)
     for i, node in enumerate(nodes):
-        used = list(_uses(node)) if node.attributes.data else node.inputs
+        used = node_reads(node) if node.attributes.data else node.inputs
         if max(map(get, used, outside), default=-1) >= i:
             return node
     return None
-
-
-def _uses(node: ir.Node) -> Iterator[ir.Value | None]:
-    """The node's inputs and the outer-scope values its subgraphs use (slow, for checks)."""
-    yield from node.inputs
-    for subgraph in subgraphs_of(node):
-        nodes = list(subgraph)
-        inside = {value: 0 for node in nodes for value in node.outputs}
-        found: dict[ir.Value, None] = {}
-        used = [value for node in nodes for value in _uses(node)]
-        used.extend(subgraph.outputs)
-        for value in used:
-            if value is not None and value not in inside and value.producer() is not None:
-                found[value] = None
-        yield from found
 
 
 def _node_label(node: ir.Node) -> str:

@@ -15,13 +15,9 @@ from onnx_builders import tagged_mlp
 from test_extraction import NOOPT_CASES, ZOO_CASES, control_flow_model, load_case
 
 import graphtag
-from graphtag.analysis.boundaries import (
-    compute_boundaries,
-    is_constant_value,
-    module_boundaries,
-    subgraphs_of,
-)
+from graphtag.analysis.boundaries import compute_boundaries, is_constant_value, module_boundaries
 from graphtag.core import metadata
+from graphtag.core.graphs import subgraphs_of
 from graphtag.core.hierarchy import is_ancestor_or_self
 from graphtag.passes.boundary_detection import BOUNDARIES, BoundaryDetectionPass, boundaries_summary
 from graphtag.pipeline import Pipeline

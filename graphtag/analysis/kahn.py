@@ -20,10 +20,11 @@ from __future__ import annotations
 __all__ = ["CycleError", "collapsed_cycle", "reverse_kahn", "unorderable_nodes"]
 
 from array import array
-from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx_ir as ir
+
+from graphtag.core.graphs import node_reads
 
 
 class CycleError(Exception):
@@ -191,54 +192,37 @@ def _find_cycle(preds: array, start: array, remaining: list[int]) -> list[int]:
 # -- the walk on ONNX nodes ----------------------------------------------------------------
 
 
-def _csr(n: int, edges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, start): the targets of node i's edges are ``targets[start[i]:start[i+1]]``."""
-    if not edges:
-        return np.zeros(0, np.int64), np.zeros(n + 1, np.int64)
-    pairs = np.asarray(edges, dtype=np.int64)
-    order = np.argsort(pairs[:, 0], kind="stable")
+def _cycle_of(n: int, edges: list[tuple[int, int]]) -> CycleError | None:
+    """Kahn's walk over ``n`` nodes and ``(node, predecessor)`` edges: the CycleError for
+    what it could not order, or None."""
+    pairs = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     start = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(pairs[:, 0], minlength=n), out=start[1:])
-    return pairs[order, 1], start
-
-
-def _cycle_of(n: int, edges: list[tuple[int, int]]) -> CycleError | None:
-    """Kahn's walk over ``n`` nodes and (node, predecessor) ``edges``; the CycleError
-    describing what it could not order, or None."""
-    targets, start = _csr(n, edges)
+    preds = pairs[np.argsort(pairs[:, 0], kind="stable"), 1]
     try:
-        reverse_kahn(targets, start, np.zeros(n, np.intc), 1)
+        reverse_kahn(preds, start, np.zeros(n, np.intc), 1)
     except CycleError as error:
         return error
     return None
 
 
-def unorderable_nodes(
-    nodes: list[ir.Node], depends_on: Callable[[ir.Node], Iterable[ir.Value]]
-) -> list[ir.Node]:
-    """The nodes no topological order can place: on a cycle or downstream of one.
-
-    ``depends_on(node)`` gives the values ``node`` needs (its inputs, plus what its
-    subgraphs read from outside); only producers among ``nodes`` count. Graph order.
-    """
+def unorderable_nodes(nodes: list[ir.Node]) -> list[ir.Node]:
+    """The nodes no topological order can place: on a cycle or downstream of one (a node
+    holding subgraphs depends on what they read from outside). Graph order."""
     index = {node: i for i, node in enumerate(nodes)}
-    # Walking consumers before producers backwards: a successor edge as "predecessor"
-    # makes the reverse walk a forward one, so what stays is downstream of a cycle.
+    # Successor edges given as predecessors turn the reverse walk into a forward one,
+    # so what it cannot emit lies on or downstream of a cycle.
     edges = [
         (j, i)
         for i, node in enumerate(nodes)
-        for value in depends_on(node)
+        for value in node_reads(node)
         if (j := index.get(value.producer())) is not None
     ]
     error = _cycle_of(len(nodes), edges)
     return [] if error is None else [nodes[i] for i in error.stuck]
 
 
-def collapsed_cycle(
-    nodes: list[ir.Node],
-    group: dict[ir.Node, int],
-    depends_on: Callable[[ir.Node], Iterable[ir.Value]],
-) -> list[int] | None:
+def collapsed_cycle(nodes: list[ir.Node], group: dict[ir.Node, int]) -> list[int] | None:
     """Groups on a cycle of the graph where each group of nodes is collapsed into one.
 
     ``group`` maps the nodes of each group to its id (0, 1, ...); other nodes stay alone.
@@ -249,8 +233,8 @@ def collapsed_cycle(
     edges = {
         (v, u)
         for node in nodes
-        for value in depends_on(node)
+        for value in node_reads(node)
         if (u := sid.get(value.producer())) is not None and u != (v := sid[node])
     }
-    error = _cycle_of(n_groups + len(nodes), sorted(edges))
+    error = _cycle_of(n_groups + len(nodes), list(edges))
     return None if error is None else [s for s in error.cycle if s < n_groups]

@@ -69,7 +69,6 @@ from graphtag.core.graphs import (
     iter_graphs,
     iter_initializers,
     iter_values,
-    outer_values,
     subgraphs_of,
 )
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, tag_parent
@@ -331,17 +330,12 @@ def _orphan_nodes(ctx: _Context) -> Outcome:
     return PASS, "every node reaches an output", []
 
 
-def _depends_on(node: ir.Node) -> list[ir.Value]:
-    # A node holding subgraphs depends on what they read from the enclosing graph.
-    return [v for v in node.inputs if v is not None] + outer_values(node)
-
-
 def _cycles(ctx: _Context) -> Outcome:
     model = ctx.model
     stuck: list[str] = []
     labels = {node: label for label, node in _labelled_nodes(model)}
     for container in iter_graphs(model):
-        nodes = unorderable_nodes(list(container), _depends_on)
+        nodes = unorderable_nodes(list(container))
         stuck.extend(labels.get(n, n.op_type) for n in nodes)
     if stuck:
         return FAIL, listing(len(stuck), "nodes on or behind a cycle", stuck), stuck

@@ -5,7 +5,9 @@
 * :func:`iter_all_nodes`: every node of those graphs (pre-order through bodies);
 * :func:`iter_initializers`, :func:`iter_values`: the values those graphs define;
 * :func:`subgraphs_of`: the graphs a node holds (control-flow bodies), not nested ones;
-* :func:`outer_values`: the values from outside a node that its subgraphs read.
+* :func:`outer_values`: the values from outside a node that its subgraphs read;
+* :func:`node_reads`: a node's inputs, then those outer values;
+* :func:`subgraph_owners`: the main-graph node enclosing each node of a body.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ __all__ = [
     "iter_graphs",
     "iter_initializers",
     "iter_values",
+    "node_reads",
     "outer_values",
+    "subgraph_owners",
     "subgraphs_of",
 ]
 
@@ -72,6 +76,24 @@ def outer_values(node: ir.Node) -> list[ir.Value]:
             seen.add(id(value))
             found.append(value)
     return found
+
+
+def node_reads(node: ir.Node) -> list[ir.Value]:
+    """What ``node`` depends on: its inputs, then the outer values its subgraphs read."""
+    values = [v for v in node.inputs if v is not None]
+    if node.attributes:
+        values.extend(outer_values(node))
+    return values
+
+
+def subgraph_owners(graph: ir.Graph) -> dict[ir.Node, ir.Node]:
+    """Each node inside a control-flow body (at any depth) -> the node of ``graph``
+    holding that body."""
+    owners: dict[ir.Node, ir.Node] = {}
+    for node in graph:
+        for sub in subgraphs_of(node):
+            owners.update(dict.fromkeys(ir.traversal.RecursiveGraphIterator(sub), node))
+    return owners
 
 
 def iter_graphs(model: ir.Model) -> Iterator[ir.Graph | ir.Function]:

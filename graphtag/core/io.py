@@ -91,7 +91,7 @@ def atomic_output(path: Path) -> Iterator[str]:
     try:
         yield tmp_name
         # mkstemp creates 0600 files; give the output the usual umask-based mode.
-        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.chmod(tmp_name, 0o666 & ~current_umask())
         os.replace(tmp_name, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -109,7 +109,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -39,7 +39,7 @@ from graphtag.analysis.boundaries import (
 from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import subgraphs_of
+from graphtag.core.graphs import subgraph_owners, subgraphs_of
 
 __all__ = ["EXTRACTED_MODULE", "Extractor", "extract_all", "extract_module"]
 
@@ -269,12 +269,8 @@ def _main_graph_tags(model: ir.Model) -> set[str]:
 
 def _body_owners(model: ir.Model, tag: str) -> set[str]:
     """Names (or tags) of main-graph nodes whose bodies hold nodes inside module ``tag``."""
-    owners: set[str] = set()
-    for node in model.graph:
-        for sub in subgraphs_of(node):
-            for inner in ir.traversal.RecursiveGraphIterator(sub):
-                inner_tag = metadata.node_tag(inner)
-                if inner_tag and tag in ancestors_and_self(inner_tag):
-                    owners.add(node.name or metadata.node_tag(node) or node.op_type)
-                    break
-    return owners
+    return {
+        owner.name or metadata.node_tag(owner) or owner.op_type
+        for inner, owner in subgraph_owners(model.graph).items()
+        if (inner_tag := metadata.node_tag(inner)) and tag in ancestors_and_self(inner_tag)
+    }

@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
-from graphtag.core.graphs import outer_values
+from graphtag.core.graphs import node_reads
 from graphtag.core.io import write_text_atomic
 
 INITIALIZER_OP = "Initializer"
@@ -47,11 +47,6 @@ def node_keys(model: ir.Model) -> dict[int, str]:
         used.add(key)
         keys[id(node)] = key
     return keys
-
-
-def _consumed(node: ir.Node) -> list[ir.Value]:
-    """Values ``node`` reads: its inputs, then outer values its bodies read."""
-    return [v for v in node.inputs if v is not None] + outer_values(node)
 
 
 def _module_order(model: ir.Model) -> list[str]:
@@ -75,7 +70,7 @@ def module_dags(model: ir.Model) -> dict[str, dict[str, list]]:
         entry = result[tag]
         entry["nodes"].append(keys[id(node)])
         seen: set[str] = set()
-        for value in _consumed(node):
+        for value in node_reads(node):
             producer = value.producer()
             if producer is None or id(producer) not in keys:
                 continue  # graph input, initializer or a value from another scope
@@ -110,7 +105,7 @@ def operation_metadata(model: ir.Model) -> dict[str, dict]:
         entry["tags"] = _node_tags(node)
         ops[keys[id(node)]] = entry
         tag = metadata.node_tag(node)
-        for value in _consumed(node):
+        for value in node_reads(node):
             if id(value) in initializer_ids and tag is not None:
                 tags = users.setdefault(id(value), [])
                 if tag not in tags:
