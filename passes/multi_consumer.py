@@ -101,5 +101,5 @@ class MultiConsumerPass(ir.passes.InPlacePass):
         return PassResult(model, modified, stats=dict(stats), diagnostics=diagnostics)
 
 
-def _consumer_tags(value: ir.Value) -> list[str]:
-    return sorted({tag for use in value.uses() if (tag := metadata.node_tag(use.node))})
+def _consumer_tags(value: ir.Value) -> set[str]:
+    return {tag for use in value.uses() if (tag := metadata.node_tag(use.node))}

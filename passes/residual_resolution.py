@@ -84,9 +84,10 @@ class ResidualResolutionPass(ir.passes.InPlacePass):
             if contexts:
                 stats["nodes"] += 1
                 stats.update(c["role"] for c in contexts)
-            # This pass's roles are recomputed; others (the exporter's "fused") are kept.
-            kept = [c for c in metadata.contexts(node) if c["role"] not in _ROLES]
-            modified |= metadata.set_contexts(node, contexts + kept)
+            if contexts or metadata.CONTEXTS in node.metadata_props:
+                # This pass's roles are recomputed; others (the exporter's "fused") are kept.
+                kept = [c for c in metadata.contexts(node) if c["role"] not in _ROLES]
+                modified |= metadata.set_contexts(node, contexts + kept)
         if untagged:
             logger.info("%d untagged nodes skipped (run tag-propagation first)", untagged)
         return PassResult(model, modified, stats=dict(stats))

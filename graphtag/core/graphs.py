@@ -1,4 +1,4 @@
-"""The one place that walks a model's graphs (torch-free), on onnx_ir's own iterators.
+"""The one place that walks a model's graphs (torch-free), on onnx_ir's own iterator.
 
 * :func:`iter_graphs`: the main graph and its nested subgraphs, then every local
   function and the subgraphs nested in it;
@@ -92,28 +92,49 @@ def subgraph_owners(graph: ir.Graph) -> dict[ir.Node, ir.Node]:
     owners: dict[ir.Node, ir.Node] = {}
     for node in graph:
         for sub in subgraphs_of(node):
-            owners.update(dict.fromkeys(ir.traversal.RecursiveGraphIterator(sub), node))
+            owners.update(dict.fromkeys(_walk(sub), node))
     return owners
+
+
+def _holds_graphs(node: ir.Node) -> bool:
+    # onnx_ir's iterator opens a generator for every node it descends into: skip the
+    # many nodes without attributes (they hold no subgraph).
+    return bool(node.attributes.data)
+
+
+def _walk(container: ir.Graph | ir.Function) -> ir.traversal.RecursiveGraphIterator:
+    return ir.traversal.RecursiveGraphIterator(container, recursive=_holds_graphs)
+
+
+def _with_subgraphs(container: ir.Graph | ir.Function) -> list[ir.Graph | ir.Function]:
+    """``container`` and the subgraphs nested in it (parents before their bodies).
+
+    A plain loop over :func:`subgraphs_of`: cheaper than onnx_ir's ``Graph.subgraphs()``
+    (the multi-consumer pass walks every graph), and it skips a function body's
+    reference attributes, which hold no graph."""
+    graphs = [container]
+    for graph in graphs:  # grows while walking
+        for node in graph:
+            if node.attributes.data:
+                graphs.extend(subgraphs_of(node))
+    return graphs
 
 
 def iter_graphs(model: ir.Model) -> Iterator[ir.Graph | ir.Function]:
     """The main graph and its nested subgraphs, then each function and its subgraphs."""
-    yield from model.graphs()
-    for function in model.functions.values():
-        yield function
-        yield from function.subgraphs()
+    for container in [model.graph, *model.functions.values()]:
+        yield from _with_subgraphs(container)
 
 
 def iter_all_nodes(model: ir.Model) -> Iterator[ir.Node]:
     """Every node: main graph, then each function, each pre-order through its bodies."""
-    yield from ir.traversal.RecursiveGraphIterator(model.graph)
-    for function in model.functions.values():
-        yield from ir.traversal.RecursiveGraphIterator(function)
+    for container in [model.graph, *model.functions.values()]:
+        yield from _walk(container)
 
 
 def iter_initializers(model: ir.Model) -> Iterator[ir.Value]:
     """The initializers of the main graph and of every nested subgraph."""
-    for graph in model.graphs():
+    for graph in _with_subgraphs(model.graph):
         yield from graph.initializers.values()
 
 
