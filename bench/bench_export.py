@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 import graphtag
-from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.examples import tiny_bert
 
@@ -89,7 +89,7 @@ def plain(model: torch.nn.Module, inputs: ExampleInputs, path: Path) -> int:
     program = torch.onnx.export(
         model, inputs.args, path, kwargs=inputs.kwargs, dynamo=True, **OPTIONS
     )
-    return sum(1 for _ in metadata.iter_all_nodes(program.model))
+    return sum(1 for _ in iter_all_nodes(program.model))
 
 
 def tagged(model: torch.nn.Module, inputs: ExampleInputs, path: Path) -> int:

@@ -1,4 +1,4 @@
-"""Helpers shared by function outlining and inlining: keys, records, signatures, cycles.
+"""Helpers shared by function outlining and inlining: records, order keys, selection.
 
 An outlined module instance is one call node to a local function in the
 ``pkg.graphtag`` domain. The function body is a copy of the first instance seen with
@@ -10,30 +10,15 @@ its original position in ``pkg.graphtag.order``; inlining sorts by it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable, Iterator
 
 import onnx_ir as ir
 
 from graphtag.core import metadata
-from graphtag.core.graphs import outer_values, subgraphs_of
+from graphtag.core.graphs import node_reads, subgraphs_of
 
-# The keys, under short names (defined and described in graphtag.core.metadata).
-DOMAIN = metadata.FUNCTION_DOMAIN
-ORDER = metadata.ORDER
-OUTLINED = metadata.OUTLINED  # see record_diff
-FUNCTION_CLASS = metadata.FUNCTION_CLASS
-FUNCTION_TEMPLATE = metadata.FUNCTION_TEMPLATE
-
-
-def all_inputs(node: ir.Node) -> list[ir.Value]:
-    """The node's inputs plus the outer values its subgraphs read."""
-    values = [v for v in node.inputs if v is not None]
-    if node.attributes:
-        values.extend(outer_values(node))
-    return values
+DOMAIN = metadata.FUNCTION_DOMAIN  # of every function graphtag creates
 
 
 def deep_walk(nodes: Iterable[ir.Node]) -> tuple[list[ir.Node], list[ir.Value]]:
@@ -60,79 +45,6 @@ def function_name(class_name: str) -> str:
     return f"_{name}" if name[0].isdigit() else name
 
 
-# -- structural signature ------------------------------------------------------------------
-
-
-def _tensor_digest(tensor: ir.TensorProtocol) -> tuple:
-    return (tensor.dtype.name, tuple(tensor.shape), hashlib.sha256(tensor.tobytes()).hexdigest())
-
-
-def _value_type(value: ir.Value) -> tuple:
-    shape = None if value.shape is None else tuple(str(d) for d in value.shape)
-    return (str(value.type), shape)
-
-
-class _Signer:
-    """Numbers values in definition order so equal signatures mean equal wiring."""
-
-    def __init__(self) -> None:
-        self.ids: dict[ir.Value, int] = {}
-
-    def define(self, value: ir.Value) -> int:
-        self.ids[value] = len(self.ids)
-        return self.ids[value]
-
-    def ref(self, value: ir.Value | None) -> object:
-        if value is None:
-            return None
-        if value in self.ids:
-            return self.ids[value]
-        return ("free", value.name)  # never happens for a complete body
-
-    def attr(self, attr: ir.Attr) -> object:
-        if attr.is_ref():
-            return ("ref", attr.ref_attr_name, attr.type.name)
-        if attr.type == ir.AttributeType.GRAPH:
-            return ("graph", self.graph(attr.value))
-        if attr.type == ir.AttributeType.GRAPHS:
-            return ("graphs", tuple(self.graph(g) for g in attr.value))
-        if attr.type == ir.AttributeType.TENSOR:
-            return ("tensor", _tensor_digest(attr.value))
-        if attr.type == ir.AttributeType.TENSORS:
-            return ("tensors", tuple(_tensor_digest(t) for t in attr.value))
-        value = attr.value
-        return (attr.type.name, tuple(value) if isinstance(value, list | tuple) else value)
-
-    def node(self, node: ir.Node) -> tuple:
-        inputs = tuple(self.ref(v) for v in node.inputs)
-        attrs = tuple(sorted((k, repr(self.attr(a))) for k, a in node.attributes.items()))
-        outputs = tuple((self.define(v), _value_type(v)) for v in node.outputs)
-        return (node.domain, node.op_type, node.overload, inputs, attrs, outputs)
-
-    def graph(self, graph: ir.Graph) -> tuple:
-        inputs = tuple((self.define(v), _value_type(v)) for v in graph.inputs)
-        inits = tuple(
-            (self.define(v), None if v.const_value is None else _tensor_digest(v.const_value))
-            for v in graph.initializers.values()
-        )
-        nodes = tuple(self.node(n) for n in graph)
-        return (inputs, inits, nodes, tuple(self.ref(v) for v in graph.outputs))
-
-
-def body_signature(inputs: list[ir.Value], nodes: list[ir.Node], outputs: list[ir.Value]) -> str:
-    """Digest of a body's ops, attributes, wiring and the types of the values it computes.
-
-    Names, metadata and the types of its inputs (weights, activations) may differ.
-    """
-    signer = _Signer()
-    h = hashlib.sha256()
-    h.update(repr(tuple(signer.define(v) for v in inputs)).encode())
-    for node in nodes:
-        h.update(repr(signer.node(node)).encode())
-    h.update(repr(tuple(signer.ref(v) for v in outputs)).encode())
-    return h.hexdigest()
-
-
 # -- per-instance records ------------------------------------------------------------------
 
 
@@ -142,8 +54,8 @@ def _meta_diff(mine: dict[str, str], base: dict[str, str]) -> dict[str, str | No
     return diff
 
 
-def record_diff(instance: list[ir.Node], body: list[ir.Node]) -> str:
-    """JSON of what differs between an instance's nodes and the body's (same structure).
+def record_diff(instance: list[ir.Node], body: list[ir.Node]) -> dict:
+    """What differs between an instance's nodes and the body's (same structure).
 
     Keys (each present only when non-empty) map positions in :func:`deep_walk` order to:
     ``n`` node names, ``v`` value names, ``m`` node metadata changes and ``vm`` value
@@ -160,7 +72,7 @@ def record_diff(instance: list[ir.Node], body: list[ir.Node]) -> str:
             diff = _meta_diff(a.metadata_props, b.metadata_props)
             if diff:
                 record[meta_key][str(i)] = diff
-    return json.dumps({k: v for k, v in record.items() if v}, separators=(",", ":"))
+    return {k: v for k, v in record.items() if v}
 
 
 def _apply_meta(target: dict[str, str], diff: dict[str, str | None]) -> None:
@@ -171,11 +83,10 @@ def _apply_meta(target: dict[str, str], diff: dict[str, str | None]) -> None:
             target[key] = value
 
 
-def apply_record(nodes: list[ir.Node], text: str | None) -> None:
-    """Turn copies of a function body into the instance described by ``text``."""
-    if not text:
+def apply_record(nodes: list[ir.Node], record: dict) -> None:
+    """Turn copies of a function body into the instance described by ``record``."""
+    if not record:
         return
-    record = json.loads(text)
     deep_nodes, deep_values = deep_walk(nodes)
     for i, name in record.get("n", {}).items():
         deep_nodes[int(i)].name = name
@@ -190,14 +101,6 @@ def apply_record(nodes: list[ir.Node], text: str | None) -> None:
 # -- order keys ----------------------------------------------------------------------------
 
 
-def order_key(node: ir.Node) -> int | None:
-    text = node.metadata_props.get(ORDER)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
 def stamp_order(graph: ir.Graph) -> list[ir.Node]:
     """Give every main-graph node without one an order key; return the nodes stamped.
 
@@ -205,14 +108,14 @@ def stamp_order(graph: ir.Graph) -> list[ir.Node]:
     takes its predecessor's key (stable sorting keeps it after that node).
     """
     nodes = list(graph)
-    fresh = all(ORDER not in n.metadata_props for n in nodes)
+    fresh = all(metadata.order(n) is None for n in nodes)
     stamped: list[ir.Node] = []
     last = 0
     for index, node in enumerate(nodes):
-        key = order_key(node)
+        key = metadata.order(node)
         if key is None:
             key = index if fresh else last
-            node.metadata_props[ORDER] = str(key)
+            metadata.set_order(node, key)
             stamped.append(node)
         last = key
     return stamped
@@ -223,60 +126,11 @@ def sorted_by_order(nodes: list[ir.Node]) -> list[ir.Node]:
     keyed = []
     last = -1
     for position, node in enumerate(nodes):
-        key = order_key(node)
+        key = metadata.order(node)
         last = last if key is None else key
         keyed.append((last, position, node))
     keyed.sort(key=lambda item: (item[0], item[1]))
     return [node for _, _, node in keyed]
-
-
-# -- cycles in the graph with modules collapsed --------------------------------------------
-
-
-def collapse_cycle(nodes: list[ir.Node], group: dict[ir.Node, int]) -> list[int] | None:
-    """Groups on a cycle of the graph where each group is collapsed into one node.
-
-    ``group`` maps the nodes of each module to its id; other nodes stay alone. Returns
-    None when the collapsed graph is acyclic. O(nodes + edges).
-    """
-    n = len(nodes)
-    sid: dict[ir.Node, int] = {}
-    for i, node in enumerate(nodes):
-        sid[node] = n + group[node] if node in group else i
-    preds: dict[int, set[int]] = {}
-    succs: dict[int, list[int]] = {}
-    for node in nodes:
-        v = sid[node]
-        for value in all_inputs(node):
-            producer = value.producer()
-            u = sid.get(producer) if producer is not None else None
-            if u is None or u == v or u in preds.setdefault(v, set()):
-                continue
-            preds[v].add(u)
-            succs.setdefault(u, []).append(v)
-    ids = set(sid.values())
-    indegree = {v: len(preds.get(v, ())) for v in ids}
-    ready = [v for v in ids if indegree[v] == 0]
-    done = 0
-    while ready:
-        u = ready.pop()
-        done += 1
-        for v in succs.get(u, ()):
-            indegree[v] -= 1
-            if indegree[v] == 0:
-                ready.append(v)
-    if done == len(ids):
-        return None
-    # Walk unfinished predecessors until one repeats: that closes a cycle.
-    start = next(v for v in ids if indegree[v] > 0)
-    seen: dict[int, int] = {}
-    path: list[int] = []
-    v = start
-    while v not in seen:
-        seen[v] = len(path)
-        path.append(v)
-        v = next(u for u in preds[v] if indegree[u] > 0)
-    return [s - n for s in path[seen[v] :] if s >= n]
 
 
 def iter_graphtag_calls(nodes: Iterable[ir.Node], functions) -> Iterator[ir.Node]:
@@ -339,7 +193,7 @@ def hoist_shared(boundary, owner: dict[ir.Node, str]) -> None:
     stack = list(seeds)
     while stack:
         node = stack.pop()
-        for value in all_inputs(node):
+        for value in node_reads(node):
             producer = value.producer()
             if producer in members and producer not in hoisted:
                 hoisted.add(producer)

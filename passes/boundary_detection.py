@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["BOUNDARIES", "BoundaryDetectionPass", "boundaries_of", "boundaries_summary"]
+__all__ = ["BOUNDARIES", "BoundaryDetectionPass", "boundaries_summary"]
 
-import json
+from typing import Annotated
 
 import onnx_ir as ir
 
-from graphtag.analysis.boundaries import ModuleBoundary, compute_boundaries
+from graphtag.analysis import manager
+from graphtag.analysis.boundaries import ModuleBoundary, module_boundaries
 from graphtag.core import metadata
+from graphtag.core.pass_result import PassResult
 
 BOUNDARIES = metadata.BOUNDARIES  # re-exported: the key this pass writes
 
@@ -19,36 +21,29 @@ class BoundaryDetectionPass(ir.passes.InPlacePass):
 
     Reads: ``pkg.graphtag.module`` on main-graph nodes (nodes in control-flow bodies
     belong to their enclosing node). Writes: nothing by default (``modified=False``);
-    with ``store=true`` the model metadata ``pkg.graphtag.analysis.boundaries`` gets a JSON summary
-    per module (input and output value names, node count), reported as modified only
-    when the stored text changes, so the pass is idempotent.
+    with ``store=true`` the model metadata ``pkg.graphtag.analysis.boundaries`` gets a JSON
+    summary per module (input and output value names, node count), reported as modified
+    only when the stored text changes, so the pass is idempotent.
 
-    After a run, :attr:`boundaries` maps each tag to its
-    :class:`graphtag.analysis.boundaries.ModuleBoundary` (the model's own values and nodes).
-    Cost: O((nodes + edges) x hierarchy depth).
+    The boundaries themselves (:class:`graphtag.analysis.boundaries.ModuleBoundary`, the
+    model's own values and nodes) are the cached analysis
+    :func:`graphtag.analysis.boundaries.module_boundaries`: within a pipeline the next
+    passes reuse what this one computed. Statistics: ``modules``. Cost: O((nodes +
+    edges) x hierarchy depth).
     """
 
-    def __init__(self, *, store: bool = False) -> None:
+    preserves = manager.ALL  # model metadata only
+
+    def __init__(
+        self, *, store: Annotated[bool, "store a JSON summary in the model metadata"] = False
+    ) -> None:
         super().__init__()
         self.store = store
-        self.boundaries: dict[str, ModuleBoundary] = {}
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.boundaries = compute_boundaries(model)
-        if not self.store:
-            return ir.passes.PassResult(model, modified=False)
-        text = json.dumps(boundaries_summary(self.boundaries), separators=(",", ":"))
-        modified = model.metadata_props.get(BOUNDARIES) != text
-        if modified:
-            model.metadata_props[BOUNDARIES] = text
-        return ir.passes.PassResult(model, modified=modified)
-
-
-def boundaries_of(model: ir.Model) -> dict[str, ModuleBoundary]:
-    """Boundaries of every module of ``model`` (the model is not modified)."""
-    pass_ = BoundaryDetectionPass()
-    pass_(model)
-    return pass_.boundaries
+    def call(self, model: ir.Model) -> PassResult:
+        boundaries = module_boundaries(model)
+        modified = self.store and metadata.set_boundaries(model, boundaries_summary(boundaries))
+        return PassResult(model, modified, stats={"modules": len(boundaries)})
 
 
 def boundaries_summary(boundaries: dict[str, ModuleBoundary]) -> dict[str, dict]:

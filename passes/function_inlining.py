@@ -4,10 +4,18 @@ from __future__ import annotations
 
 __all__ = ["FunctionInliningPass"]
 
+import logging
+
 import onnx_ir as ir
 
+from graphtag.analysis import manager
+from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
+from graphtag.core.pass_result import PassResult
 from graphtag.passes import _outline_support as sup
 from graphtag.passes.toposort import TopologicalSortPass
+
+logger = logging.getLogger(__name__)
 
 
 class FunctionInliningPass(ir.passes.InPlacePass):
@@ -28,13 +36,21 @@ class FunctionInliningPass(ir.passes.InPlacePass):
     op types, attributes, value names, initializers; metadata restored too). If the
     graph was edited in between and sorting by key breaks an edge, the graph is
     re-sorted topologically. ``modified=False`` when there is nothing to inline.
-    O(nodes + edges) plus one O(n log n) sort.
+    Statistics: ``inlined`` calls and ``removed_functions``. O(nodes + edges) plus one
+    O(n log n) sort.
     """
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    preserves = frozenset({manager.HIERARCHY})
+
+    def call(self, model: ir.Model) -> PassResult:
         functions = {
-            key: f for key, f in model.functions.items() if sup.FUNCTION_CLASS in f.metadata_props
+            key: f for key, f in model.functions.items() if metadata.function_class(f) is not None
         }
+        if len(functions) < len(model.functions):
+            logger.info(
+                "%d local functions not made by function-outlining are left alone",
+                len(model.functions) - len(functions),
+            )
         graph = model.graph
         inlined = 0
         if functions:
@@ -47,14 +63,15 @@ class FunctionInliningPass(ir.passes.InPlacePass):
         if inlined:
             _restore_order(model)
         removed = _remove_unused(model, functions)
-        return ir.passes.PassResult(model, modified=bool(inlined or removed))
+        stats = {"inlined": inlined, "removed_functions": removed}
+        return PassResult(model, bool(inlined or removed), stats=stats)
 
 
 def _expand(graph: ir.Graph, call: ir.Node, function: ir.Function) -> list[ir.Node]:
     """Replace ``call`` by an instance of ``function``'s body; return the new nodes."""
     body = ir.GraphView(function.inputs, function.outputs, nodes=list(function)).clone()
     nodes = list(body)
-    sup.apply_record(nodes, call.metadata_props.get(sup.OUTLINED))
+    sup.apply_record(nodes, metadata.outlined_record(call))
     inputs, outputs = list(body.inputs), list(body.outputs)
     body.inputs.clear()
     body.outputs.clear()
@@ -79,14 +96,14 @@ def _restore_order(model: ir.Model) -> None:
     nodes = list(graph)
     ordered = sup.sorted_by_order(nodes)
     for node in nodes:
-        node.metadata_props.pop(sup.ORDER, None)
+        metadata.set_order(node, None)
     if ordered != nodes:
         graph.remove(nodes)
         graph.extend(ordered)
     TopologicalSortPass()(model)  # a no-op unless the graph was edited in between
 
 
-def _remove_unused(model: ir.Model, functions: dict) -> bool:
+def _remove_unused(model: ir.Model, functions: dict) -> int:
     """Drop graphtag functions nothing calls; drop the domain import once unused."""
     called: set = set()
     pending = [model.graph]
@@ -98,17 +115,13 @@ def _remove_unused(model: ir.Model, functions: dict) -> bool:
             if key in functions and key not in called:
                 called.add(key)
                 pending.append(functions[key])
-    removed = False
-    for key in functions:
-        if key not in called:
-            del model.functions[key]
-            removed = True
-    if removed and sup.DOMAIN in model.opset_imports:
-        used = any(
-            node.domain == sup.DOMAIN
-            for container in [model.graph, *model.functions.values()]
-            for node in ir.traversal.RecursiveGraphIterator(container)
-        )
-        if not used:
-            del model.opset_imports[sup.DOMAIN]
-    return removed
+    unused = [key for key in functions if key not in called]
+    for key in unused:
+        del model.functions[key]
+    if (
+        unused
+        and sup.DOMAIN in model.opset_imports
+        and not any(node.domain == sup.DOMAIN for node in iter_all_nodes(model))
+    ):
+        del model.opset_imports[sup.DOMAIN]
+    return len(unused)

@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
-__all__ = ["FunctionOutliningPass", "outline"]
+__all__ = ["FunctionOutliningPass", "OutliningResult", "outline"]
 
+import dataclasses
+import logging
+from typing import Annotated
 
 import onnx_ir as ir
 
+from graphtag.analysis import manager
 from graphtag.analysis.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
+from graphtag.analysis.kahn import collapsed_cycle
+from graphtag.analysis.signature import body_signature
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, PipelineError
+from graphtag.core.graphs import node_reads
 from graphtag.core.hierarchy import Hierarchy, tag_segments
 from graphtag.core.pass_result import PassResult
 from graphtag.passes import _outline_support as sup
 from graphtag.passes.toposort import TopologicalSortPass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class OutliningResult(PassResult):
+    """A pass result plus what was outlined and what was not, and why."""
+
+    outlined: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (tag, function)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (tag, reason)
+
+
+class _Run:
+    """What one run of the pass builds up (the pass itself keeps no state)."""
+
+    def __init__(self, model: ir.Model, hierarchy: Hierarchy | None) -> None:
+        self.model = model
+        self.hierarchy = hierarchy
+        self.bodies: dict[tuple[str, str], tuple[ir.Function, list[ir.Node]]] = {}
+        self.names = {f.name for f in model.functions.values() if f.domain == sup.DOMAIN}
+        self.outlined: list[tuple[str, str]] = []
+        self.skipped: list[tuple[str, str]] = []
+
+    def skip(self, tag: str, reason: str) -> None:
+        logger.info("not outlined %s: %s", tag, reason)
+        self.skipped.append((tag, reason))
 
 
 class FunctionOutliningPass(ir.passes.InPlacePass):
@@ -54,23 +87,29 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
     original topology exactly. A pattern/class/depth matching no module raises
     :class:`~graphtag.core.errors.GraphtagError`; a module whose collapse would create a
     cycle (a path leaves it and comes back, alone or together with another selected
-    module) is left in place and listed in :attr:`skipped` as ``(tag, reason)``.
-    :attr:`outlined` lists ``(tag, function key)``. O((nodes + edges) x depth) per
-    nesting level, plus one extra O(nodes + edges) walk per skipped module.
+    module) is left in place, logged, and listed in the result's ``skipped`` as ``(tag,
+    reason)`` (and its diagnostics); ``outlined`` lists ``(tag, function key)``; the
+    statistics count ``outlined``, ``functions`` and ``skipped``. O((nodes + edges) x
+    depth) per nesting level (each level rewrites the graph, so boundaries are computed
+    again), plus one extra O(nodes + edges) walk per skipped module.
     """
+
+    preserves = frozenset({manager.HIERARCHY})
 
     def __init__(
         self,
         *,
-        pattern: str = "",
-        classes: str = "",
-        depth: int = 0,
-        all: bool = False,
-        hoist_shared: bool = True,
+        pattern: Annotated[str, "glob over tags: * within a segment, ** across"] = "",
+        classes: Annotated[str, "comma-separated class names, short or qualified"] = "",
+        depth: Annotated[int, "modules that many levels below the root"] = 0,
+        all: Annotated[bool, "every module but the root"] = False,
+        hoist_shared: Annotated[
+            bool, "compute in the main graph the values one module hands to the next"
+        ] = True,
     ) -> None:
-        # hoist_shared: compute in the main graph the values a module uses itself and
-        # hands to another selected module (computed once by the first instance, reused
-        # by the next ones), so that the instances get equal bodies.
+        # hoist_shared: values a module uses itself and hands to another selected module
+        # (computed once by the first instance, reused by the next ones) are computed in
+        # the main graph, so that the instances get equal bodies.
         super().__init__()
         kinds = [bool(pattern), bool(classes), depth > 0, all]
         if sum(kinds) != 1:
@@ -82,8 +121,6 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
         self.depth = depth
         self.all = all
         self.hoist_shared = hoist_shared
-        self.skipped: list[tuple[str, str]] = []
-        self.outlined: list[tuple[str, str]] = []
 
     # -- selection ---------------------------------------------------------------------
 
@@ -115,53 +152,57 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
 
     # -- the pass ----------------------------------------------------------------------
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.skipped, self.outlined = [], []
-        hierarchy = Hierarchy.from_model(model)
-        chosen = self._select(model, hierarchy)
+    def call(self, model: ir.Model) -> OutliningResult:
+        run = _Run(model, manager.hierarchy(model))
+        chosen = self._select(model, run.hierarchy)
         levels: dict[int, list[str]] = {}
         for tag in chosen:
             levels.setdefault(len(tag_segments(tag)), []).append(tag)
         stamped = sup.stamp_order(model.graph)
-        self._bodies: dict[tuple[str, str], tuple[ir.Function, list[ir.Node]]] = {}
-        self._names = {f.name for f in model.functions.values() if f.domain == sup.DOMAIN}
         modified = False
         for depth in sorted(levels, reverse=True):
             modified = TopologicalSortPass()(model).modified or modified
-            modified = self._outline_level(model, levels[depth], hierarchy) or modified
-        if self.outlined:
+            modified = self._outline_level(run, levels[depth]) or modified
+        if run.outlined:
             model.opset_imports.setdefault(sup.DOMAIN, 1)
             modified = TopologicalSortPass()(model).modified or True
         else:
             for node in stamped:
-                node.metadata_props.pop(sup.ORDER, None)
-        del self._bodies
-        stats = {"outlined": len(self.outlined), "skipped": len(self.skipped)}
-        diagnostics = [f"not outlined {tag}: {reason}" for tag, reason in self.skipped]
-        return PassResult(model, modified, stats=stats, diagnostics=diagnostics)
+                metadata.set_order(node, None)
+        stats = {"outlined": len(run.outlined), "functions": len(run.bodies)}
+        stats["skipped"] = len(run.skipped)
+        return OutliningResult(
+            model,
+            modified,
+            stats=stats,
+            diagnostics=[f"not outlined {tag}: {reason}" for tag, reason in run.skipped],
+            outlined=run.outlined,
+            skipped=run.skipped,
+        )
 
-    def _outline_level(self, model: ir.Model, tags: list[str], hierarchy) -> bool:
-        boundaries = compute_boundaries(model, tags)
+    def _outline_level(self, run: _Run, tags: list[str]) -> bool:
+        model = run.model
+        boundaries = compute_boundaries(model, tags)  # the graph changed since the last level
         candidates: dict[str, ModuleBoundary] = {}
         owner = {n: t for t in tags if t in boundaries for n in boundaries[t].nodes}
         for tag in tags:
             boundary = boundaries.get(tag)
             if boundary is None or not boundary.nodes:
-                self.skipped.append((tag, "no nodes in the main graph"))
+                run.skip(tag, "no nodes in the main graph")
                 continue
             if self.hoist_shared:
                 sup.hoist_shared(boundary, owner)
             if not boundary.nodes:
-                self.skipped.append((tag, "computes only values shared with other modules"))
+                run.skip(tag, "computes only values shared with other modules")
             elif not boundary.outputs:
-                self.skipped.append((tag, "produces nothing used outside the module"))
+                run.skip(tag, "produces nothing used outside the module")
             else:
                 candidates[tag] = boundary
         nodes = list(model.graph)
         while candidates:
             order = list(candidates)
             group = {n: i for i, tag in enumerate(order) for n in candidates[tag].nodes}
-            cycle = sup.collapse_cycle(nodes, group)
+            cycle = collapsed_cycle(nodes, group)
             if cycle is None:
                 break
             # Drop the selected module on the cycle that starts last in the graph.
@@ -173,40 +214,29 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
                 if not others
                 else f"collapsing it together with {', '.join(others)} would create a cycle"
             )
-            self.skipped.append((order[victim], reason))
+            run.skip(order[victim], reason)
             del candidates[order[victim]]
         position = {n: i for i, n in enumerate(nodes)}
         for tag in sorted(candidates, key=lambda t: position[candidates[t].nodes[0]]):
-            self._outline(model, candidates[tag], hierarchy)
+            self._outline(run, candidates[tag])
         return bool(candidates)
 
-    def _outline(self, model: ir.Model, boundary: ModuleBoundary, hierarchy) -> None:
+    def _outline(self, run: _Run, boundary: ModuleBoundary) -> None:
+        model, hierarchy = run.model, run.hierarchy
         tag, nodes, outputs = boundary.tag, boundary.nodes, boundary.outputs
         produced = {v for n in nodes for v in n.outputs}
-        inputs = list(
-            dict.fromkeys(v for n in nodes for v in sup.all_inputs(n) if v not in produced)
-        )
+        inputs = list(dict.fromkeys(v for n in nodes for v in node_reads(n) if v not in produced))
         class_name = _class_names(tag, hierarchy)[-1]
-        key = (class_name, sup.body_signature(inputs, nodes, outputs))
-        if key not in self._bodies:
+        key = (class_name, body_signature(inputs, nodes, outputs))
+        if key not in run.bodies:
             module_name = hierarchy.modules[tag].name if hierarchy and tag in hierarchy else ""
-            self._bodies[key] = self._make_function(
-                model, key, tag, inputs, nodes, outputs, module_name
-            )
-        function, body = self._bodies[key]
-        keys = [k for k in (sup.order_key(n) for n in nodes) if k is not None]
-        call = ir.Node(
-            sup.DOMAIN,
-            function.name,
-            inputs,
-            num_outputs=len(outputs),
-            name=tag,
-            metadata_props={
-                metadata.MODULE: tag,
-                sup.ORDER: str(min(keys, default=0)),
-                sup.OUTLINED: sup.record_diff(nodes, body),
-            },
-        )
+            run.bodies[key] = _make_function(run, key, tag, inputs, nodes, outputs, module_name)
+        function, body = run.bodies[key]
+        keys = [k for k in (metadata.order(n) for n in nodes) if k is not None]
+        call = ir.Node(sup.DOMAIN, function.name, inputs, num_outputs=len(outputs), name=tag)
+        metadata.set_tag(call, tag)
+        metadata.set_order(call, min(keys, default=0))
+        metadata.set_outlined_record(call, sup.record_diff(nodes, body))
         for new, old in zip(call.outputs, outputs):
             new.name, new.type, new.doc_string = old.name, old.type, old.doc_string
             new.shape = old.shape.copy() if old.shape is not None else None
@@ -218,40 +248,40 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
             for i in range(len(node.inputs)):
                 node.replace_input_with(i, None)
         graph.remove(nodes)
-        self.outlined.append((tag, f"{sup.DOMAIN}::{function.name}"))
+        run.outlined.append((tag, f"{sup.DOMAIN}::{function.name}"))
 
-    def _make_function(
-        self,
-        model: ir.Model,
-        key: tuple[str, str],
-        tag: str,
-        inputs: list[ir.Value],
-        nodes: list[ir.Node],
-        outputs: list[ir.Value],
-        module_name: str = "",
-    ) -> tuple[ir.Function, list[ir.Node]]:
-        body = ir.GraphView(inputs, outputs, nodes=nodes).clone()
-        for value in body.inputs:  # weights are passed in, never copied into the body
-            value.const_value = None
-            value.metadata_props.clear()
-        _neutral_input_names(body.inputs, module_name)
-        base = sup.function_name(key[0])
-        name, suffix = base, 0
-        while name in self._names:
-            suffix += 1
-            name = f"{base}_{suffix}"
-        self._names.add(name)
-        domains = {n.domain for n in sup.deep_walk(body)[0]}
-        body.opset_imports.clear()
-        for domain in sorted(domains):
-            body.opset_imports[domain] = model.opset_imports.get(domain, 1)
-        body.name = name
-        function = ir.Function(sup.DOMAIN, name, graph=body, attributes=[])
-        function.metadata_props[sup.FUNCTION_CLASS] = key[0]
-        function.metadata_props[sup.FUNCTION_TEMPLATE] = tag
-        function.doc_string = f"Module {key[0]} (body copied from {tag})"
-        model.functions[function.identifier()] = function
-        return function, list(body)
+
+def _make_function(
+    run: _Run,
+    key: tuple[str, str],
+    tag: str,
+    inputs: list[ir.Value],
+    nodes: list[ir.Node],
+    outputs: list[ir.Value],
+    module_name: str = "",
+) -> tuple[ir.Function, list[ir.Node]]:
+    model = run.model
+    body = ir.GraphView(inputs, outputs, nodes=nodes).clone()
+    for value in body.inputs:  # weights are passed in, never copied into the body
+        value.const_value = None
+        value.metadata_props.clear()
+    _neutral_input_names(body.inputs, module_name)
+    base = sup.function_name(key[0])
+    name, suffix = base, 0
+    while name in run.names:
+        suffix += 1
+        name = f"{base}_{suffix}"
+    run.names.add(name)
+    domains = {n.domain for n in sup.deep_walk(body)[0]}
+    body.opset_imports.clear()
+    for domain in sorted(domains):
+        body.opset_imports[domain] = model.opset_imports.get(domain, 1)
+    body.name = name
+    function = ir.Function(sup.DOMAIN, name, graph=body, attributes=[])
+    metadata.set_function_origin(function, key[0], tag)
+    function.doc_string = f"Module {key[0]} (body copied from {tag})"
+    model.functions[function.identifier()] = function
+    return function, list(body)
 
 
 def _neutral_input_names(inputs: list[ir.Value], module_name: str) -> None:
@@ -289,12 +319,11 @@ def outline(
     classes: str = "",
     depth: int = 0,
     all: bool = False,
-) -> FunctionOutliningPass:
-    """Outline ``model`` in place; return the pass (``.outlined``, ``.skipped``).
+) -> OutliningResult:
+    """Outline ``model`` in place; the result lists ``outlined`` and ``skipped`` modules.
 
-    For the CLI: ``outline(model, pattern=args.outline)``; print
-    ``pass_.skipped`` as warnings.
+    For the CLI: ``outline(model, pattern=args.outline)``; print ``result.skipped`` as
+    warnings.
     """
     pass_ = FunctionOutliningPass(pattern=pattern, classes=classes, depth=depth, all=all)
-    pass_(model)
-    return pass_
+    return pass_(model)

@@ -8,6 +8,7 @@ import logging
 
 import onnx_ir as ir
 
+from graphtag.analysis import manager
 from graphtag.core import metadata
 from graphtag.core.graphs import subgraphs_of
 from graphtag.core.hierarchy import is_ancestor_or_self
@@ -42,6 +43,8 @@ class NamespacePass(ir.passes.InPlacePass):
     second run reports ``modified=False``). Stats: ``written`` (namespaces changed),
     ``saved`` (originals recorded), ``untagged``, ``restored``.
     """
+
+    preserves = manager.ALL  # the 'namespace' node metadata only: no analysis reads it
 
     def __init__(self, *, restore: bool = False) -> None:
         super().__init__()

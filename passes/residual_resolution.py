@@ -4,15 +4,21 @@ from __future__ import annotations
 
 __all__ = ["ResidualResolutionPass", "contamination", "executes_in", "shared_instances"]
 
-import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Annotated
 
 import onnx_ir as ir
 
+from graphtag.analysis import manager
 from graphtag.analysis.attribution import TorchScriptScopeResolver, tag_from_name_scopes
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self
+from graphtag.core.pass_result import PassResult
+
+logger = logging.getLogger(__name__)
 
 PRODUCER = "producer"
 CONSUMER = "consumer"
@@ -48,29 +54,43 @@ class ResidualResolutionPass(ir.passes.InPlacePass):
       the residual Add beside it) are ordinary dataflow and not ``shared``.
 
     The primary tag is never changed: a node stays in the module where it executes.
-    :func:`contamination` checks that on any model. Invariants: only node metadata
+    :func:`contamination` checks that on any model. Result statistics: ``nodes`` (nodes
+    given contexts) and the number of contexts by role. Invariants: only node metadata
     changes; linear in nodes + edges (times the tag depth); idempotent (a second run
-    reports ``modified=False``). :attr:`stats` counts contexts by role.
+    reports ``modified=False``).
     """
 
-    def __init__(self, *, consumers: bool = True, shared: bool = True) -> None:
+    preserves = manager.ALL  # node contexts only: no analysis reads them
+
+    def __init__(
+        self,
+        *,
+        consumers: Annotated[bool, "record modules consuming a node's outputs"] = True,
+        shared: Annotated[bool, "record instances of one class sharing an output"] = True,
+    ) -> None:
         super().__init__()
         self.consumers = consumers
         self.shared = shared
-        self.stats: Counter[str] = Counter()
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.stats = Counter()
-        class_of = _class_lookup(Hierarchy.from_model(model))
+    def call(self, model: ir.Model) -> PassResult:
+        stats: Counter[str] = Counter()
+        class_of = _class_lookup(manager.hierarchy(model))
         modified = False
-        for node in metadata.iter_all_nodes(model):
+        untagged = 0
+        for node in iter_all_nodes(model):
             tag = metadata.node_tag(node)
+            untagged += tag is None
             contexts = self._contexts(node, tag, class_of) if tag else []
             if contexts:
-                self.stats["nodes"] += 1
-                self.stats.update(c["role"] for c in contexts)
-            modified |= _write(node, contexts)
-        return ir.passes.PassResult(model, modified=modified)
+                stats["nodes"] += 1
+                stats.update(c["role"] for c in contexts)
+            if contexts or metadata.CONTEXTS in node.metadata_props:
+                # This pass's roles are recomputed; others (the exporter's "fused") are kept.
+                kept = [c for c in metadata.contexts(node) if c["role"] not in _ROLES]
+                modified |= metadata.set_contexts(node, contexts + kept)
+        if untagged:
+            logger.info("%d untagged nodes skipped (run tag-propagation first)", untagged)
+        return PassResult(model, modified, stats=dict(stats))
 
     def _contexts(self, node: ir.Node, tag: str, class_of) -> list[dict[str, str]]:
         found: set[tuple[str, str]] = set()
@@ -118,37 +138,6 @@ def shared_instances(tags: Iterable[str], class_of: Callable[[str], str]) -> set
     return result
 
 
-def _write(node: ir.Node, contexts: list[dict[str, str]]) -> bool:
-    """Replace this pass's entries in the node's contexts, keeping other roles."""
-    props = node.metadata_props
-    entries = contexts + _foreign_entries(props.get(metadata.CONTEXTS))
-    if not entries:
-        return props.pop(metadata.CONTEXTS, None) is not None
-    entries.sort(key=lambda e: (str(e.get("module")), str(e.get("role"))))
-    text = json.dumps(entries, separators=(",", ":"))
-    if props.get(metadata.CONTEXTS) == text:
-        return False
-    props[metadata.CONTEXTS] = text
-    return True
-
-
-def _foreign_entries(text: str | None) -> list[dict]:
-    """Entries written by others (e.g. the exporter's ``fused`` role), deduplicated."""
-    if not text:
-        return []
-    try:
-        entries = json.loads(text)
-    except ValueError:
-        return []  # unreadable: replaced by this pass's entries
-    if not isinstance(entries, list):
-        return []
-    kept: dict[str, dict] = {}
-    for entry in entries:
-        if isinstance(entry, dict) and entry.get("role") not in _ROLES:
-            kept.setdefault(json.dumps(entry, sort_keys=True), entry)
-    return list(kept.values())
-
-
 def _related(a: str, b: str) -> bool:
     return is_ancestor_or_self(a, b) or is_ancestor_or_self(b, a)
 
@@ -177,10 +166,10 @@ def executes_in(model: ir.Model) -> Callable[[ir.Node], str | None]:
     prefix graphtag adds for keyword inputs detected (every scoped name starts with the
     same segment, which names no module). None when unknown (no hierarchy, no scopes).
     """
-    hierarchy = Hierarchy.from_model(model)
+    hierarchy = manager.hierarchy(model)
     if hierarchy is None:
         return lambda node: None
-    nodes = list(metadata.iter_all_nodes(model))
+    nodes = list(iter_all_nodes(model))
     if any(metadata.TORCH_NAME_SCOPES in n.metadata_props for n in nodes):
 
         def from_scopes(node: ir.Node) -> str | None:
@@ -216,7 +205,7 @@ def contamination(model: ir.Model, *, exact: bool = False) -> list[tuple[str, st
     """
     where = executes_in(model)
     found = []
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         tag = metadata.node_tag(node)
         actual = where(node) if tag else None
         if actual is None:

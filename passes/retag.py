@@ -16,11 +16,11 @@ import onnx_ir as ir
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import iter_all_nodes, iter_values
 from graphtag.core.io import load
 from graphtag.core.pass_result import PassResult
 from graphtag.passes import _correspondence, _fusion_regions
 from graphtag.passes.function_inlining import FunctionInliningPass
-from graphtag.passes.multi_consumer import iter_values
 from graphtag.passes.tag_propagation import TagPropagationPass
 
 logger = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def node_tags_by_name(model: ir.Model) -> dict[str, str]:
     name: profilers (ONNX Runtime's) name the nodes of the graph they run.
     """
     found: dict[str, str] = {}
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         name = node.name
         if name and name not in found:
             tag = node.metadata_props.get(metadata.MODULE)
@@ -235,14 +235,14 @@ def _retag(
     exact: bool,
     reference_name: str,
 ) -> RetagReport:
-    if not any(metadata.MODULE in n.metadata_props for n in metadata.iter_all_nodes(reference)):
+    if not any(metadata.MODULE in n.metadata_props for n in iter_all_nodes(reference)):
         raise GraphtagError(
             f"{reference_name} has no graphtag tags ({metadata.MODULE}): "
             "retag needs a model exported by graphtag as the reference"
         )
     view, flattened = _matchable_reference(reference, model)
     found = _correspondence.match(model, view)
-    nodes = list(metadata.iter_all_nodes(model))
+    nodes = list(iter_all_nodes(model))
     residual = [
         node
         for node in nodes

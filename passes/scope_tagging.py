@@ -12,6 +12,7 @@ import onnx_ir as ir
 from graphtag.analysis.attribution import TorchScriptScopeResolver, tag_from_name_scopes
 from graphtag.analysis.boundaries import ancestors_and_self
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy
 from graphtag.core.pass_result import PassResult
 
@@ -61,7 +62,7 @@ class ScopeTaggingPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
         hierarchy = Hierarchy.from_model(model)
         assert hierarchy is not None  # requires() checked it
-        nodes = list(metadata.iter_all_nodes(model))
+        nodes = list(iter_all_nodes(model))
         source = self.source
         if source == "auto":
             scoped = any(metadata.TORCH_NAME_SCOPES in n.metadata_props for n in nodes)

@@ -6,7 +6,9 @@ __all__ = ["BULKY_TORCH_KEYS", "StripTorchMetadataPass"]
 
 import onnx_ir as ir
 
+from graphtag.analysis import manager
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.pass_result import PassResult
 
 # About 1 KB per node together, and not needed to tag: name_scopes stays.
@@ -24,9 +26,11 @@ class StripTorchMetadataPass(ir.passes.InPlacePass):
     ``modified=False``); linear in nodes.
     """
 
+    preserves = manager.ALL  # bulky torch node metadata only: no analysis reads it
+
     def call(self, model: ir.Model) -> PassResult:
         nodes = removed = 0
-        for node in metadata.iter_all_nodes(model):
+        for node in iter_all_nodes(model):
             dropped = [node.metadata_props.pop(key, None) for key in BULKY_TORCH_KEYS]
             count = sum(value is not None for value in dropped)
             nodes += count > 0

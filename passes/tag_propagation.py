@@ -4,14 +4,19 @@ from __future__ import annotations
 
 __all__ = ["TagPropagationPass"]
 
+import logging
 from collections import Counter, deque
-from typing import Literal
+from typing import Annotated, Literal
 
 import onnx_ir as ir
 
+from graphtag.analysis import manager
 from graphtag.core import metadata
-from graphtag.core.graphs import subgraphs_of
-from graphtag.core.hierarchy import Hierarchy, tag_lca, tag_parent
+from graphtag.core.graphs import iter_all_nodes, subgraphs_of
+from graphtag.core.hierarchy import tag_lca, tag_parent
+from graphtag.core.pass_result import PassResult
+
+logger = logging.getLogger(__name__)
 
 Strategy = Literal["lca", "producers", "consumers"]
 
@@ -38,23 +43,38 @@ class TagPropagationPass(ir.passes.InPlacePass):
 
     Invariants: graph structure is untouched; linear in nodes + edges (each node is
     revisited only when a neighbour gains a tag); idempotent (a second run reports
-    ``modified=False``). :attr:`stats` counts inferred nodes by rule.
+    ``modified=False``). Result statistics: inferred nodes by rule; nodes left untagged
+    (no tag anywhere to start from) are counted as ``untagged`` and logged.
     """
 
-    def __init__(self, *, strategy: Strategy = "lca", allow_root: bool = False) -> None:
+    preserves = frozenset({manager.HIERARCHY})  # tags change: boundaries and parameter use go
+
+    def __init__(
+        self,
+        *,
+        strategy: Annotated[Strategy, "which neighbours decide: both sides, or one first"] = "lca",
+        allow_root: Annotated[bool, "accept the root when the neighbours' LCA is the root"] = False,
+    ) -> None:
         super().__init__()
         self.strategy = strategy
         self.allow_root = allow_root
-        self.stats: Counter[str] = Counter()
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.stats = Counter()
+    def call(self, model: ir.Model) -> PassResult:
+        stats: Counter[str] = Counter()
         root = _root_tag(model)
         for container in [model.graph, *model.functions.values()]:
-            self._propagate(container, root, enclosing_tag=None)
-        return ir.passes.PassResult(model, modified=sum(self.stats.values()) > 0)
+            self._propagate(container, root, None, stats)
+        diagnostics = []
+        if stats["untagged"]:
+            note = f"{stats['untagged']} nodes left untagged: the model has no tag to start from"
+            logger.info(note)
+            diagnostics.append(note)
+        modified = sum(stats.values()) > stats["untagged"]
+        return PassResult(model, modified, stats=dict(stats), diagnostics=diagnostics)
 
-    def _propagate(self, container, root: str | None, enclosing_tag: str | None) -> None:
+    def _propagate(
+        self, container, root: str | None, enclosing_tag: str | None, stats: Counter[str]
+    ) -> None:
         nodes = list(container)
         untagged = [n for n in nodes if metadata.node_tag(n) is None]
         pending = set(untagged)
@@ -67,21 +87,23 @@ class TagPropagationPass(ir.passes.InPlacePass):
             if not producers and not consumers:
                 continue  # retried when a neighbour gets a tag
             tag, rule = self._choose(producers, consumers, root)
-            _set_tag(node, tag, rule)
-            self.stats[rule] += 1
+            metadata.set_tag(node, tag, f"inferred:{rule}")
+            stats[rule] += 1
             pending.discard(node)
             queue.extend(n for n in _neighbours(node) if n in pending)
         # Nodes with no tagged neighbour at all (isolated, or all-untagged islands).
         for node in untagged:
             if node in pending:
                 fallback = enclosing_tag or root
+                rule = "enclosing" if enclosing_tag else "root"
                 if fallback is None:
-                    continue
-                _set_tag(node, fallback, "enclosing" if enclosing_tag else "root")
-                self.stats["enclosing" if enclosing_tag else "root"] += 1
+                    rule = "untagged"
+                else:
+                    metadata.set_tag(node, fallback, f"inferred:{rule}")
+                stats[rule] += 1
         for node in nodes:
             for graph in subgraphs_of(node):
-                self._propagate(graph, root, metadata.node_tag(node))
+                self._propagate(graph, root, metadata.node_tag(node), stats)
 
     def _choose(self, producers: list[str], consumers: list[str], root: str | None):
         if self.strategy != "lca":
@@ -109,19 +131,14 @@ def _is_root(tag: str, root: str | None, neighbours: list[str]) -> bool:
 
 
 def _root_tag(model: ir.Model) -> str | None:
-    hierarchy = Hierarchy.from_model(model)
+    hierarchy = manager.hierarchy(model)
     if hierarchy is not None:
         return hierarchy.root
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         tag = metadata.node_tag(node)
         if tag:
             return "/" + tag[1:].split("/")[0]
     return None
-
-
-def _set_tag(node: ir.Node, tag: str, rule: str) -> None:
-    node.metadata_props[metadata.MODULE] = tag
-    node.metadata_props[metadata.TAG_SOURCE] = f"inferred:{rule}"
 
 
 def _neighbour_tags(node: ir.Node) -> tuple[list[str], list[str]]:

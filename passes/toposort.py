@@ -5,17 +5,20 @@ from __future__ import annotations
 __all__ = ["TopologicalSortPass"]
 
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import repeat
+from typing import Annotated
 
 import numpy as np
 import onnx_ir as ir
 
+from graphtag.analysis import manager
+from graphtag.analysis.kahn import CycleError, reverse_kahn
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import subgraphs_of
+from graphtag.core.graphs import node_reads, subgraphs_of
 from graphtag.core.metadata import MODULE
+from graphtag.core.pass_result import PassResult
 from graphtag.passes._node_list import NodeList
-from graphtag.passes._reverse_kahn import CycleError, reverse_kahn
 
 # Graph and Function both iterate their nodes and expose the same mutation methods.
 _Container = ir.Graph | ir.Function
@@ -56,19 +59,24 @@ class TopologicalSortPass(ir.passes.InPlacePass):
       :class:`~graphtag.core.errors.GraphtagError` naming the nodes on one cycle.
     """
 
-    def __init__(self, *, group_by_tag: bool = True, verify: bool = False) -> None:
-        # group_by_tag: prefer continuing with the module being emitted when reordering.
-        # verify: re-check the result in ensures() (one more O(nodes + edges) walk).
+    preserves = frozenset({manager.HIERARCHY, manager.PARAMETERS})  # only the order changes
+
+    def __init__(
+        self,
+        *,
+        group_by_tag: Annotated[bool, "keep each module's nodes together when reordering"] = True,
+        verify: Annotated[bool, "re-check the order afterwards (one more walk)"] = False,
+    ) -> None:
         super().__init__()
         self.group_by_tag = group_by_tag
         self.verify = verify
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> PassResult:
         modified, _ = self._sort(model.graph)
         for function in model.functions.values():
             function_modified, _ = self._sort(function)
             modified = modified or function_modified
-        return ir.passes.PassResult(model=model, modified=modified)
+        return PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
         if not self.verify:
@@ -218,25 +226,10 @@ def _first_violation(nodes: list[ir.Node]) -> ir.Node | None:
     get = {value: i for i, node in enumerate(nodes) for value in node.outputs}.get
     outside = repeat(-1)
     for i, node in enumerate(nodes):
-        used = list(_uses(node)) if node.attributes.data else node.inputs
+        used = node_reads(node) if node.attributes.data else node.inputs
         if max(map(get, used, outside), default=-1) >= i:
             return node
     return None
-
-
-def _uses(node: ir.Node) -> Iterator[ir.Value | None]:
-    """The node's inputs and the outer-scope values its subgraphs use (slow, for checks)."""
-    yield from node.inputs
-    for subgraph in subgraphs_of(node):
-        nodes = list(subgraph)
-        inside = {value: 0 for node in nodes for value in node.outputs}
-        found: dict[ir.Value, None] = {}
-        used = [value for node in nodes for value in _uses(node)]
-        used.extend(subgraph.outputs)
-        for value in used:
-            if value is not None and value not in inside and value.producer() is not None:
-                found[value] = None
-        yield from found
 
 
 def _node_label(node: ir.Node) -> str:

@@ -60,6 +60,7 @@ import onnx_ir as ir
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import iter_all_nodes, iter_graphs
 from graphtag.core.hierarchy import tag_lca
 from graphtag.core.pass_result import PassResult
 
@@ -146,7 +147,7 @@ def _outside_nodes(model: ir.Model) -> list:
 def _unchanged(model: ir.Model, snapshot: Snapshot, before: list) -> bool:
     """True when no node, edge, initializer or graph output changed. The snapshot and
     ``before`` keep the old objects alive, so identities are comparable."""
-    post = list(metadata.iter_all_nodes(model))
+    post = list(iter_all_nodes(model))
     if len(post) != len(snapshot.nodes):
         return False
     for node, old, inputs in zip(post, snapshot.nodes, snapshot.inputs, strict=True):
@@ -212,12 +213,12 @@ class Snapshot:
     @classmethod
     def take(cls, model: ir.Model) -> Snapshot:
         snap = cls([], [], [], {}, {}, [], {})
-        for graph in _all_graphs(model):
+        for graph in iter_graphs(model):
             snap.graph_outputs[id(graph)] = tuple(graph.outputs)
             snap.values.extend(graph.inputs)
             snap.values.extend(graph.outputs)
         snap.values.extend(model.graph.initializers.values())
-        for node in metadata.iter_all_nodes(model):
+        for node in iter_all_nodes(model):
             position = len(snap.nodes)
             snap.index[id(node)] = position
             snap.nodes.append(node)
@@ -230,20 +231,9 @@ class Snapshot:
         return snap
 
 
-def _all_graphs(model: ir.Model) -> list:
-    graphs: list = [model.graph, *model.functions.values()]
-    for node in metadata.iter_all_nodes(model):
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                graphs.append(attr.value)
-            elif attr.type == ir.AttributeType.GRAPHS:
-                graphs.extend(attr.value)
-    return graphs
-
-
 def reconcile_tags(model: ir.Model, snapshot: Snapshot) -> ReconcileStats:
     """Apply the merge policy to ``model`` (optimized in place from ``snapshot``'s graph)."""
-    post = list(metadata.iter_all_nodes(model))
+    post = list(iter_all_nodes(model))
     alive = {id(node) for node in post if id(node) in snapshot.index}
     created = [node for node in post if id(node) not in snapshot.index]
     old_values = {id(v) for v in snapshot.values}
@@ -267,7 +257,7 @@ def reconcile_tags(model: ir.Model, snapshot: Snapshot) -> ReconcileStats:
 def _graph_outputs(model: ir.Model) -> dict[int, tuple[int, ir.Graph]]:
     """id(value) -> (position, graph) for every graph output, subgraphs included."""
     found = {}
-    for graph in _all_graphs(model):
+    for graph in iter_graphs(model):
         for position, value in enumerate(graph.outputs):
             found.setdefault(id(value), (position, graph))
     return found

@@ -13,9 +13,10 @@ from cli_helpers import assert_clean_failure, run_cli
 from onnx_builders import tagged_mlp
 
 import graphtag
-from graphtag.analysis.summary import analyze, parse_name_list
+from graphtag.analysis.summary import analyze
 from graphtag.core import metadata
 from graphtag.core.hierarchy import Hierarchy, ModuleInfo
+from graphtag.core.metadata import parse_name_list
 
 FC1, FC2, ROOT = "/MLP/Layer.fc1", "/MLP/Layer.fc2", "/MLP"
 
@@ -71,28 +72,55 @@ def test_untagged_inferred_and_contexts():
     result = analyze(model)
     assert result.untagged == ["n0_MatMul", "Add#1"]
     assert result.tagged == 2 and result.module(FC1).nodes == 0
-    assert result.inferred == {"lca": 1}
+    assert result.inferred == {"lca": 1} and result.tag_sources == {"inferred:lca": 1}
     assert result.multi_context_nodes == 1
     assert result.context_roles == {"consumer": 1, "producer": 1}
 
 
-def test_shared_parameters_structural_and_from_metadata():
+def test_shared_parameters_come_from_the_graph_not_from_records():
     model = mlp_with_hierarchy()
     w1 = model.graph.initializers["fc1.weight"]
     reuse = ir.Node("", "Identity", [w1], name="reuse")
     reuse.metadata_props[metadata.MODULE] = FC2
     model.graph.append(reuse)
     shared = analyze(model).shared_parameters
-    assert [(s.name, s.modules, s.source) for s in shared] == [("fc1.weight", [FC1, FC2], "graph")]
-    # The multi-consumer pass's key wins over the structure when present.
+    assert [(s.name, s.uses, s.initializers) for s in shared] == [
+        ("fc1.weight", {FC1: 1, FC2: 1}, ["fc1.weight"])
+    ]
+    # The graph is the truth: a (wrong) pkg.graphtag.consumers record changes nothing
+    # here; graphtag validate's consumers rule reports the disagreement.
     w2 = model.graph.initializers["fc2.weight"]
     w2.metadata_props[metadata.CONSUMERS] = json.dumps([FC2, ROOT])
-    shared = {s.name: s for s in analyze(model).shared_parameters}
-    assert shared["fc2.weight"].modules == [ROOT, FC2]
-    assert shared["fc2.weight"].source == "metadata"
+    w1.metadata_props[metadata.CONSUMERS] = json.dumps([FC1])
+    assert analyze(model).shared_parameters == shared
 
 
-def test_shared_folded_initializer_reports_origin_and_ignores_constants():
+def test_module_called_twice_and_wrapper_prefix():
+    # A module called twice reads its weight from two ops with the same tag: "reused",
+    # reported with the shared ones. A wrapper's prefix ("model.") is seen through: the
+    # parameter is reported under its PyTorch name, the initializer under its own.
+    model = mlp_with_hierarchy()
+    graph = model.graph
+    w2 = graph.initializers["fc2.weight"]
+    w2.name = "model.fc2.weight"
+    second = ir.Node("", "MatMul", [nodes(model)[2].outputs[0], w2], name="fc2_again")
+    second.metadata_props[metadata.MODULE] = FC2
+    graph.append(second)
+    (use,) = analyze(model).shared_parameters
+    assert (use.name, use.initializers, use.uses) == ("fc2.weight", ["model.fc2.weight"], {FC2: 2})
+    assert use.reused and not use.shared and use.owners == [FC2]
+    assert json.loads(analyze(model).to_json())["shared_parameters"] == [
+        {
+            "name": "fc2.weight",
+            "initializers": ["model.fc2.weight"],
+            "uses": {FC2: 2},
+            "owners": [FC2],
+            "modules": [FC2],
+        }
+    ]
+
+
+def test_shared_folded_initializer_reports_the_parameter_and_ignores_constants():
     model = mlp_with_hierarchy()
     graph = model.graph
     folded = ir.Value(
@@ -117,7 +145,9 @@ def test_shared_folded_initializer_reports_origin_and_ignores_constants():
             graph.append(node)
     shared = analyze(model).shared_parameters
     # The shape constant is consumed by two modules too, but it is not a weight.
-    assert [(s.name, s.origin) for s in shared] == [("val_7", ["fc2.weight"])]
+    assert [(s.name, s.initializers, s.tags) for s in shared] == [
+        ("fc2.weight", ["fc2.weight", "val_7"], [FC1, FC2])
+    ]
 
 
 def test_functions_are_counted_by_calls():

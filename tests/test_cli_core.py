@@ -33,19 +33,59 @@ def test_passes_list_json_has_docs_and_options():
     assert entries["toposort"]["origin"] == "graphtag"
     assert entries["toposort"]["doc"]
     assert {o["name"] for o in entries["ir.checker"]["options"]} >= {"full_check"}
+    # Descriptions come from Annotated[T, "..."] in the pass's __init__.
+    strategy = next(o for o in entries["tag-propagation"]["options"] if o["name"] == "strategy")
+    assert strategy == {
+        "name": "strategy",
+        "type": "lca|producers|consumers",
+        "default": "lca",
+        "description": "which neighbours decide: both sides, or one first",
+    }
+    assert all(o["description"] == "" for o in entries["ir.checker"]["options"])
+    table = run_cli("passes", "list").stdout
+    assert "strategy: lca|producers|consumers = 'lca'  which neighbours decide" in table
 
 
-def test_core_commands_do_not_import_torch(mlp_path, tmp_path):
+# Every command that works on an ONNX file, with arguments (MODEL and OUT are filled in).
+ONNX_ONLY_COMMANDS = {
+    "run": [
+        "run",
+        "MODEL",
+        "-p",
+        "toposort,tag-propagation,multi-consumer,residual-resolution,boundary-detection,"
+        "function-outlining{all=true},function-inlining",
+        "-o",
+        "OUT/o.onnx",
+    ],
+    "passes-list": ["passes", "list"],
+    "analyze": ["analyze", "MODEL", "--format", "detailed"],
+    "validate": ["validate", "MODEL"],
+    "extract": ["extract", "MODEL", "--all", "-o", "OUT/modules"],
+    "dag": ["dag", "MODEL", "-o", "OUT/dag.json", "--ops", "OUT/ops.json"],
+    "compare": ["compare", "--topology", "MODEL", "MODEL"],
+    "snapshot": ["snapshot", "MODEL"],
+}
+
+
+@pytest.mark.parametrize("command", list(ONNX_ONLY_COMMANDS))
+def test_onnx_only_commands_do_not_import_torch(command, tmp_path):
+    from test_analysis import mlp_with_hierarchy
+
+    model = tmp_path / "m.onnx"
+    graphtag.save(mlp_with_hierarchy(), model)
+    args = [
+        a.replace("MODEL", str(model)).replace("OUT", str(tmp_path))
+        for a in ONNX_ONLY_COMMANDS[command]
+    ]
     code = (
         "import sys\n"
         "from graphtag.cli import main\n"
-        f"assert main(['passes', 'list']) == 0\n"
-        f"assert main(['run', {str(mlp_path)!r}, '-p', 'toposort', '-o', {str(tmp_path / 'o.onnx')!r}]) == 0\n"
+        f"assert main({args!r}) == 0\n"
         "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_run_with_time_passes_and_verify_each(mlp_path, tmp_path):
@@ -63,12 +103,39 @@ def test_run_with_time_passes_and_verify_each(mlp_path, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["pass", "ms", "modified"]
+    assert lines[0].split() == ["pass", "ms", "modified", "stats"]
     assert lines[2].split()[0] == "toposort" and lines[2].split()[-1] == "no"
     assert lines[-1].startswith("total")
     assert digest(mlp_path) == before
     model = graphtag.load(out)
     assert metadata.node_tag(next(iter(model.graph))) == "/MLP/Layer.fc1"
+
+
+def test_time_passes_shows_statistics_and_diagnostics_and_verbose_logs(mlp_path, tmp_path):
+    out = tmp_path / "out.onnx"
+    proc = run_cli(
+        "run", mlp_path, "-p", "multi-consumer,function-outlining{all=true}", "-o", out,
+        "--time-passes",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[2:]}
+    assert "values=8 shared_parameters=0 reused_parameters=0" in rows["multi-consumer"]
+    assert "outlined=2 functions=2 skipped=0" in rows["function-outlining"]
+    assert "INFO" not in proc.stderr  # quiet without -v
+    # Without tags there is nothing to record: the pass says so, in the table and with -v.
+    model = graphtag.load(mlp_path)
+    for node in model.graph:
+        node.metadata_props.clear()
+    graphtag.save(model, tmp_path / "untagged.onnx")
+    proc = run_cli(
+        "-v", "run", tmp_path / "untagged.onnx", "-p", "multi-consumer", "-o", out, "--time-passes"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "multi-consumer: no node carries a tag: no consumers recorded" in proc.stdout
+    assert "graphtag: INFO: graphtag.passes.multi_consumer: no node carries a tag" in proc.stderr
+    assert "graphtag: INFO: graphtag.pipeline.manager: pass multi-consumer" in proc.stderr
+    debug = run_cli("-vv", "run", mlp_path, "-p", "tag-propagation,residual-resolution", "-o", out)
+    assert "DEBUG" in debug.stderr and "analysis hierarchy: reused" in debug.stderr
 
 
 def test_run_dump_after(mlp_path, tmp_path):

@@ -27,6 +27,7 @@ from zoo import ZOO, _hf
 
 import graphtag
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.exporter.exporters import (
     DynamoExporter,
     ExportFailed,
@@ -116,7 +117,7 @@ def test_auto_exports_by_traceable_switches(name, route, cause):
     # The user's model is as it was.
     assert current_switches(case.module) == case.before
     onnx.checker.check_model(ir.serde.serialize_model(result.model), full_check=True)
-    nodes = list(metadata.iter_all_nodes(result.model))
+    nodes = list(iter_all_nodes(result.model))
     assert nodes and all(metadata.node_tag(n) for n in nodes)
     expected, actual = _torch_outputs(case), _ort_outputs(result.model, case.inputs)
     assert len(actual) == len(expected)

@@ -21,6 +21,7 @@ from zoo_exports import zoo_cases, zoo_export
 import graphtag
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_lca
 from graphtag.exporter.exporters import KwargsWrapper, wrap_kwargs
 from graphtag.testing import graphtag_snapshot
@@ -79,8 +80,8 @@ def test_every_node_tagged_with_an_existing_module(case):
     model = graphtag.load(case.path)
     hierarchy = Hierarchy.from_model(model)
     assert hierarchy is not None and model.metadata_props[metadata.VERSION] == graphtag.__version__
-    tags = [metadata.node_tag(n) for n in metadata.iter_all_nodes(model)]
-    untagged = [n.name for n in metadata.iter_all_nodes(model) if metadata.node_tag(n) is None]
+    tags = [metadata.node_tag(n) for n in iter_all_nodes(model)]
+    untagged = [n.name for n in iter_all_nodes(model) if metadata.node_tag(n) is None]
     assert not untagged, f"{len(untagged)} untagged nodes, e.g. {untagged[:5]}"
     assert all(is_valid_tag(t) and t in hierarchy for t in tags)
     assert case.result.stats.tagged == case.result.stats.nodes == len(tags)
@@ -106,7 +107,7 @@ def test_tags_are_those_of_the_deepest_scope_module(case):
     hierarchy = Hierarchy.from_model(model)
     modules = {name for name, _ in case.module.named_modules(remove_duplicate=False)}
     checked = 0
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         source = node.metadata_props.get(metadata.TAG_SOURCE, "")
         if source.startswith("inferred:"):
             _check_inferred(node, hierarchy)

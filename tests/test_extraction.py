@@ -413,9 +413,9 @@ def test_cli_unwritable_output_leaves_nothing(siblings_file, tmp_path, where):
 
 def test_cli_failure_midway_leaves_nothing(siblings_file, tmp_path, monkeypatch, capsys):
     from graphtag import cli
-    from graphtag.cli import extract_cmd
+    from graphtag.core import io
 
-    real_save, calls = extract_cmd._save, []
+    real_save, calls = io.save, []
 
     def failing_save(model, path):
         calls.append(path)
@@ -423,7 +423,7 @@ def test_cli_failure_midway_leaves_nothing(siblings_file, tmp_path, monkeypatch,
             raise GraphtagError(f"{path}: disk full")
         real_save(model, path)
 
-    monkeypatch.setattr(extract_cmd, "_save", failing_save)
+    monkeypatch.setattr(io, "save", failing_save)
     out = tmp_path / "modules"
     assert cli.main(["extract", str(siblings_file), "--all", "-o", str(out)]) == 2
     assert "disk full" in capsys.readouterr().err

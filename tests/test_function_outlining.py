@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from zoo import ZOO
 from zoo_exports import zoo_export
 
 import graphtag
+from graphtag.analysis.signature import tensor_digest
 from graphtag.analysis.summary import analyze
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
@@ -158,16 +160,17 @@ def test_same_class_instances_share_one_function(tmp_path):
     before = _copy(model)
     feeds = {"x": np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)}
     expected = run_ort(before, feeds)
-    pass_ = FunctionOutliningPass(pattern="*/Layer.*")
-    assert pass_(model).modified
-    assert pass_.skipped == []
-    assert [key for _, key in pass_.outlined] == ["pkg.graphtag::Layer"] * 2
+    result = FunctionOutliningPass(pattern="*/Layer.*")(model)
+    assert result.modified
+    assert result.skipped == [] and result.diagnostics == []
+    assert [key for _, key in result.outlined] == ["pkg.graphtag::Layer"] * 2
+    assert result.stats == {"outlined": 2, "functions": 1, "skipped": 0}
     (function,) = model.functions.values()
     assert function.identifier() == ("pkg.graphtag", "Layer", "")
     assert [n.op_type for n in function] == ["MatMul", "Constant", "Mul", "Relu"]
     assert len(function.inputs) == 2  # x and the weight: weights are passed in
     assert function.opset_imports == {"": 21}
-    assert function.metadata_props[sup.FUNCTION_CLASS] == "pkg.mod.Layer"
+    assert metadata.function_class(function) == "pkg.mod.Layer"
     assert set(model.graph.initializers) == {"w0", "w1"}
     assert model.opset_imports[sup.DOMAIN] == 1
     first, second = calls(model)
@@ -176,7 +179,7 @@ def test_same_class_instances_share_one_function(tmp_path):
     for call, tag in [(first, L0), (second, L1)]:
         assert call.name == tag
         assert call.metadata_props[metadata.MODULE] == tag
-        assert sup.ORDER in call.metadata_props
+        assert metadata.order(call) is not None
     assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
     assert_round_trip(before, model)
 
@@ -220,13 +223,13 @@ def test_subgraphs_reading_outer_values(tmp_path):
     before = _copy(model)
     feeds = {"x": np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)}
     expected = run_ort(before, feeds)
-    pass_ = outline(model, "*/Layer.*")
-    assert pass_.skipped == [] and len(model.functions) == 1 and len(calls(model)) == 2
+    result = outline(model, "*/Layer.*")
+    assert result.skipped == [] and len(model.functions) == 1 and len(calls(model)) == 2
     assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
     assert_round_trip(before, model)  # subgraph node and value names restored too
 
 
-def test_non_contiguous_module_is_skipped_with_reason():
+def test_non_contiguous_module_is_skipped_with_reason(caplog):
     # Module A's two nodes are separated by B's node: a path leaves A and comes back.
     tags = {"/M/A": ("a", "pkg.A"), "/M/B": ("b", "pkg.B")}
     steps = [
@@ -236,9 +239,13 @@ def test_non_contiguous_module_is_skipped_with_reason():
     ]
     model = layered(steps, tags)
     before = _copy(model)
-    pass_ = FunctionOutliningPass(pattern="/M/A")
-    assert not pass_(model).modified
-    assert pass_.skipped == [("/M/A", "not contiguous: a path leaves the module and re-enters it")]
+    with caplog.at_level(logging.INFO, logger="graphtag.passes.function_outlining"):
+        result = FunctionOutliningPass(pattern="/M/A")(model)
+    assert not result.modified
+    reason = "not contiguous: a path leaves the module and re-enters it"
+    assert result.skipped == [("/M/A", reason)]
+    assert result.diagnostics == [f"not outlined /M/A: {reason}"]
+    assert f"not outlined /M/A: {reason}" in caplog.text
     assert metadata_of(model) == metadata_of(before)  # no order keys left behind
     assert not model.functions and sup.DOMAIN not in model.opset_imports
 
@@ -255,9 +262,9 @@ def test_modules_forming_a_cycle_together_skip_one():
     ]
     model = layered(steps, tags)
     before = _copy(model)
-    pass_ = FunctionOutliningPass(classes="Part")
-    assert pass_(model).modified
-    assert len(pass_.skipped) == 1 and "would create a cycle" in pass_.skipped[0][1]
+    result = FunctionOutliningPass(classes="Part")(model)
+    assert result.modified
+    assert len(result.skipped) == 1 and "would create a cycle" in result.skipped[0][1]
     assert len(calls(model)) == 1
     assert_round_trip(before, model)
 
@@ -309,9 +316,9 @@ def test_zoo_outline_all_runs_and_round_trips(name, tmp_path):
     model, feeds = zoo_model(name)
     before = _copy(model)
     expected = run_ort(before, feeds)
-    pass_ = FunctionOutliningPass(all=True)
-    assert pass_(model).modified
-    assert pass_.outlined and model.functions
+    result = FunctionOutliningPass(all=True)(model)
+    assert result.modified
+    assert result.outlined and model.functions
     assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
     assert_round_trip(before, model)
 
@@ -322,9 +329,7 @@ def test_bert_layers_share_one_function(tmp_path):
     expected = run_ort(before, feeds)
     for selection in ({"pattern": "*/BertLayer.*"}, {"classes": "BertLayer"}):
         outlined = _copy(model)
-        pass_ = FunctionOutliningPass(**selection)
-        pass_(outlined)
-        assert pass_.skipped == []
+        assert FunctionOutliningPass(**selection)(outlined).skipped == []
         assert list(outlined.functions) == [("pkg.graphtag", "BertLayer", "")]
         layer_calls = calls(outlined)
         assert [c.metadata_props[metadata.MODULE] for c in layer_calls] == [
@@ -332,7 +337,7 @@ def test_bert_layers_share_one_function(tmp_path):
             "/BertModel/BertEncoder/BertLayer.1",
         ]
         function = outlined.functions["pkg.graphtag", "BertLayer", ""]
-        assert function.metadata_props[sup.FUNCTION_CLASS] == (
+        assert metadata.function_class(function) == (
             "transformers.models.bert.modeling_bert.BertLayer"
         )
         assert not function.graph.initializers
@@ -345,8 +350,10 @@ def test_bert_nested_layer_and_attention(tmp_path):
     model, feeds = zoo_model("bert")
     before = _copy(model)
     expected = run_ort(before, feeds)
-    pass_ = outline(model, classes="BertLayer,transformers.models.bert.modeling_bert.BertAttention")
-    assert pass_.skipped == []
+    result = outline(
+        model, classes="BertLayer,transformers.models.bert.modeling_bert.BertAttention"
+    )
+    assert result.skipped == []
     assert set(model.functions) == {
         ("pkg.graphtag", "BertLayer", ""),
         ("pkg.graphtag", "BertAttention", ""),
@@ -368,8 +375,8 @@ def test_depth_selection_on_gpt2(tmp_path):
     model, feeds = zoo_model("gpt2")
     before = _copy(model)
     expected = run_ort(before, feeds)
-    pass_ = outline(model, depth=1)
-    assert {tag.count("/") for tag, _ in pass_.outlined} == {2}
+    result = outline(model, depth=1)
+    assert {tag.count("/") for tag, _ in result.outlined} == {2}
     assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
     assert_round_trip(before, model)
 
@@ -400,3 +407,53 @@ def test_export_cli_outline_and_analyze(tmp_path):
     ]
     table = run_cli("analyze", out, "--format", "detailed").stdout
     assert "pkg.graphtag::BertLayer" in table and "BertLayer" in table
+
+
+def _string_layers(words: tuple[list[str], list[str]]) -> ir.Model:
+    """Two layers, each comparing a string constant (a STRING tensor attribute) with
+    itself and adding the result to the activations."""
+    prev = "x"
+    model = layered([("head", "Neg", ["x"], "/M")], LAYER_TAGS)
+    graph = model.graph
+    head = next(iter(graph))
+    for i, tag in enumerate((L0, L1)):
+        tensor = ir.StringTensor([w.encode() for w in words[i]], shape=ir.Shape([4]))
+        const = ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", tensor)])
+        equal = ir.Node("", "Equal", [const.outputs[0], const.outputs[0]])
+        cast = ir.Node("", "Cast", equal.outputs, attributes=[ir.AttrInt64("to", 1)])
+        add = ir.Node("", "Add", [graph.inputs[0] if prev == "x" else prev, cast.outputs[0]])
+        for j, node in enumerate((const, equal, cast, add)):
+            node.name = f"l{i}_{j}"
+            node.outputs[0].name = f"l{i}_{j}_out"
+            metadata.set_tag(node, tag)
+        graph.insert_before(head, [const, equal, cast, add])
+        prev = add.outputs[0]
+    head.replace_input_with(0, prev)
+    return model
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["same-strings", "other-strings"])
+def test_string_tensor_attributes_are_digested(tmp_path, same):
+    # ONNX's backend test data has string tensor attributes; StringTensor has no tobytes.
+    words = ["a", "b", "c", "d"]
+    model = _string_layers((words, words if same else ["ab", "", "c", "d"]))
+    before = _copy(model)
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)}
+    expected = run_ort(before, feeds)
+    result = outline(model, "*/Layer.*")
+    assert result.skipped == [] and len(calls(model)) == 2
+    assert len(model.functions) == (1 if same else 2)  # ["a","b"] and ["ab",""] differ
+    assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
+    assert_round_trip(before, model)
+
+
+def test_tensor_digest_covers_string_tensors():
+    def digest(words, cls=ir.StringTensor):
+        if cls is ir.StringTensor:
+            data = [w.encode() for w in words]
+            return tensor_digest(ir.StringTensor(data, shape=ir.Shape([len(data)])))
+        return tensor_digest(ir.tensor(np.array(words, dtype=object)))
+
+    assert digest(["a", "b"]) == digest(["a", "b"], cls=ir.Tensor)  # any STRING tensor
+    assert digest(["a", "b"]) != digest(["ab", ""]) != digest(["ab"])
+    assert tensor_digest(ir.tensor(np.float32([1, 2])))[:2] == ("FLOAT", (2,))

@@ -17,6 +17,7 @@ from graphtag.analysis.attribution import (
     tag_from_torchscript_scope,
 )
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, is_valid_tag
 from graphtag.exporter.module_tree import DEFAULT_KEEP_TORCH_CLASSES, FilterConfig, build_hierarchy
 
@@ -339,14 +340,14 @@ def _dynamo_nodes(model: nn.Module, kwargs: dict) -> list[ir.Node]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (), kwargs=kwargs, dynamo=True, optimize=False)
-    return list(metadata.iter_all_nodes(program.model))
+    return list(iter_all_nodes(program.model))
 
 
 def _torchscript_nodes(model: nn.Module, args: tuple, path) -> list[ir.Node]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, args, str(path), dynamo=False)
-    return list(metadata.iter_all_nodes(ir.load(path)))
+    return list(iter_all_nodes(ir.load(path)))
 
 
 def _check_dynamo_attribution(h: Hierarchy, nodes: list[ir.Node]) -> Counter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import onnx_ir as ir
@@ -15,14 +16,12 @@ from test_residual_resolution import (
     zoo_model,
 )
 
+from graphtag.analysis.parameters import parameter_usage, shared_parameters
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, ModuleInfo
-from graphtag.passes.multi_consumer import (
-    ORIGIN,
-    MultiConsumerPass,
-    parameter_usage,
-    shared_parameters,
-)
+from graphtag.core.metadata import ORIGIN
+from graphtag.passes.multi_consumer import MultiConsumerPass
 
 FLOAT = ir.TensorType(ir.DataType.FLOAT)
 
@@ -79,15 +78,15 @@ def test_consumers_on_every_value_and_idempotent():
     model = tagged_mlp()
     before = _copy(model)
     node_metadata = {n.name: dict(n.metadata_props) for n in model.graph}
-    pass_ = MultiConsumerPass()
-    assert pass_(model).modified
+    result = MultiConsumerPass()(model)
+    assert result.modified
     graph = model.graph
     assert consumers(graph.inputs[0]) == ["/MLP/Layer.fc1"]
     assert consumers(graph.initializers["fc2.weight"]) == ["/MLP/Layer.fc2"]
     by_name = {v.name: v for n in graph for v in n.outputs}
     assert consumers(by_name["t1"]) == ["/MLP"]
     assert consumers(by_name["y"]) == []  # a graph output adds no consumer
-    assert pass_.stats["values"] == 1 + 3 + 4  # x, 3 initializers, 4 node outputs
+    assert result.stats["values"] == 1 + 3 + 4  # x, 3 initializers, 4 node outputs
     assert {n.name: dict(n.metadata_props) for n in graph} == node_metadata
     assert_metadata_only_change(before, model, feeds(model))
     assert not MultiConsumerPass()(model).modified
@@ -103,10 +102,26 @@ def test_value_used_by_several_modules_lists_all_sorted():
     model.graph.extend([extra, untagged])
     MultiConsumerPass()(model)
     assert consumers(x) == ["/MLP/A", "/MLP/Layer.fc1"]
-    pass_ = MultiConsumerPass(include_unconsumed=False)
     model = tagged_mlp()
-    pass_(model)
+    MultiConsumerPass(include_unconsumed=False)(model)
     assert metadata.CONSUMERS not in model.graph.outputs[0].metadata_props
+
+
+def test_model_without_tags_gets_no_consumers(caplog):
+    # Nothing to record without modules: no "[]" on every value (noise in value_info).
+    model = tagged_mlp()
+    MultiConsumerPass()(model)  # keys written while tagged ...
+    for node in model.graph:
+        del node.metadata_props[metadata.MODULE]
+    with caplog.at_level(logging.INFO, logger="graphtag.passes.multi_consumer"):
+        result = MultiConsumerPass()(model)
+    assert result.modified  # ... and removed once stale
+    assert result.diagnostics == ["no node carries a tag: no consumers recorded"]
+    assert "no consumers recorded" in caplog.text
+    values = [*model.graph.inputs, *model.graph.initializers.values()]
+    values += [v for n in model.graph for v in n.outputs]
+    assert not [v.name for v in values if metadata.CONSUMERS in v.metadata_props]
+    assert not MultiConsumerPass()(model).modified
 
 
 def test_subgraph_and_function_values():
@@ -152,13 +167,13 @@ def test_origin_from_names_folded_from_and_prefixes():
     graph.extend(nodes)
     model = ir.Model(graph, ir_version=10)
     _hierarchy({"a": ["a.weight", "a.bias"], "b": ["b.weight", "b.bias"]}).attach(model)
-    pass_ = MultiConsumerPass()
-    assert pass_(model).modified
+    result = MultiConsumerPass()(model)
+    assert result.modified
     assert origin(plain) == ["a.weight"]
     assert origin(folded) == ["a.bias", "b.weight"]
     assert origin(prefixed) is None  # exact names only: validation sees the wrapper prefix
     assert origin(constant) is None
-    assert pass_.stats["origins"] == 2
+    assert result.stats["origins"] == 2
     usage = parameter_usage(model)
     assert sorted(usage) == ["a.bias", "a.weight", "b.bias", "b.weight"]
     assert usage["b.bias"].initializers == ["model.b.bias"]  # matched by dotted suffix
@@ -192,10 +207,9 @@ def test_shared_and_reused_parameters():
     assert usage["twice"].reused and usage["twice"].uses == {"/M/Block": 2}
     assert usage["once"].uses == {"/M/Conv": 1}
     assert shared_parameters(model) == {"tied": ["/M", "/M/Embedding"], "twice": ["/M/Block"]}
-    pass_ = MultiConsumerPass()
-    pass_(model)
-    assert pass_.stats["shared_parameters"] == 1 and pass_.stats["reused_parameters"] == 1
-    assert set(pass_.parameters) == {"tied", "twice", "once"}
+    result = MultiConsumerPass()(model)
+    assert result.stats["shared_parameters"] == 1 and result.stats["reused_parameters"] == 1
+    assert set(parameter_usage(model)) == {"tied", "twice", "once"}
     assert origin(tied) is None  # origins need the hierarchy
 
 
@@ -207,10 +221,10 @@ def test_shared_and_reused_parameters():
 def test_zoo_metadata_only_and_idempotent(name, optimize):
     model, inputs = zoo_model(name, optimize)
     before = _copy(model)
-    tags = {n.name: dict(n.metadata_props) for n in metadata.iter_all_nodes(model)}
+    tags = {n.name: dict(n.metadata_props) for n in iter_all_nodes(model)}
     assert MultiConsumerPass()(model).modified
     assert not MultiConsumerPass()(model).modified
-    assert {n.name: dict(n.metadata_props) for n in metadata.iter_all_nodes(model)} == tags
+    assert {n.name: dict(n.metadata_props) for n in iter_all_nodes(model)} == tags
     assert_metadata_only_change(before, model, inputs)
     for node in model.graph:
         for value in node.outputs:
@@ -238,8 +252,8 @@ def test_gpt2_lm_head_ties_the_token_embedding(optimize):
 @pytest.mark.parametrize("optimize", [True, False], ids=["opt", "noopt"])
 def test_siblings_module_called_twice(optimize):
     model, _ = zoo_model("siblings", optimize)
-    pass_ = MultiConsumerPass()
-    pass_(model)
+    MultiConsumerPass()(model)
+    usage = parameter_usage(model)
     hierarchy = Hierarchy.from_model(model)
     shared_module = hierarchy.modules[hierarchy.tag_of("shared")]
     expected = set(shared_module.parameters + shared_module.inherited_parameters)
@@ -249,8 +263,8 @@ def test_siblings_module_called_twice(optimize):
     found = shared_parameters(model)
     assert set(found) == expected
     for name in expected:
-        assert pass_.parameters[name].reused and not pass_.parameters[name].shared
-        assert set(pass_.parameters[name].uses.values()) == {2}
+        assert usage[name].reused and not usage[name].shared
+        assert set(usage[name].uses.values()) == {2}
 
 
 def test_bert_origins_cover_folded_weights():

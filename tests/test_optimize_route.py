@@ -26,6 +26,7 @@ from zoo import ZOO
 import graphtag
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, is_valid_tag, tag_lca
 from graphtag.exporter.tagged_export import ExportResult
 from graphtag.passes import torch_optimizer as optimize_route
@@ -121,7 +122,7 @@ def test_ort_matches_pytorch(exported):
 
 
 def test_every_node_tagged_with_an_existing_module(exported):
-    nodes = list(metadata.iter_all_nodes(exported.model))
+    nodes = list(iter_all_nodes(exported.model))
     untagged = [n.name for n in nodes if metadata.node_tag(n) is None]
     assert not untagged, f"{len(untagged)} untagged nodes, e.g. {untagged[:5]}"
     assert all(
@@ -133,7 +134,7 @@ def test_every_node_tagged_with_an_existing_module(exported):
 
 
 def test_fused_nodes_carry_the_lca_of_their_contexts(exported):
-    for node in metadata.iter_all_nodes(exported.model):
+    for node in iter_all_nodes(exported.model):
         contexts = _contexts(node)
         if not contexts:
             continue
@@ -146,7 +147,7 @@ def test_fused_nodes_carry_the_lca_of_their_contexts(exported):
 
 def test_every_rewritten_node_was_reconciled(exported):
     """Nodes carrying the rewriter's rule name were created by it: graphtag re-tagged them."""
-    for node in metadata.iter_all_nodes(exported.model):
+    for node in iter_all_nodes(exported.model):
         if RULE_NAME in node.metadata_props:
             source = node.metadata_props.get(metadata.TAG_SOURCE)
             assert source in (optimize_route.FUSED, optimize_route.REWRITTEN), node.name

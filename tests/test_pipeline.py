@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import onnx_ir as ir
 import pytest
@@ -252,3 +252,34 @@ def test_onnx_ir_common_passes_are_registered(reg):
     names = reg.names()
     assert {"ir.topological-sort", "ir.remove-unused-nodes", "ir.shape-inference"} <= set(names)
     assert reg.get("ir.common-subexpression-elimination").option("size_limit").type is int
+
+
+class DescribedPass(ir.passes.InPlacePass):
+    """Options described with Annotated, next to plain ones."""
+
+    def __init__(
+        self,
+        *,
+        size: Annotated[int, "how many"] = 2,
+        mode: Annotated[Literal["a", "b"], "which way"] = "a",
+        name: Annotated[str | None, "a name"] = None,
+        plain: bool = False,
+    ) -> None:
+        self.size, self.mode, self.name, self.plain = size, mode, name, plain
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model, False)
+
+
+def test_option_descriptions_from_annotated(reg):
+    spec = reg.register("described", DescribedPass)
+    assert [(o.name, o.type_name, o.default, o.description) for o in spec.options] == [
+        ("size", "int", 2, "how many"),
+        ("mode", "a|b", "a", "which way"),
+        ("name", "str", None, "a name"),
+        ("plain", "bool", False, ""),
+    ]
+    created = Pipeline.from_text("described{size=3,mode=b,name=x,plain=yes}", reg).steps[0][1]
+    assert (created.size, created.mode, created.name, created.plain) == (3, "b", "x", True)
+    with pytest.raises(PipelineError, match="option 'size' expects int"):
+        Pipeline.from_text("described{size=many}", reg)

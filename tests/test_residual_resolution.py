@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,6 +18,7 @@ from zoo_exports import zoo_export
 import graphtag
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, ModuleInfo, is_ancestor_or_self
 from graphtag.passes.residual_resolution import (
     ResidualResolutionPass,
@@ -64,7 +63,7 @@ def _export(name: str, optimize: bool) -> tuple[bytes, dict[str, np.ndarray]]:
 def _strip_pass_metadata(model: ir.Model) -> None:
     """Undo what graphtag export's multi-consumer and residual-resolution passes wrote, so
     these tests run the passes on a model that has not been through them."""
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         entries = json.loads(node.metadata_props.pop(metadata.CONTEXTS, "[]"))
         kept = [e for e in entries if e["role"] not in ("producer", "consumer", "shared")]
         if kept:
@@ -171,8 +170,8 @@ def test_roles_on_hand_built_layers():
     model = two_layers()
     before = _copy(model)
     tags = {n.name: metadata.node_tag(n) for n in model.graph}
-    pass_ = ResidualResolutionPass()
-    assert pass_(model).modified
+    result = ResidualResolutionPass()(model)
+    assert result.modified
     nodes = _by_name(model)
     assert contexts(nodes["mask"]) == [
         {"module": f"{L0}/Attn", "role": "shared"},
@@ -193,7 +192,7 @@ def test_roles_on_hand_built_layers():
         {"module": L0, "role": "producer"},
     ]
     assert {n.name: metadata.node_tag(n) for n in model.graph} == tags
-    assert pass_.stats == {"nodes": 5, "producer": 4, "consumer": 4, "shared": 2}
+    assert result.stats == {"nodes": 5, "producer": 4, "consumer": 4, "shared": 2}
     feeds = {"x": np.arange(8, dtype=np.float32).reshape(2, 4)}
     assert_metadata_only_change(before, model, feeds)
     assert not ResidualResolutionPass()(model).modified
@@ -259,14 +258,6 @@ def test_contamination_torchscript_style(prefix):
     assert contamination(model) == [(node.name, L0, L1)]
 
 
-def test_passes_do_not_import_torch():
-    code = (
-        "import sys, graphtag.passes.residual_resolution, graphtag.passes.multi_consumer; "
-        "sys.exit(1 if 'torch' in sys.modules else 0)"
-    )
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
 def test_registered_with_docs():
     from graphtag.pipeline.registry import registry
 
@@ -284,12 +275,12 @@ def test_zoo_no_contamination_and_metadata_only(name, optimize):
     model, feeds = zoo_model(name, optimize)
     before = _copy(model)
     where = executes_in(model)
-    nodes = list(metadata.iter_all_nodes(model))
+    nodes = list(iter_all_nodes(model))
     assert sum(where(n) is not None for n in nodes) >= 0.95 * len(nodes)
     props = {id(n): dict(n.metadata_props) for n in nodes}
     assert ResidualResolutionPass()(model).modified
     assert not ResidualResolutionPass()(model).modified
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         after, was = dict(node.metadata_props), props[id(node)]
         # Only the contexts change, and entries of other roles (the exporter's "fused") stay.
         foreign = [c for c in json.loads(was.pop(metadata.CONTEXTS, "[]")) if c["role"] == "fused"]

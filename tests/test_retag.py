@@ -23,7 +23,7 @@ from zoo_exports import zoo_export
 import graphtag
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import iter_graphs
+from graphtag.core.graphs import iter_all_nodes, iter_graphs
 from graphtag.passes.function_outlining import outline
 from graphtag.passes.retag import RetagPass, node_tags_by_name
 from graphtag.pipeline import Pipeline
@@ -69,7 +69,7 @@ def _cli(capsys, *args) -> SimpleNamespace:
 
 
 def _nodes(model: ir.Model) -> list[ir.Node]:
-    return list(metadata.iter_all_nodes(model))
+    return list(iter_all_nodes(model))
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from zoo_exports import zoo_cases, zoo_export
 
 import graphtag
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy
 
 ORT_LEVELS = {
@@ -298,7 +299,7 @@ def expected_tags(reference: onnx.ModelProto, rewritten: onnx.ModelProto) -> dic
 def test_every_node_tagged_with_a_module_of_the_hierarchy(rewrite):
     hierarchy = Hierarchy.from_model(rewrite.model)
     assert hierarchy is not None
-    nodes = list(metadata.iter_all_nodes(rewrite.model))
+    nodes = list(iter_all_nodes(rewrite.model))
     untagged = [n.name for n in nodes if metadata.node_tag(n) is None]
     assert not untagged
     unknown = {metadata.node_tag(n) for n in nodes} - set(hierarchy.modules)

@@ -1,4 +1,4 @@
-"""Tests for the integer core of toposort (graphtag.passes._reverse_kahn), torch-free."""
+"""Tests for the integer core of toposort (graphtag.analysis.kahn), torch-free."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graphtag.passes._reverse_kahn import CycleError, _stable_order, reverse_kahn
+from graphtag.analysis.kahn import CycleError, _stable_order, reverse_kahn
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import onnx_ir as ir
@@ -40,7 +41,10 @@ def test_lca_of_neighbours_and_idempotent():
     assert _tags(model)["n1_Add"] == "/MLP/Layer.fc1"
     node = next(n for n in model.graph if n.name == "n1_Add")
     assert node.metadata_props[metadata.TAG_SOURCE] == "inferred:producers-lca"
-    assert pass_.stats == {"producers-lca": 1}
+    assert result.stats == {"producers-lca": 1} and result.diagnostics == []
+    # The pass keeps no state: a second run of the same instance reports its own figures.
+    again = pass_(model)
+    assert not again.modified and again.stats == {}
     assert compare_topology(model, before).identical
     np.testing.assert_array_equal(run_ort(model, feeds(model))[0], run_ort(before, feeds(model))[0])
     assert not TagPropagationPass()(model).modified
@@ -104,8 +108,19 @@ def test_isolated_and_subgraph_nodes():
     )
     branch.metadata_props[metadata.MODULE] = "/MLP/Layer.fc2"
     model.graph.extend([cond, branch])
-    pass_ = TagPropagationPass()
-    pass_(model)
+    result = TagPropagationPass()(model)
     assert metadata.node_tag(lonely) == "/MLP"
     assert metadata.node_tag(inner) == metadata.node_tag(other) == "/MLP/Layer.fc2"
-    assert pass_.stats["root"] == 1 and pass_.stats["enclosing"] == 2
+    assert result.stats["root"] == 1 and result.stats["enclosing"] == 2
+
+
+def test_model_without_any_tag_is_left_alone_and_says_why(caplog):
+    model = tagged_mlp()
+    for node in model.graph:
+        node.metadata_props.clear()
+    with caplog.at_level(logging.INFO, logger="graphtag.passes.tag_propagation"):
+        result = TagPropagationPass()(model)
+    assert not result.modified and result.stats == {"untagged": 4}
+    assert result.diagnostics == ["4 nodes left untagged: the model has no tag to start from"]
+    assert result.diagnostics[0] in caplog.text
+    assert all(metadata.node_tag(n) is None for n in model.graph)

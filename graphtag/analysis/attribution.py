@@ -21,10 +21,9 @@ TorchScript exporter (``dynamo=False``)
 
 from __future__ import annotations
 
-import ast
-import functools
 import re
 
+from graphtag.core import metadata
 from graphtag.core.hierarchy import Hierarchy
 
 # torch.export marks repeated calls of one module as "name@<n>" in some places.
@@ -33,25 +32,13 @@ _CALL_SUFFIX = re.compile(r"^(.*)@\d+$")
 _SCOPE_SUFFIX = re.compile(r"^(.*)_\d+$")
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_name_scopes(text: str) -> tuple[str, ...]:
-    # Many nodes share one string (all nodes of a module call), so parse each only once.
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return ()
-    if not isinstance(value, (list, tuple)):
-        return ()
-    return tuple(str(item) for item in value)
-
-
 def tag_from_name_scopes(name_scopes: str, hierarchy: Hierarchy) -> str | None:
     """Tag of the innermost known module in a ``pkg.torch.onnx.name_scopes`` value.
 
     The last element is always the FX node name and is never treated as a module, even
     when it happens to equal a module name. Returns None when no element is known.
     """
-    names = _parse_name_scopes(name_scopes)[:-1]
+    names = metadata.cached_name_list(name_scopes)[:-1]
     for name in reversed(names):
         tag = hierarchy.name_to_tag.get(name)
         if tag is None:

@@ -22,8 +22,9 @@ from collections.abc import Iterable
 
 import onnx_ir as ir
 
+from graphtag.analysis.manager import BOUNDARIES, cached
 from graphtag.core import metadata
-from graphtag.core.graphs import outer_values, subgraphs_of
+from graphtag.core.graphs import node_reads, subgraph_owners
 from graphtag.core.hierarchy import tag_parent
 
 
@@ -75,6 +76,12 @@ def is_constant_value(value: ir.Value) -> bool:
     )
 
 
+def module_boundaries(model: ir.Model) -> dict[str, ModuleBoundary]:
+    """Boundaries of every module (:func:`compute_boundaries`), cached within an analysis
+    scope (:mod:`graphtag.analysis.manager`): read-only."""
+    return cached(model, BOUNDARIES, compute_boundaries)
+
+
 def compute_boundaries(
     model: ir.Model, tags: Iterable[str] | None = None
 ) -> dict[str, ModuleBoundary]:
@@ -104,13 +111,13 @@ def compute_boundaries(
     nodes = list(graph)
     owner_chain = {id(node): chain_of(node) for node in nodes}
     graph_outputs = {id(v) for v in graph.outputs}
-    sub_owner = _subgraph_owners(graph)
+    sub_owner = subgraph_owners(graph)
 
     def use_chain(user: ir.Node) -> list[str]:
         # A use inside a control-flow body belongs to the node enclosing that body.
         if id(user) in owner_chain:
             return owner_chain[id(user)]
-        enclosing = sub_owner.get(id(user))
+        enclosing = sub_owner.get(user)
         return owner_chain.get(id(enclosing), []) if enclosing is not None else []
 
     seen_input: dict[str, set[int]] = {}
@@ -129,8 +136,7 @@ def compute_boundaries(
             boundary(tag).nodes.append(node)
         if not chain:
             continue
-        consumed = [v for v in node.inputs if v is not None] + outer_values(node)
-        for value in consumed:
+        for value in node_reads(node):
             producer = value.producer()
             producer_chain = set(owner_chain.get(id(producer), ())) if producer else set()
             constant = is_constant_value(value)
@@ -158,13 +164,3 @@ def compute_boundaries(
                 else:
                     boundary(tag).internal.append(value)
     return result
-
-
-def _subgraph_owners(graph: ir.Graph) -> dict[int, ir.Node]:
-    """id(subgraph node) -> the main-graph node that encloses it."""
-    owners: dict[int, ir.Node] = {}
-    for node in graph:
-        for sub in subgraphs_of(node):
-            for inner in ir.traversal.RecursiveGraphIterator(sub):
-                owners[id(inner)] = node
-    return owners

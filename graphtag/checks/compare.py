@@ -9,10 +9,11 @@ Node/value metadata and doc strings are ignored: that is what graphtag adds.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import onnx_ir as ir
+
+from graphtag.analysis.signature import Signer, tensor_digest
 
 _MAX_REPORTED = 20
 
@@ -36,64 +37,16 @@ class TopologyDiff:
         return "\n".join(lines)
 
 
-def _value_names(values: Iterable[ir.Value | None]) -> list[str]:
-    return ["" if v is None else (v.name or "") for v in values]
-
-
-def _attribute_signature(attr: ir.Attr) -> object:
-    if attr.is_ref():
-        return ("ref", attr.ref_attr_name)
-    if attr.type == ir.AttributeType.GRAPH:
-        return ("graph", _graph_signature_digest(attr.value))
-    if attr.type == ir.AttributeType.GRAPHS:
-        return ("graphs", tuple(_graph_signature_digest(g) for g in attr.value))
-    if attr.type == ir.AttributeType.TENSOR:
-        return ("tensor", _tensor_digest(attr.value))
-    if attr.type == ir.AttributeType.TENSORS:
-        return ("tensors", tuple(_tensor_digest(t) for t in attr.value))
-    value = attr.value
-    if isinstance(value, list | tuple):
-        value = tuple(value)
-    return (attr.type.name, value)
-
-
-def _tensor_digest(tensor: ir.TensorProtocol) -> tuple:
-    digest = hashlib.sha256(tensor.tobytes()).hexdigest()[:16]
-    return (tensor.dtype.name, tuple(tensor.shape), digest)
-
-
-def _node_signature(node: ir.Node) -> tuple:
-    return (
-        node.domain,
-        node.op_type,
-        node.overload,
-        tuple(_value_names(node.inputs)),
-        tuple(_value_names(node.outputs)),
-        tuple(sorted((k, _attribute_signature(a)) for k, a in node.attributes.items())),
-    )
-
-
-def _graph_signature_digest(graph: ir.Graph) -> str:
-    h = hashlib.sha256()
-    for item in _graph_items(graph):
-        h.update(repr(item).encode())
-    return h.hexdigest()[:16]
-
-
-def _value_type(value: ir.Value) -> tuple:
-    shape = None if value.shape is None else tuple(str(d) for d in value.shape)
-    return (value.name, str(value.type), shape)
-
-
 def _graph_items(graph: ir.Graph | ir.Function) -> Iterator[tuple]:
-    yield ("inputs", tuple(_value_type(v) for v in graph.inputs))
-    yield ("outputs", tuple(_value_type(v) for v in graph.outputs))
+    signer = Signer(by_name=True)
+    yield ("inputs", signer.io(list(graph.inputs), define=True))
+    yield ("outputs", signer.io(list(graph.outputs), define=False))
     for node in graph:
-        yield ("node", _node_signature(node))
+        yield ("node", signer.node(node))
 
 
 def _describe_node(sig: tuple) -> str:
-    domain, op, _, inputs, outputs, attrs = sig
+    domain, op, _, inputs, outputs, attrs = sig  # see Signer.node
     op_name = f"{domain}::{op}" if domain else op
     return f"{op_name}({', '.join(inputs)}) -> {', '.join(outputs)} attrs={[a[0] for a in attrs]}"
 
@@ -152,5 +105,10 @@ def _compare_initializers(ga: ir.Graph, gb: ir.Graph, add) -> None:
         ta, tb = ia[name].const_value, ib[name].const_value
         if (ta is None) != (tb is None):
             add(f"initializer {name}: value present in only one model")
-        elif ta is not None and _tensor_digest(ta) != _tensor_digest(tb):
-            add(f"initializer {name}: {_tensor_digest(ta)} != {_tensor_digest(tb)}")
+        elif ta is not None and (da := tensor_digest(ta)) != (db := tensor_digest(tb)):
+            add(f"initializer {name}: {_short(da)} != {_short(db)}")
+
+
+def _short(digest: tuple[str, tuple, str]) -> str:
+    dtype, shape, data = digest
+    return f"{dtype}{list(shape)} sha256 {data[:16]}"

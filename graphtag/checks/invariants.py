@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 
+from graphtag.analysis import manager
+from graphtag.analysis.summary import node_label
 from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, is_valid_tag
 from graphtag.core.io import (
     EXTERNAL_DATA_THRESHOLD_BYTES,
@@ -37,26 +42,49 @@ def run_onnx_checker(model: ir.Model) -> str | None:
     return None
 
 
-def tag_problems(model: ir.Model) -> list[str]:
-    """Malformed tags, and tags that name no module of the stored hierarchy."""
-    hierarchy = Hierarchy.from_model(model)
-    malformed: list[str] = []
-    unknown: list[str] = []
-    for node in metadata.iter_all_nodes(model):
+@dataclasses.dataclass
+class TagCheck:
+    """The tags of a model checked against the tag format and its hierarchy."""
+
+    tagged: int  # nodes carrying a tag
+    malformed: list[str]  # "node=tag" for tags that are not well-formed
+    unknown: Counter[str]  # well-formed tags the hierarchy lacks -> their nodes
+
+    def unknown_items(self) -> list[str]:
+        return [f"{tag} ({n} nodes)" for tag, n in sorted(self.unknown.items())]
+
+
+def check_tags(model: ir.Model, hierarchy: Hierarchy | None) -> TagCheck:
+    """Every node tag checked once: well-formed, and (with a hierarchy) one of its modules."""
+    check = TagCheck(0, [], Counter())
+    for index, node in enumerate(iter_all_nodes(model)):
         tag = metadata.node_tag(node)
         if tag is None:
             continue
+        check.tagged += 1
         if not is_valid_tag(tag):
-            malformed.append(f"{node.name}={tag!r}")
+            check.malformed.append(f"{node_label(node, index)}={tag!r}")
         elif hierarchy is not None and tag not in hierarchy:
-            unknown.append(f"{node.name}={tag!r}")
+            check.unknown[tag] += 1
+    return check
+
+
+def listing(count: int, what: str, items: list[str]) -> str:
+    """``"<count> <what>: a, b, c, ... (n more)"``."""
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = f", ... ({count - _MAX_LISTED} more)" if count > _MAX_LISTED else ""
+    return f"{count} {what}: {shown}{more}"
+
+
+def tag_problems(model: ir.Model) -> list[str]:
+    """Malformed tags, and tags that name no module of the stored hierarchy."""
+    check = check_tags(model, manager.hierarchy(model))
     problems = []
-    if malformed:
-        problems.append(f"{len(malformed)} malformed tags: {', '.join(malformed[:_MAX_LISTED])}")
-    if unknown:
-        problems.append(
-            f"{len(unknown)} tags not in the hierarchy: {', '.join(unknown[:_MAX_LISTED])}"
-        )
+    if check.malformed:
+        problems.append(listing(len(check.malformed), "malformed tags", check.malformed))
+    if check.unknown:
+        items = check.unknown_items()
+        problems.append(listing(len(items), "tags not in the hierarchy", items))
     return problems
 
 

@@ -41,7 +41,11 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
     on everything its subgraphs read from the enclosing graph).
 ``consumers``
     Every ``pkg.graphtag.consumers`` entry is readable and equals the set of tags of
-    the nodes consuming the value. SKIP when no value has the key.
+    the nodes consuming the value: the key is a record the multi-consumer pass writes,
+    the graph is the truth. SKIP when no value has the key.
+
+The rules share one analysis scope (:mod:`graphtag.analysis.manager`): the hierarchy and
+the parameter usage (:mod:`graphtag.analysis.parameters`) are computed once.
 """
 
 from __future__ import annotations
@@ -56,23 +60,22 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from graphtag.analysis.summary import (
-    all_graphs,
-    all_initializers,
-    folded_origins,
-    graph_consumer_tags,
-    node_label,
-    recorded_consumers,
-    recorded_parameters,
-    unorderable_nodes,
-)
-from graphtag.checks.invariants import run_onnx_checker
+from graphtag.analysis.kahn import unorderable_nodes
+from graphtag.analysis.manager import analysis_scope, hierarchy
+from graphtag.analysis.parameters import parameter_usage, recorded_origins, recorded_parameters
+from graphtag.analysis.summary import node_label
+from graphtag.checks.invariants import TagCheck, check_tags, listing, run_onnx_checker
 from graphtag.core import metadata
-from graphtag.core.graphs import subgraphs_of
-from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, is_valid_tag, tag_parent
+from graphtag.core.graphs import (
+    iter_all_nodes,
+    iter_graphs,
+    iter_initializers,
+    iter_values,
+    subgraphs_of,
+)
+from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, tag_parent
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-_MAX_LISTED = 5
 
 
 @dataclasses.dataclass
@@ -115,6 +118,7 @@ class _Context:
     hierarchy: Hierarchy | None
     hierarchy_error: str | None
     path: Path | None
+    tags: TagCheck
 
 
 def validate(model: ir.Model, *, path: str | os.PathLike | None = None) -> ValidationReport:
@@ -123,31 +127,26 @@ def validate(model: ir.Model, *, path: str | os.PathLike | None = None) -> Valid
     ``path``, the file ``model`` was loaded from, lets the ONNX checker read the file
     itself (external data resolved beside it) instead of a re-serialized copy.
     """
-    hierarchy, error = None, None
-    if metadata.HIERARCHY in model.metadata_props:
+    with analysis_scope(model):
+        tree, error = None, None
         try:
-            hierarchy = Hierarchy.from_model(model)
+            tree = hierarchy(model)
         except Exception as exc:
             error = f"unreadable {metadata.HIERARCHY} ({type(exc).__name__}: {exc})"
-    context = _Context(model, hierarchy, error, Path(path) if path is not None else None)
-    results = []
-    for name, rule in RULES.items():
-        try:
-            status, detail, items = rule(context)
-        except Exception as exc:
-            status, detail, items = FAIL, f"rule crashed: {type(exc).__name__}: {exc}", []
-        results.append(RuleResult(name, status, detail, items))
+        where = Path(path) if path is not None else None
+        context = _Context(model, tree, error, where, check_tags(model, tree))
+        results = []
+        for name, rule in RULES.items():
+            try:
+                status, detail, items = rule(context)
+            except Exception as exc:
+                status, detail, items = FAIL, f"rule crashed: {type(exc).__name__}: {exc}", []
+            results.append(RuleResult(name, status, detail, items))
     return ValidationReport(results)
 
 
-def _listing(count: int, what: str, items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = f", ... ({count - _MAX_LISTED} more)" if count > _MAX_LISTED else ""
-    return f"{count} {what}: {shown}{more}"
-
-
 def _labelled_nodes(model: ir.Model) -> Iterator[tuple[str, ir.Node]]:
-    for index, node in enumerate(metadata.iter_all_nodes(model)):
+    for index, node in enumerate(iter_all_nodes(model)):
         yield node_label(node, index), node
 
 
@@ -169,17 +168,11 @@ def _checker(ctx: _Context) -> Outcome:
 
 
 def _tag_format(ctx: _Context) -> Outcome:
-    tagged, bad = 0, []
-    for label, node in _labelled_nodes(ctx.model):
-        tag = metadata.node_tag(node)
-        if tag is not None:
-            tagged += 1
-            if not is_valid_tag(tag):
-                bad.append(f"{label}={tag!r}")
+    tagged, bad = ctx.tags.tagged, ctx.tags.malformed
     if not tagged:
         return FAIL, f"no node has {metadata.MODULE} (not tagged by graphtag?)", []
     if bad:
-        return FAIL, _listing(len(bad), "malformed tags", bad), bad
+        return FAIL, listing(len(bad), "malformed tags", bad), bad
     return PASS, f"{tagged} tags well-formed", []
 
 
@@ -188,14 +181,9 @@ def _tags_in_hierarchy(ctx: _Context) -> Outcome:
         return FAIL, ctx.hierarchy_error, []
     if ctx.hierarchy is None:
         return FAIL, f"no {metadata.HIERARCHY} metadata (not exported by graphtag?)", []
-    unknown: Counter[str] = Counter()
-    for node in metadata.iter_all_nodes(ctx.model):
-        tag = metadata.node_tag(node)
-        if tag is not None and is_valid_tag(tag) and tag not in ctx.hierarchy:
-            unknown[tag] += 1  # malformed tags are tag-format's
-    if unknown:
-        items = [f"{tag} ({n} nodes)" for tag, n in sorted(unknown.items())]
-        return FAIL, _listing(len(items), "tags not in the hierarchy", items), items
+    if ctx.tags.unknown:  # malformed tags are tag-format's
+        items = ctx.tags.unknown_items()
+        return FAIL, listing(len(items), "tags not in the hierarchy", items), items
     return PASS, f"all tags among the {len(ctx.hierarchy)} modules of the hierarchy", []
 
 
@@ -206,7 +194,7 @@ def _node_coverage(ctx: _Context) -> Outcome:
         if metadata.node_tag(node) is None:
             missing.append(label)
     if missing:
-        return FAIL, _listing(len(missing), f"of {total} nodes untagged", missing), missing
+        return FAIL, listing(len(missing), f"of {total} nodes untagged", missing), missing
     return PASS, f"{total}/{total} nodes tagged", []
 
 
@@ -217,12 +205,12 @@ def _parameter_coverage(ctx: _Context) -> Outcome:
     owners = recorded_parameters(hierarchy)
     if not owners:
         return PASS, "no parameters recorded", []
-    present = {v.name for v in all_initializers(model)}
-    present.update(v.name for g in all_graphs(model) for v in g.inputs)
-    prefix = model.metadata_props.get(metadata.PARAMETER_PREFIX, "")
+    present = {v.name for v in iter_initializers(model)}
+    present.update(v.name for g in model.graphs() for v in g.inputs)
+    prefix = metadata.parameter_prefix(model)
     if prefix:
         present.update(n[len(prefix) :] for n in list(present) if n.startswith(prefix))
-    folded = {name for names in folded_origins(model).values() for name in names}
+    folded = recorded_origins(model)
     renamed = _by_dotted_suffix(present)
     kinds: dict[str, str] = {}
     pending: dict[str, list[str]] = {}  # owner tag -> parameters to explain structurally
@@ -247,7 +235,7 @@ def _parameter_coverage(ctx: _Context) -> Outcome:
     bad = [n for n in owners if kinds[n] == "missing"]
     bad += [f"{n} (stored as {renamed[n]})" for n in owners if kinds[n] == "renamed"]
     if bad:
-        return FAIL, summary + "; " + _listing(len(bad), "not found", bad), bad
+        return FAIL, summary + "; " + listing(len(bad), "not found", bad), bad
     return PASS, summary, [name for name in owners if kinds[name] == "removed"]
 
 
@@ -294,27 +282,17 @@ def _owner_evidence(
                     result[tag] = kind
             tag = tag_parent(tag)
 
-    for tag in {metadata.node_tag(node) for node in metadata.iter_all_nodes(model)}:
+    for tag in {metadata.node_tag(node) for node in iter_all_nodes(model)}:
         credit(tag, None)
-    held: dict[str, set[str]] = {}  # parameter -> modules consuming it, folded copies too
-    for value in all_initializers(model):
-        tags, name = graph_consumer_tags(value), value.name
-        if name in owners:
-            held.setdefault(name, set()).update(tags)
-            continue
-        # A folded copy with a recorded origin is that parameter too (a tool that folds
-        # one use of a tied weight, such as a transposed LM head, keeps it tied).
-        for source in metadata.origin(value) or ():
-            if source in owners:
-                held.setdefault(source, set()).update(tags)
-        if name not in buffers and _is_derived_weight(value):
-            # A fused node acts for the modules it fused (its ``fused`` contexts).
-            for tag in tags | _fused_modules(value):
-                credit(tag, "removed")
-    for name, tags in held.items():
-        if len(tags) >= 2:  # a shared parameter: modules other than its owner tie to it
-            for tag in tags:
+    for name, use in parameter_usage(model).items():
+        if name in owners and use.shared:  # modules other than its owner tie to it
+            for tag in use.tags:
                 credit(tag, "tied", owners[name])
+    for value in iter_initializers(model):
+        if value.name not in owners and value.name not in buffers and _is_derived_weight(value):
+            # A fused node acts for the modules it fused (its ``fused`` contexts).
+            for tag in _consumer_tags(value) | _fused_modules(value):
+                credit(tag, "removed")
     for tag in wanted:
         if tag not in has_nodes:
             result.setdefault(tag, "removed")  # its computation was folded or fused away
@@ -360,7 +338,7 @@ def _orphan_nodes(ctx: _Context) -> Outcome:
             stack.extend(v.producer() for v in graph.outputs if v.producer() is not None)
     dead = [label for label, node in _labelled_nodes(ctx.model) if node not in live]
     if dead:
-        return FAIL, _listing(len(dead), "nodes reach no output", dead), dead
+        return FAIL, listing(len(dead), "nodes reach no output", dead), dead
     return PASS, "every node reaches an output", []
 
 
@@ -368,29 +346,28 @@ def _cycles(ctx: _Context) -> Outcome:
     model = ctx.model
     stuck: list[str] = []
     labels = {node: label for label, node in _labelled_nodes(model)}
-    for container in [*all_graphs(model), *model.functions.values()]:
-        stuck.extend(labels.get(n, n.op_type) for n in unorderable_nodes(list(container)))
+    for container in iter_graphs(model):
+        nodes = unorderable_nodes(list(container))
+        stuck.extend(labels.get(n, n.op_type) for n in nodes)
     if stuck:
-        return FAIL, _listing(len(stuck), "nodes on or behind a cycle", stuck), stuck
+        return FAIL, listing(len(stuck), "nodes on or behind a cycle", stuck), stuck
     return PASS, "acyclic", []
 
 
+def _consumer_tags(value: ir.Value) -> set[str]:
+    """Tags of the nodes using ``value`` (nodes of nested subgraphs included)."""
+    return {t for use in value.uses() if (t := metadata.node_tag(use.node)) is not None}
+
+
 def _consumers(ctx: _Context) -> Outcome:
-    model = ctx.model
-    values: list[ir.Value] = []
-    for container in [*all_graphs(model), *model.functions.values()]:
-        values.extend(container.inputs)
-    values.extend(all_initializers(model))
-    values.extend(o for node in metadata.iter_all_nodes(model) for o in node.outputs)
-    checked, wrong, seen = 0, [], set()
-    for value in values:
-        if id(value) in seen or metadata.CONSUMERS not in value.metadata_props:
+    checked, wrong = 0, []
+    for value in iter_values(ctx.model):
+        if metadata.CONSUMERS not in value.metadata_props:
             continue
-        seen.add(id(value))
         checked += 1
-        actual = graph_consumer_tags(value)
+        actual = _consumer_tags(value)
         try:
-            recorded = recorded_consumers(value)
+            recorded = metadata.consumers(value)
         except ValueError as exc:
             wrong.append(f"{value.name}: unreadable ({exc})")
             continue
@@ -400,7 +377,7 @@ def _consumers(ctx: _Context) -> Outcome:
     if not checked:
         return SKIP, f"no value has {metadata.CONSUMERS}", []
     if wrong:
-        return FAIL, _listing(len(wrong), f"of {checked} entries disagree", wrong), wrong
+        return FAIL, listing(len(wrong), f"of {checked} entries disagree", wrong), wrong
     return PASS, f"{checked} entries match the graph", []
 
 

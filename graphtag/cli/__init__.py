@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ EPILOG = """\
 examples:
   graphtag passes list
   graphtag run model.onnx -p "toposort" -o sorted.onnx --time-passes
+  graphtag -v run model.onnx -p "tag-propagation,multi-consumer" -o out.onnx
 Run 'graphtag COMMAND --help' for a command's options.
 """
 
@@ -35,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
         "--debug", action="store_true", help="show tracebacks for errors (for bug reports)"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest="verbosity",  # not "verbose": `graphtag export --verbose` has its own meaning
+        help="log what graphtag does on stderr (-v: why passes skip things; -vv: debug); "
+        "give it before the command",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -74,9 +85,25 @@ def _version() -> str:
     return f"graphtag {__version__}"
 
 
+_LOG_HANDLER: logging.Handler | None = None
+
+
+def configure_logging(verbosity: int) -> None:
+    """graphtag's loggers to stderr: warnings only, INFO with -v, DEBUG with -vv."""
+    global _LOG_HANDLER
+    logger = logging.getLogger("graphtag")
+    if _LOG_HANDLER is not None:  # main() may run several times in one process
+        logger.removeHandler(_LOG_HANDLER)
+    _LOG_HANDLER = logging.StreamHandler(sys.stderr)
+    _LOG_HANDLER.setFormatter(logging.Formatter("graphtag: %(levelname)s: %(name)s: %(message)s"))
+    logger.addHandler(_LOG_HANDLER)
+    logger.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(args.verbosity)
     try:
         return int(args.func(args) or 0)
     except GraphtagError as exc:

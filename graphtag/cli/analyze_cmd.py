@@ -138,12 +138,16 @@ def _detailed(analysis, path: str) -> str:
     parts = [_totals(analysis, path), render_table(headers, rows, align="lllrrrl")]
     if analysis.shared_parameters:
         shared = [
-            (s.name, ", ".join(s.origin) or "-", len(s.modules), "; ".join(s.modules))
+            (
+                s.name,
+                ", ".join(s.initializers),
+                "; ".join(f"{tag} ({n} ops)" for tag, n in s.uses.items()),
+            )
             for s in analysis.shared_parameters
         ]
         parts.append(
-            "shared parameters:\n"
-            + render_table(("initializer", "folded from", "modules", "tags"), shared, align="llrl")
+            "shared parameters (used by several modules, or several times by one):\n"
+            + render_table(("parameter", "initializers", "used by"), shared)
         )
     if analysis.functions:
         class_of = {k: c for c, keys in analysis.function_classes.items() for k in keys}

@@ -209,6 +209,7 @@ def _check_output(output: Path) -> None:
 
 def _write_sidecar(result, output: Path) -> Path:
     from graphtag.core import metadata
+    from graphtag.core.graphs import iter_all_nodes
 
     sidecar = output.with_name(output.name + ".graphtag.json")
     data = {
@@ -216,7 +217,7 @@ def _write_sidecar(result, output: Path) -> Path:
         "hierarchy": result.hierarchy.to_json_dict(),
         "nodes": {
             node.name: node.metadata_props.get(metadata.MODULE)
-            for node in metadata.iter_all_nodes(result.model)
+            for node in iter_all_nodes(result.model)
         },
     }
     from graphtag.core.io import write_text_atomic

@@ -76,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _extract_one(model: ir.Model, tag: str, output: Path) -> int:
+    from graphtag.core.io import save
     from graphtag.surgery.extraction import extract_module
 
     extracted = extract_module(model, tag)
-    _save(extracted, output)
+    save(extracted, output)  # weights beside the source are read in: the file stands alone
     print(render_table(_HEADERS, [_row(tag, extracted, output.name)], align="lrrrrl"))
     print(f"wrote {output}", file=sys.stderr)
     return 0
@@ -101,11 +102,12 @@ def _row(tag: str, extracted: ir.Model, file: str) -> tuple:
 
 
 def _extract_all(model: ir.Model, output: Path, every: int) -> int:
-    from graphtag.analysis.boundaries import compute_boundaries
+    from graphtag.analysis.boundaries import module_boundaries
+    from graphtag.core.io import save
     from graphtag.surgery.extraction import Extractor
 
     start = time.perf_counter()
-    boundaries = compute_boundaries(model)
+    boundaries = module_boundaries(model)
     if not boundaries:
         raise GraphtagError("the model has no tagged nodes; there is no module to extract")
     extractor = Extractor(model, boundaries)
@@ -127,7 +129,7 @@ def _extract_all(model: ir.Model, output: Path, every: int) -> int:
                 skipped.append(tag)
                 print(f"graphtag: warning: skipped {exc}", file=sys.stderr)
                 continue
-            _save(extracted, staging / names[tag])
+            save(extracted, staging / names[tag])
             index[tag] = names[tag]
             rows.append(_row(tag, extracted, names[tag]))
             if count % every == 0 or count == total:
@@ -174,26 +176,10 @@ def _move_into_place(staging: Path, output: Path) -> None:
         os.rename(staging, output)
     except OSError as exc:
         raise GraphtagError(f"{output}: could not create the output directory ({exc})") from exc
-    mode = 0o777 & ~_umask()
+    from graphtag.core.io import current_umask
+
     with contextlib.suppress(OSError):
-        output.chmod(mode)  # mkdtemp creates 0o700; give the usual permissions
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _save(extracted: ir.Model, path: Path) -> None:
-    """Save with the weights inside the file, or beside it when they are too large.
-
-    Weights still stored beside the source are read in (graphtag.core.io.save does it), so
-    each file stands alone; only the extracted model's own values change.
-    """
-    from graphtag.core.io import save
-
-    save(extracted, path)
+        output.chmod(0o777 & ~current_umask())  # mkdtemp creates 0o700: the usual mode
 
 
 def safe_file_names(tags: list[str]) -> dict[str, str]:

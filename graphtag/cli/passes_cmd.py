@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from graphtag.cli.tables import render_table
 from graphtag.pipeline import registry
 
 
@@ -23,8 +22,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=run_list)
 
 
-def _options_text(spec) -> str:
-    return ", ".join(f"{o.name}:{o.type_name}={o.default}" for o in spec.options) or "-"
+def _describe(spec) -> list[str]:
+    """The pass's line, its doc, then one line per option (type, default, description)."""
+    lines = [f"{spec.name}  ({spec.origin})"]
+    if spec.doc:
+        lines.append(f"    {spec.doc}")
+    options = [(f"{o.name}: {o.type_name} = {o.default!r}", o.description) for o in spec.options]
+    width = max((len(head) for head, _ in options), default=0)
+    lines += [f"    {head.ljust(width)}  {text}".rstrip() for head, text in options]
+    return lines
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -37,15 +43,20 @@ def run_list(args: argparse.Namespace) -> int:
                 "origin": s.origin,
                 "doc": s.doc,
                 "options": [
-                    {"name": o.name, "type": o.type_name, "default": o.default} for o in s.options
+                    {
+                        "name": o.name,
+                        "type": o.type_name,
+                        "default": o.default,
+                        "description": o.description,
+                    }
+                    for o in s.options
                 ],
             }
             for s in specs
         ]
         print(json.dumps(data, indent=2, default=str))
     else:
-        rows = [(s.name, s.origin, _options_text(s), s.doc) for s in specs]
-        print(render_table(("pass", "from", "options", "description"), rows))
+        print("\n".join(line for spec in specs for line in _describe(spec)))
     for broken in reg.broken:
         print(
             f"graphtag: warning: pass '{broken.name}' ({broken.origin}) not loaded: {broken.error}",

@@ -31,7 +31,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--pipeline-file", metavar="TOML", help="pipeline as [[pass]] tables")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="output file")
     parser.add_argument(
-        "--time-passes", action="store_true", help="print wall time and modified flag per pass"
+        "--time-passes",
+        action="store_true",
+        help="print per pass its wall time, modified flag, statistics and diagnostics",
     )
     parser.add_argument(
         "--verify-each",
@@ -72,11 +74,25 @@ def run(args: argparse.Namespace) -> int:
     result = pipeline(model)
     save(result.model, output)
     if args.time_passes:
-        rows = [
-            (r.name, f"{r.seconds * 1000:.1f}", "yes" if r.modified else "no")
-            for r in pipeline.report.records
-        ]
-        rows.append(("total", f"{pipeline.report.total_seconds * 1000:.1f}", ""))
-        print(render_table(("pass", "ms", "modified"), rows, align="lrl"))
+        print(time_passes_table(pipeline.report))
     print(f"wrote {output}", file=sys.stderr)
     return 0
+
+
+def time_passes_table(report) -> str:
+    """One row per pass (ms, modified, statistics), then each pass's diagnostics."""
+    rows = [
+        (
+            r.name,
+            f"{r.seconds * 1000:.1f}",
+            "yes" if r.modified else "no",
+            " ".join(f"{k}={v}" for k, v in r.stats.items()),
+        )
+        for r in report.records
+    ]
+    rows.append(("total", f"{report.total_seconds * 1000:.1f}", "", ""))
+    lines = [render_table(("pass", "ms", "modified", "stats"), rows, align="lrll")]
+    notes = [f"  {r.name}: {note}" for r in report.records for note in r.diagnostics]
+    if notes:
+        lines += ["diagnostics:", *notes]
+    return "\n".join(lines)

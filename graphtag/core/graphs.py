@@ -1,13 +1,27 @@
-"""Graph-walking helpers shared by the core and the passes (torch-free).
+"""The one place that walks a model's graphs (torch-free), on onnx_ir's own iterator.
 
+* :func:`iter_graphs`: the main graph and its nested subgraphs, then every local
+  function and the subgraphs nested in it;
+* :func:`iter_all_nodes`: every node of those graphs (pre-order through bodies);
+* :func:`iter_initializers`, :func:`iter_values`: the values those graphs define;
 * :func:`subgraphs_of`: the graphs a node holds (control-flow bodies), not nested ones;
 * :func:`outer_values`: the values from outside a node that its subgraphs read;
-* :func:`iter_graphs`: the main graph, every function and every nested subgraph.
+* :func:`node_reads`: a node's inputs, then those outer values;
+* :func:`subgraph_owners`: the main-graph node enclosing each node of a body.
 """
 
 from __future__ import annotations
 
-__all__ = ["iter_graphs", "outer_values", "subgraphs_of"]
+__all__ = [
+    "iter_all_nodes",
+    "iter_graphs",
+    "iter_initializers",
+    "iter_values",
+    "node_reads",
+    "outer_values",
+    "subgraph_owners",
+    "subgraphs_of",
+]
 
 from collections.abc import Iterator
 
@@ -64,13 +78,74 @@ def outer_values(node: ir.Node) -> list[ir.Value]:
     return found
 
 
-def iter_graphs(model: ir.Model) -> Iterator[ir.Graph | ir.Function]:
-    """The main graph, every function, and every subgraph nested in them (pre-order)."""
-    stack: list[ir.Graph | ir.Function] = [*reversed(model.functions.values()), model.graph]
-    while stack:
-        graph = stack.pop()
-        yield graph
-        subgraphs: list[ir.Graph] = []
+def node_reads(node: ir.Node) -> list[ir.Value]:
+    """What ``node`` depends on: its inputs, then the outer values its subgraphs read."""
+    values = [v for v in node.inputs if v is not None]
+    if node.attributes:
+        values.extend(outer_values(node))
+    return values
+
+
+def subgraph_owners(graph: ir.Graph) -> dict[ir.Node, ir.Node]:
+    """Each node inside a control-flow body (at any depth) -> the node of ``graph``
+    holding that body."""
+    owners: dict[ir.Node, ir.Node] = {}
+    for node in graph:
+        for sub in subgraphs_of(node):
+            owners.update(dict.fromkeys(_walk(sub), node))
+    return owners
+
+
+def _holds_graphs(node: ir.Node) -> bool:
+    # onnx_ir's iterator opens a generator for every node it descends into: skip the
+    # many nodes without attributes (they hold no subgraph).
+    return bool(node.attributes.data)
+
+
+def _walk(container: ir.Graph | ir.Function) -> ir.traversal.RecursiveGraphIterator:
+    return ir.traversal.RecursiveGraphIterator(container, recursive=_holds_graphs)
+
+
+def _with_subgraphs(container: ir.Graph | ir.Function) -> list[ir.Graph | ir.Function]:
+    """``container`` and the subgraphs nested in it (parents before their bodies).
+
+    A plain loop over :func:`subgraphs_of`: cheaper than onnx_ir's ``Graph.subgraphs()``
+    (the multi-consumer pass walks every graph), and it skips a function body's
+    reference attributes, which hold no graph."""
+    graphs = [container]
+    for graph in graphs:  # grows while walking
         for node in graph:
-            subgraphs.extend(subgraphs_of(node))
-        stack.extend(reversed(subgraphs))
+            if node.attributes.data:
+                graphs.extend(subgraphs_of(node))
+    return graphs
+
+
+def iter_graphs(model: ir.Model) -> Iterator[ir.Graph | ir.Function]:
+    """The main graph and its nested subgraphs, then each function and its subgraphs."""
+    for container in [model.graph, *model.functions.values()]:
+        yield from _with_subgraphs(container)
+
+
+def iter_all_nodes(model: ir.Model) -> Iterator[ir.Node]:
+    """Every node: main graph, then each function, each pre-order through its bodies."""
+    for container in [model.graph, *model.functions.values()]:
+        yield from _walk(container)
+
+
+def iter_initializers(model: ir.Model) -> Iterator[ir.Value]:
+    """The initializers of the main graph and of every nested subgraph."""
+    for graph in _with_subgraphs(model.graph):
+        yield from graph.initializers.values()
+
+
+def iter_values(model: ir.Model) -> Iterator[ir.Value]:
+    """Inputs, initializers and node outputs of every graph and function, each once."""
+    for graph in iter_graphs(model):
+        seen: set[int] = set()
+        initializers = graph.initializers.values() if isinstance(graph, ir.Graph) else ()
+        outputs = (v for node in graph for v in node.outputs)
+        for group in (graph.inputs, initializers, outputs):
+            for value in group:
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    yield value

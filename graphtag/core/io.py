@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import iter_initializers
 
 # protobuf refuses messages of 2 GiB; leave room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -32,14 +33,7 @@ def load(path: str | os.PathLike) -> ir.Model:
 
 def initializer_bytes(model: ir.Model) -> int:
     """Total size of the tensors the model carries (without reading external data)."""
-    total = 0
-    graphs = [model.graph, *model.graph.subgraphs()]
-    for graph in graphs:
-        for value in graph.initializers.values():
-            tensor = value.const_value
-            if tensor is not None:
-                total += tensor.nbytes
-    return total
+    return sum(v.const_value.nbytes for v in iter_initializers(model) if v.const_value is not None)
 
 
 def save(
@@ -73,11 +67,7 @@ def save(
 
 def has_external_tensors(model: ir.Model) -> bool:
     """Whether some initializer still lives in an external data file."""
-    return any(
-        isinstance(value.const_value, ir.ExternalTensor)
-        for graph in (model.graph, *model.graph.subgraphs())
-        for value in graph.initializers.values()
-    )
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in iter_initializers(model))
 
 
 def check_writable(path: Path) -> None:
@@ -101,7 +91,7 @@ def atomic_output(path: Path) -> Iterator[str]:
     try:
         yield tmp_name
         # mkstemp creates 0600 files; give the output the usual umask-based mode.
-        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.chmod(tmp_name, 0o666 & ~current_umask())
         os.replace(tmp_name, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -119,7 +109,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

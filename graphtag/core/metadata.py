@@ -7,6 +7,7 @@ torch's (``pkg.torch.onnx.``) or onnxscript's keys.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 
 import onnx_ir as ir
@@ -89,6 +90,20 @@ def tag_source(node: ir.Node) -> str | None:
     return node.metadata_props.get(TAG_SOURCE)
 
 
+def name_scopes(node: ir.Node) -> tuple[str, ...]:
+    """The modules torch's dynamo exporter recorded for ``node`` (root '' first, the FX node
+    name last); () when absent or unreadable."""
+    text = node.metadata_props.get(TORCH_NAME_SCOPES)
+    return cached_name_list(text) if text else ()
+
+
+def folded_from(value: ir.Value) -> tuple[str, ...]:
+    """The names onnxscript's optimizer folded into ``value`` (parameters and intermediate
+    values); () when it recorded none."""
+    text = value.metadata_props.get(ONNXSCRIPT_FOLDED_FROM)
+    return cached_name_list(text) if text else ()
+
+
 def _compact(data: object) -> str:
     return json.dumps(data, separators=(",", ":"))
 
@@ -149,6 +164,13 @@ def parse_name_list(text: str) -> list[str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def cached_name_list(text: str) -> tuple[str, ...]:
+    """:func:`parse_name_list` as a tuple, () when unreadable; cached because many nodes
+    share one string (every node of one module call has the same name scopes)."""
+    return tuple(parse_name_list(text) or ())
+
+
 def consumers(value: ir.Value) -> set[str] | None:
     """The tags recorded in ``pkg.graphtag.consumers``, None when the value has no key.
 
@@ -189,8 +211,51 @@ def set_origin(value: ir.Value, names: list[str] | None) -> bool:
     return _put(value.metadata_props, ORIGIN, text)
 
 
-def iter_all_nodes(model: ir.Model):
-    """Every node of the model: main graph, nested subgraphs and local functions."""
-    yield from ir.traversal.RecursiveGraphIterator(model.graph)
-    for function in model.functions.values():
-        yield from ir.traversal.RecursiveGraphIterator(function)
+def order(node: ir.Node) -> int | None:
+    """The node's original position recorded by function outlining, None if absent."""
+    text = node.metadata_props.get(ORDER)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def set_order(node: ir.Node, position: int | None) -> None:
+    """Record (or, for None, remove) the node's original position."""
+    _put(node.metadata_props, ORDER, None if position is None else str(position))
+
+
+def outlined_record(node: ir.Node) -> dict:
+    """How an outlined instance differs from its function body ({} when absent)."""
+    text = node.metadata_props.get(OUTLINED)
+    return json.loads(text) if text else {}
+
+
+def set_outlined_record(node: ir.Node, record: dict) -> None:
+    _put(node.metadata_props, OUTLINED, _compact(record))
+
+
+def function_class(function: ir.Function) -> str | None:
+    """The module class a function was outlined from, None for other functions."""
+    return function.metadata_props.get(FUNCTION_CLASS)
+
+
+def set_function_origin(function: ir.Function, class_name: str, template: str) -> None:
+    """Record the module class a function implements and the instance it was copied from."""
+    function.metadata_props[FUNCTION_CLASS] = class_name
+    function.metadata_props[FUNCTION_TEMPLATE] = template
+
+
+def parameter_prefix(model: ir.Model) -> str:
+    """The prefix the exporter put before every parameter name ("" when none)."""
+    return model.metadata_props.get(PARAMETER_PREFIX, "")
+
+
+def set_boundaries(model: ir.Model, summary: dict[str, dict]) -> bool:
+    """Store the boundary summary (see boundary-detection); True when the text changed."""
+    return _put(model.metadata_props, BOUNDARIES, _compact(summary))
+
+
+def set_extracted_module(model: ir.Model, tag: str) -> None:
+    """Mark ``model`` as the extraction of module ``tag``."""
+    model.metadata_props[EXTRACTED_MODULE] = tag

@@ -31,6 +31,7 @@ import torch
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy
 from graphtag.core.io import save
 from graphtag.exporter.exporters import (
@@ -216,7 +217,7 @@ def export(
 
 def _stats(model: ir.Model, hierarchy: Hierarchy) -> ExportStats:
     nodes = tagged = from_exporter = 0
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         nodes += 1
         if metadata.node_tag(node):
             tagged += 1

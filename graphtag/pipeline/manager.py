@@ -1,8 +1,15 @@
-"""Run a pipeline of passes with instrumentation (timing, verify-each, dumps)."""
+"""Run a pipeline of passes with instrumentation (timing, statistics, verify-each, dumps).
+
+A run is one analysis scope (:mod:`graphtag.analysis.manager`): analyses the passes ask
+for (hierarchy, boundaries, parameter usage) are computed once and reused, and dropped
+after a pass that reports ``modified=True`` unless the pass lists them in its
+``preserves`` class attribute.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -10,15 +17,18 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from graphtag.analysis.manager import AnalysisCache, analysis_scope
 from graphtag.core.errors import GraphtagError, VerificationError
 from graphtag.core.pass_result import diagnostics_of, stats_of
 from graphtag.pipeline.parse import PassInvocation, load_pipeline_toml, parse_pipeline
 from graphtag.pipeline.registry import PassRegistry, registry
 
+logger = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass
 class PassRecord:
-    """What one pass did: -time-passes style figures."""
+    """What one pass did: wall time, modified flag, its statistics and diagnostics."""
 
     name: str
     seconds: float
@@ -45,7 +55,9 @@ class Pipeline(ir.passes.PassBase):
 
     Any ``onnx_ir.passes.PassBase`` can be a step (graphtag's, onnx_ir's, onnxscript's,
     a plugin's), so a Pipeline nests inside ``ir.passes.PassManager`` and vice versa.
-    After a run, :attr:`report` holds each pass's wall time and modified flag.
+    After a run, :attr:`report` holds each pass's wall time, modified flag, statistics and
+    diagnostics (graphtag's :class:`~graphtag.core.pass_result.PassResult`; other passes
+    report none).
     """
 
     def __init__(
@@ -102,30 +114,56 @@ class Pipeline(ir.passes.PassBase):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.report = PipelineReport()
-        for index, (name, pass_) in enumerate(self.steps):
-            if self.on_pass_start is not None:
-                self.on_pass_start(index, name)
-            start = time.perf_counter()
-            try:
-                result = pass_(model)
-            except GraphtagError as exc:
-                raise GraphtagError(f"pass '{name}': {exc}") from exc
-            except ir.passes.InvariantError as exc:
-                cause = exc.__cause__ or exc
-                raise GraphtagError(f"pass '{name}': {exc} ({cause})") from exc
-            elapsed = time.perf_counter() - start
-            model = result.model
-            self.report.records.append(
-                PassRecord(name, elapsed, result.modified, stats_of(result), diagnostics_of(result))
-            )
-            if self.verify_each:
-                from graphtag.checks.invariants import model_problems
-
-                problems = model_problems(model)
-                if problems:
-                    raise VerificationError(name, "; ".join(problems))
-            if name in self.dump_after:
-                from graphtag.core.io import save
-
-                save(model, self.dump_dir / f"after-{index:02d}-{name}.onnx")
+        with analysis_scope(model) as analyses:
+            for index, (name, pass_) in enumerate(self.steps):
+                model = self._run_step(index, name, pass_, model, analyses)
         return ir.passes.PassResult(model, self.report.modified)
+
+    def _run_step(
+        self,
+        index: int,
+        name: str,
+        pass_: ir.passes.PassBase,
+        model: ir.Model,
+        analyses: AnalysisCache,
+    ) -> ir.Model:
+        if self.on_pass_start is not None:
+            self.on_pass_start(index, name)
+        start = time.perf_counter()
+        try:
+            result = pass_(model)
+        except GraphtagError as exc:
+            raise GraphtagError(f"pass '{name}': {exc}") from exc
+        except ir.passes.InvariantError as exc:
+            cause = exc.__cause__ or exc
+            raise GraphtagError(f"pass '{name}': {exc} ({cause})") from exc
+        record = PassRecord(
+            name,
+            time.perf_counter() - start,
+            result.modified,
+            stats_of(result),
+            diagnostics_of(result),
+        )
+        self.report.records.append(record)
+        if result.model is not analyses.model:
+            analyses.rebind(result.model)
+        elif result.modified:
+            analyses.invalidate(getattr(pass_, "preserves", ()))
+        logger.info(
+            "pass %s: %.1f ms, %s%s",
+            name,
+            record.seconds * 1000,
+            "modified" if record.modified else "unchanged",
+            "".join(f", {k}={v}" for k, v in record.stats.items()),
+        )
+        if self.verify_each:
+            from graphtag.checks.invariants import model_problems
+
+            problems = model_problems(result.model)
+            if problems:
+                raise VerificationError(name, "; ".join(problems))
+        if name in self.dump_after:
+            from graphtag.core.io import save
+
+            save(result.model, self.dump_dir / f"after-{index:02d}-{name}.onnx")
+        return result.model

@@ -1,8 +1,9 @@
 """Registry of named passes: built-ins, onnx_ir's common passes and plugins.
 
 A pass declares its options as the keyword parameters of its ``__init__``, each with
-a type annotation (bool, int, float, str or a Literal of choices) and a default;
-its one-line doc is the first line of the class docstring. Third-party packages add
+a type annotation (bool, int, float, str or a Literal of choices) and a default; the
+annotation may be ``typing.Annotated[T, "what the option does"]`` to describe it. Its
+one-line doc is the first line of the class docstring. Third-party packages add
 passes through the ``graphtag.passes`` entry-point group (name = pipeline name,
 value = ``module:PassClass``); nothing else is ever imported as a plugin.
 """
@@ -16,7 +17,7 @@ import re
 import typing
 from collections.abc import Callable
 from importlib import metadata as importlib_metadata
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import onnx_ir as ir
 
@@ -34,6 +35,7 @@ class OptionSpec:
     type: type
     default: Any
     choices: tuple[Any, ...] = ()  # non-empty for Literal options
+    description: str = ""  # from Annotated[T, "description"]
 
     @property
     def type_name(self) -> str:
@@ -111,7 +113,7 @@ def _option_specs(cls: type) -> tuple[OptionSpec, ...]:
     if cls.__init__ is object.__init__:
         return ()
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
     except Exception:  # unresolvable annotations: fall back to raw ones
         hints = {}
     specs = []
@@ -119,11 +121,15 @@ def _option_specs(cls: type) -> tuple[OptionSpec, ...]:
         if param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         annotation = hints.get(param.name, param.annotation)
+        description = ""
+        if get_origin(annotation) is Annotated:
+            annotation, *extras = get_args(annotation)
+            description = next((e for e in extras if isinstance(e, str)), "")
         default = None if param.default is param.empty else param.default
         kind, choices = _option_type(annotation, default)
         if kind is None:
             continue  # not settable from a pipeline string (e.g. a callable)
-        specs.append(OptionSpec(param.name, kind, default, choices))
+        specs.append(OptionSpec(param.name, kind, default, choices, description))
     return tuple(specs)
 
 

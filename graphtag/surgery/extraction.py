@@ -30,11 +30,16 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import onnx_ir as ir
 
-from graphtag.analysis.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
+from graphtag.analysis.boundaries import (
+    ModuleBoundary,
+    ancestors_and_self,
+    compute_boundaries,
+    module_boundaries,
+)
+from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import subgraphs_of
-from graphtag.core.hierarchy import Hierarchy
+from graphtag.core.graphs import subgraph_owners, subgraphs_of
 
 __all__ = ["EXTRACTED_MODULE", "Extractor", "extract_all", "extract_module"]
 
@@ -65,14 +70,14 @@ def extract_all(
 ) -> Iterator[tuple[str, ir.Model]]:
     """``(tag, extracted model)`` for every module (or the given ``tags``), parents first.
 
-    Boundaries are computed once for all modules; the total cost is
-    O((nodes + edges) x hierarchy depth).
+    Boundaries are computed once for all modules (the cached analysis
+    :func:`~graphtag.analysis.boundaries.module_boundaries`); the total cost is
+    O((nodes + edges) x hierarchy depth). ``model`` must not change meanwhile.
     """
-    tags = list(tags) if tags is not None else None
     if boundaries is None:
-        boundaries = compute_boundaries(model, tags)
+        boundaries = module_boundaries(model)
     extractor = Extractor(model, boundaries)
-    for tag in list(boundaries) if tags is None else tags:
+    for tag in list(boundaries) if tags is None else list(tags):
         yield tag, extractor.extract(tag)
 
 
@@ -117,8 +122,7 @@ class Extractor:
         graph = view.clone()
         self._complete_types(tag, [*graph.inputs, *graph.outputs])
         props = {k: v for k, v in source.metadata_props.items() if k not in _SOURCE_ONLY_KEYS}
-        props[EXTRACTED_MODULE] = tag
-        return ir.Model(
+        extracted = ir.Model(
             graph,
             ir_version=source.ir_version,
             producer_name=source.producer_name,
@@ -129,6 +133,8 @@ class Extractor:
             functions=[f.clone() for f in self._functions_called(boundary.nodes)],
             metadata_props=props,
         )
+        metadata.set_extracted_module(extracted, tag)
+        return extracted
 
     def _functions_called(self, nodes: Iterable[ir.Node]) -> list[ir.Function]:
         """Local functions called by ``nodes`` or their bodies, transitively, model order."""
@@ -238,13 +244,13 @@ def missing_module_error(
             f"module {tag} only tags nodes inside control-flow bodies (of node(s) {names}); "
             "a body belongs to its enclosing node: extract that node's module instead"
         )
-    hierarchy = Hierarchy.from_model(model)
-    if hierarchy is not None and tag in hierarchy:
+    tree = hierarchy(model)
+    if tree is not None and tag in tree:
         return GraphtagError(
             f"module {tag} has no nodes in the graph (it was not executed, or its "
             "computation was folded away); there is nothing to extract"
         )
-    candidates = sorted(known | (set(hierarchy.modules) if hierarchy else set()))
+    candidates = sorted(known | (set(tree.modules) if tree else set()))
     close = difflib.get_close_matches(tag, candidates, n=5, cutoff=0.5)
     hint = f"; closest: {', '.join(close)}" if close else ""
     if not candidates:
@@ -263,12 +269,8 @@ def _main_graph_tags(model: ir.Model) -> set[str]:
 
 def _body_owners(model: ir.Model, tag: str) -> set[str]:
     """Names (or tags) of main-graph nodes whose bodies hold nodes inside module ``tag``."""
-    owners: set[str] = set()
-    for node in model.graph:
-        for sub in subgraphs_of(node):
-            for inner in ir.traversal.RecursiveGraphIterator(sub):
-                inner_tag = metadata.node_tag(inner)
-                if inner_tag and tag in ancestors_and_self(inner_tag):
-                    owners.add(node.name or metadata.node_tag(node) or node.op_type)
-                    break
-    return owners
+    return {
+        owner.name or metadata.node_tag(owner) or owner.op_type
+        for inner, owner in subgraph_owners(model.graph).items()
+        if (inner_tag := metadata.node_tag(inner)) and tag in ancestors_and_self(inner_tag)
+    }

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
-from graphtag.core.graphs import outer_values
-from graphtag.core.hierarchy import Hierarchy
+from graphtag.core.graphs import node_reads
 from graphtag.core.io import write_text_atomic
 
 INITIALIZER_OP = "Initializer"
@@ -49,14 +49,9 @@ def node_keys(model: ir.Model) -> dict[int, str]:
     return keys
 
 
-def _consumed(node: ir.Node) -> list[ir.Value]:
-    """Values ``node`` reads: its inputs, then outer values its bodies read."""
-    return [v for v in node.inputs if v is not None] + outer_values(node)
-
-
 def _module_order(model: ir.Model) -> list[str]:
-    hierarchy = Hierarchy.from_model(model)
-    order = list(hierarchy.modules) if hierarchy else []
+    tree = hierarchy(model)
+    order = list(tree.modules) if tree else []
     known = set(order)
     extra = {metadata.node_tag(n) for n in model.graph} - known - {None}
     return order + sorted(extra)
@@ -75,7 +70,7 @@ def module_dags(model: ir.Model) -> dict[str, dict[str, list]]:
         entry = result[tag]
         entry["nodes"].append(keys[id(node)])
         seen: set[str] = set()
-        for value in _consumed(node):
+        for value in node_reads(node):
             producer = value.producer()
             if producer is None or id(producer) not in keys:
                 continue  # graph input, initializer or a value from another scope
@@ -89,21 +84,10 @@ def module_dags(model: ir.Model) -> dict[str, dict[str, list]]:
 
 
 def _node_tags(node: ir.Node) -> list[str]:
-    tags: list[str] = []
     own = metadata.node_tag(node)
-    if own:
-        tags.append(own)
-    text = node.metadata_props.get(metadata.CONTEXTS)
-    if text:
-        try:
-            contexts = json.loads(text)
-        except ValueError:
-            contexts = []
-        for context in contexts if isinstance(contexts, list) else []:
-            module = context.get("module") if isinstance(context, dict) else None
-            if isinstance(module, str) and module not in tags:
-                tags.append(module)
-    return tags
+    tags = [own] if own else []
+    tags += [c["module"] for c in metadata.contexts(node)]
+    return list(dict.fromkeys(tags))
 
 
 def operation_metadata(model: ir.Model) -> dict[str, dict]:
@@ -121,7 +105,7 @@ def operation_metadata(model: ir.Model) -> dict[str, dict]:
         entry["tags"] = _node_tags(node)
         ops[keys[id(node)]] = entry
         tag = metadata.node_tag(node)
-        for value in _consumed(node):
+        for value in node_reads(node):
             if id(value) in initializer_ids and tag is not None:
                 tags = users.setdefault(id(value), [])
                 if tag not in tags:

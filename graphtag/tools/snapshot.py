@@ -21,13 +21,13 @@ Schema (version 1)::
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import onnx_ir as ir
 
-from graphtag.analysis.boundaries import compute_boundaries
+from graphtag.analysis.boundaries import module_boundaries
+from graphtag.analysis.manager import analysis_scope
+from graphtag.analysis.summary import analyze, function_key
 from graphtag.core import metadata
-from graphtag.core.hierarchy import Hierarchy
 
 SCHEMA_VERSION = 1
 
@@ -41,62 +41,39 @@ def _value_entry(value: ir.Value) -> dict:
     return {"name": value.name, "type": str(value.type) if value.type else None, "shape": shape}
 
 
-def _op(node: ir.Node) -> str:
-    return f"{node.domain}::{node.op_type}" if node.domain else node.op_type
-
-
 def snapshot(model: ir.Model) -> dict:
     """The canonical snapshot of ``model`` as a JSON-ready dict (sorted keys)."""
-    from graphtag.passes.multi_consumer import shared_parameters
-
-    hierarchy = Hierarchy.from_model(model)
-    classes = {info.tag: info.class_name.rsplit(".", 1)[-1] for info in hierarchy or []}
-    ops: dict[str, Counter] = {}
-    sources: Counter[str] = Counter()
-    untagged = contexts = total = 0
-    for node in metadata.iter_all_nodes(model):
-        total += 1
-        tag = metadata.node_tag(node)
-        if tag is None:
-            untagged += 1
-        else:
-            ops.setdefault(tag, Counter())[_op(node)] += 1
-        if metadata.TAG_SOURCE in node.metadata_props:
-            sources[node.metadata_props[metadata.TAG_SOURCE]] += 1
-        contexts += metadata.CONTEXTS in node.metadata_props
-    boundaries = compute_boundaries(model)
+    with analysis_scope(model):
+        analysis = analyze(model)
+        boundaries = module_boundaries(model)
     modules = {}
-    for tag in sorted(set(ops) | set(classes)):
-        boundary = boundaries.get(tag)
-        modules[tag] = {
-            "class": classes.get(tag),
-            "nodes": sum(ops.get(tag, Counter()).values()),
-            "ops": dict(sorted(ops.get(tag, Counter()).items())),
+    for stats in sorted(analysis.modules, key=lambda m: m.tag):
+        boundary = boundaries.get(stats.tag)
+        modules[stats.tag] = {
+            "class": stats.class_name.rsplit(".", 1)[-1] if stats.class_name else None,
+            "nodes": stats.nodes,
+            "ops": dict(sorted(stats.ops.items())),
             "inputs": len(boundary.inputs) if boundary else 0,
             "outputs": len(boundary.outputs) if boundary else 0,
         }
-    calls: Counter[str] = Counter()
-    for node in metadata.iter_all_nodes(model):
-        if (node.domain, node.op_type, node.overload) in model.functions:
-            calls[f"{node.domain}::{node.op_type}"] += 1
-    functions = {
-        f"{f.domain}::{f.name}": {"calls": calls[f"{f.domain}::{f.name}"], "nodes": len(f)}
-        for f in model.functions.values()
-    }
+    functions = {}
+    for function in model.functions.values():
+        key = function_key(function.identifier())
+        functions[key] = {"calls": analysis.functions[key], "nodes": len(function)}
     return {
         "schema": SCHEMA_VERSION,
         "export_route": model.metadata_props.get(metadata.EXPORT_ROUTE),
         "graph": {
-            "nodes": total,
-            "untagged": untagged,
+            "nodes": analysis.nodes,
+            "untagged": len(analysis.untagged),
             "opsets": dict(sorted(model.opset_imports.items())),
             "inputs": [_value_entry(v) for v in model.graph.inputs],
             "outputs": [_value_entry(v) for v in model.graph.outputs],
         },
         "modules": modules,
-        "tag_sources": dict(sorted(sources.items())),
-        "multi_context_nodes": contexts,
-        "shared_parameters": dict(sorted(shared_parameters(model).items())),
+        "tag_sources": dict(sorted(analysis.tag_sources.items())),
+        "multi_context_nodes": analysis.multi_context_nodes,
+        "shared_parameters": {u.name: u.tags for u in analysis.shared_parameters},
         "functions": dict(sorted(functions.items())),
     }
 

@@ -33,10 +33,12 @@ from collections.abc import Iterable
 
 import onnx_ir as ir
 
-from graphtag.analysis.boundaries import ModuleBoundary, compute_boundaries, is_constant_value
+from graphtag.analysis import manager
+from graphtag.analysis.boundaries import ModuleBoundary, is_constant_value, module_boundaries
+from graphtag.analysis.manager import analysis_scope
 from graphtag.analysis.summary import Analysis, analyze, function_key
 from graphtag.core import metadata
-from graphtag.core.graphs import outer_values
+from graphtag.core.graphs import iter_all_nodes, outer_values
 from graphtag.core.hierarchy import Hierarchy, tag_lca, tag_parent
 from graphtag.tools.report import layout as layout_mod
 from graphtag.tools.report.profile import Profile
@@ -49,8 +51,9 @@ _IN, _OUT, _SELF = "in", "out", "self"
 
 
 def _analyses(model: ir.Model) -> tuple[Analysis, dict[str, ModuleBoundary], Hierarchy | None]:
-    """The three analyses the report uses, called once each (the only calls into them)."""
-    return analyze(model), compute_boundaries(model), Hierarchy.from_model(model)
+    """The three analyses the report uses, computed once in one analysis scope."""
+    with analysis_scope(model):
+        return analyze(model), module_boundaries(model), manager.hierarchy(model)
 
 
 def collect(model: ir.Model, *, title: str, profile: Profile | None = None) -> dict:
@@ -75,7 +78,7 @@ def collect(model: ir.Model, *, title: str, profile: Profile | None = None) -> d
     params = _parameters(model, tree)
     shared: dict[str, list[str]] = {}
     for item in analysis.shared_parameters:
-        for tag in item.modules:
+        for tag in item.tags:
             shared.setdefault(tag, []).append(item.name)
     outlined_from = {cls: keys for cls, keys in analysis.function_classes.items()}
 
@@ -207,7 +210,7 @@ class _NodeFacts:
 def _node_facts(model: ir.Model, tree: _Tree) -> _NodeFacts:
     facts = _NodeFacts()
     functions = {f.identifier(): function_key(f.identifier()) for f in model.functions.values()}
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         tag = metadata.node_tag(node)
         if tag is None:
             facts.untagged_ops[node.op_type] += 1

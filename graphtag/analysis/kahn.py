@@ -1,4 +1,7 @@
-"""The integer core of toposort: a stable, module-grouping reverse Kahn walk.
+"""Kahn's algorithm, the one cycle finder: toposort's walk, validation's cycle rule and
+outlining's collapse check all run :func:`reverse_kahn`.
+
+The core is a stable, module-grouping reverse Kahn walk on integers.
 
 Input is the dependency graph in CSR form over node indices ``0..n-1`` (the original
 order): ``preds[start[i]:start[i + 1]]`` are the producers of node ``i``, with ``n``
@@ -14,19 +17,24 @@ walking in the original numbering.
 
 from __future__ import annotations
 
-__all__ = ["CycleError", "reverse_kahn"]
+__all__ = ["CycleError", "collapsed_cycle", "reverse_kahn", "unorderable_nodes"]
 
 from array import array
 
 import numpy as np
+import onnx_ir as ir
+
+from graphtag.core.graphs import node_reads
 
 
 class CycleError(Exception):
-    """The graph has a cycle; ``cycle`` lists its node indices in edge order."""
+    """The graph has a cycle; ``cycle`` lists its node indices in edge order, ``stuck``
+    every node the walk could not emit (sorted)."""
 
-    def __init__(self, cycle: list[int]) -> None:
+    def __init__(self, cycle: list[int], stuck: list[int]) -> None:
         super().__init__(cycle)
         self.cycle = cycle
+        self.stuck = stuck
 
 
 def _stable_order(keys: np.ndarray) -> np.ndarray:
@@ -146,8 +154,11 @@ def reverse_kahn(
                 n_ready[g] += 1
 
     if len(emitted) != n:
-        cycle = _find_cycle(preds_list, start_list, pending, n)
-        raise CycleError(cycle if member is None else member[cycle].tolist())
+        stuck = [i for i in range(n) if pending[i]]
+        cycle = _find_cycle(preds_list, start_list, stuck)
+        if member is not None:
+            cycle, stuck = member[cycle].tolist(), sorted(member[stuck].tolist())
+        raise CycleError(cycle, stuck)
     emitted.reverse()
     return emitted if member is None else member[emitted].tolist()
 
@@ -158,11 +169,10 @@ def _ints(values: np.ndarray) -> array:
     return array("i", values.astype(np.intc).tobytes())
 
 
-def _find_cycle(preds: array, start: array, pending: list[int], n: int) -> list[int]:
+def _find_cycle(preds: array, start: array, remaining: list[int]) -> list[int]:
     """One cycle among the nodes the walk could not emit, in edge order."""
     # Every unemitted node still has an unemitted consumer, so walking consumers from
     # any of them must revisit a node: that closes a cycle.
-    remaining = [i for i in range(n) if pending[i]]
     alive = set(remaining)
     consumer: dict[int, int] = {}  # one unemitted consumer per unemitted producer
     for i in remaining:
@@ -177,3 +187,54 @@ def _find_cycle(preds: array, start: array, pending: list[int], n: int) -> list[
         path.append(i)
         i = consumer[i]
     return path[seen[i] :]
+
+
+# -- the walk on ONNX nodes ----------------------------------------------------------------
+
+
+def _cycle_of(n: int, edges: list[tuple[int, int]]) -> CycleError | None:
+    """Kahn's walk over ``n`` nodes and ``(node, predecessor)`` edges: the CycleError for
+    what it could not order, or None."""
+    pairs = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    start = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(pairs[:, 0], minlength=n), out=start[1:])
+    preds = pairs[np.argsort(pairs[:, 0], kind="stable"), 1]
+    try:
+        reverse_kahn(preds, start, np.zeros(n, np.intc), 1)
+    except CycleError as error:
+        return error
+    return None
+
+
+def unorderable_nodes(nodes: list[ir.Node]) -> list[ir.Node]:
+    """The nodes no topological order can place: on a cycle or downstream of one (a node
+    holding subgraphs depends on what they read from outside). Graph order."""
+    index = {node: i for i, node in enumerate(nodes)}
+    # Successor edges given as predecessors turn the reverse walk into a forward one,
+    # so what it cannot emit lies on or downstream of a cycle.
+    edges = [
+        (j, i)
+        for i, node in enumerate(nodes)
+        for value in node_reads(node)
+        if (j := index.get(value.producer())) is not None
+    ]
+    error = _cycle_of(len(nodes), edges)
+    return [] if error is None else [nodes[i] for i in error.stuck]
+
+
+def collapsed_cycle(nodes: list[ir.Node], group: dict[ir.Node, int]) -> list[int] | None:
+    """Groups on a cycle of the graph where each group of nodes is collapsed into one.
+
+    ``group`` maps the nodes of each group to its id (0, 1, ...); other nodes stay alone.
+    None when the collapsed graph is acyclic. O(nodes + edges).
+    """
+    n_groups = max(group.values(), default=-1) + 1
+    sid = {node: group.get(node, n_groups + i) for i, node in enumerate(nodes)}
+    edges = {
+        (v, u)
+        for node in nodes
+        for value in node_reads(node)
+        if (u := sid.get(value.producer())) is not None and u != (v := sid[node])
+    }
+    error = _cycle_of(n_groups + len(nodes), list(edges))
+    return None if error is None else [s for s in error.cycle if s < n_groups]
