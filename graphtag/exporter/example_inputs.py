@@ -96,9 +96,10 @@ def make_example_inputs(
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if dtype is not None:
         values = {k: v.to(dtype) if v.is_floating_point() else v for k, v in values.items()}
-    if "use_cache" in params:
+    if "use_cache" in params or (_takes_any_keyword(model) and _uses_cache(config)):
         # Export the stateless forward: cache objects in the outputs are not tensors, and
-        # neither exporter can return them.
+        # neither exporter can return them. Composite models take use_cache through
+        # **kwargs and hand it to their language model.
         values["use_cache"] = False
     return _split_positional(params, values)
 
@@ -107,6 +108,23 @@ def _model_config(model: nn.Module) -> Any:
     config = getattr(model, "config", None)
     # Only a transformers-style config is useful; anything else is ignored.
     return config if hasattr(config, "to_dict") else None
+
+
+def _takes_any_keyword(model: nn.Module) -> bool:
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _uses_cache(config: Any) -> bool:
+    """The config (or its text config) turns a key/value cache on."""
+    if config is None:
+        return False
+    return bool(getattr(config, "use_cache", False)) or bool(
+        getattr(_text_config(config), "use_cache", False)
+    )
 
 
 def _forward_params(model: nn.Module) -> dict[str, inspect.Parameter]:
@@ -144,6 +162,10 @@ def _config_driven_inputs(
         ):
             if getattr(config, sub, None) is not None and inp in params:
                 names.append(inp)
+        # A single config that sizes images for a model whose main input is text (a
+        # vision-language encoder with one config): the image goes in too.
+        if "pixel_values" in params and getattr(config, "image_size", None) is not None:
+            names.append("pixel_values")
     return names
 
 
@@ -324,9 +346,13 @@ class _Sizer:
         kernels = getattr(cfg, "conv_kernel", None)
         if strides and kernels:
             samples = math.prod(strides) * self.seq + sum(kernels)
-        else:
-            samples = _DEFAULT_AUDIO_SAMPLES
-        return torch.randn(self.batch, samples, generator=self.gen)
+            return torch.randn(self.batch, samples, generator=self.gen)
+        # No conv feature extractor but mel bins and a fixed length: input_values are a
+        # spectrogram (frames x mel bins), as in patch-based audio transformers.
+        mel, frames = getattr(cfg, "num_mel_bins", None), getattr(cfg, "max_length", None)
+        if isinstance(mel, int) and isinstance(frames, int) and mel > 0 and frames > 0:
+            return torch.randn(self.batch, frames, mel, generator=self.gen)
+        return torch.randn(self.batch, _DEFAULT_AUDIO_SAMPLES, generator=self.gen)
 
     def _from_first_layer(self) -> torch.Tensor | None:
         """A lone tensor parameter of a plain module, sized by the first layer that reads it."""

@@ -239,21 +239,24 @@ def compare_modules(
 def _without_nodes(check, calls, model, info, absorbed, values, rtol, atol) -> None:
     """Verdict for an executed module that no node is tagged with.
 
-    UNUSED when nothing the model returns depends on its outputs; NO-NODES when the
+    OK when it only passes its inputs through (nothing to compute, 0/0); UNUSED when
+    nothing the model returns depends on its outputs; NO-NODES when the
     optimizer fused or folded it (the reason says where) or when other modules' nodes
     compute its live outputs; MISMATCH when some live output is computed nowhere (its
     nodes were lost, not moved).
     """
     items = [item for call in calls for item in call]
     live = [item for item in items if item.live]
-    if items and not live:  # nothing the model returns depends on it: removed as dead code
+    if not items:  # every output passed through (an identity in eval mode): nothing to do
+        return
+    if not live:  # nothing the model returns depends on it: removed as dead code
         check.status, check.unused = "UNUSED", len(items)
         check.unused_outputs = [item.describe() for item in items]
         check.reason = "no node: nothing uses its outputs"
         return
     check.status = "NO-NODES"
     check.reason = absorbed.get(info.tag) or _folded_into(model, info)
-    if check.reason or not live:
+    if check.reason:
         return
     constants = (
         (value.name, value.const_value.numpy())
@@ -274,20 +277,19 @@ def _without_nodes(check, calls, model, info, absorbed, values, rtol, atol) -> N
 
 
 def _fused_into(model: ir.Model) -> dict[str, str]:
-    """Module tag -> "fused into <tag>" for modules named in another node's contexts."""
+    """Module tag -> "fused into <tag>" for modules an optimizer fused into another's node.
+
+    Only ``fused`` contexts count: producer/consumer/shared contexts name neighbours
+    whose own nodes still exist.
+    """
     found: dict[str, str] = {}
     for node in model.graph:
-        text = node.metadata_props.get(metadata.CONTEXTS)
         tag = metadata.node_tag(node)
-        if not text or not tag:
+        if not tag:
             continue
-        try:
-            contexts = json.loads(text)
-        except ValueError:
-            continue
-        for context in contexts if isinstance(contexts, list) else []:
-            module = context.get("module") if isinstance(context, dict) else None
-            if module and module != tag:
+        for context in metadata.contexts(node):
+            module = context["module"]
+            if context["role"] == metadata.FUSED_ROLE and module != tag:
                 found.setdefault(module, f"fused into {tag}")
     return found
 
