@@ -441,6 +441,9 @@ def test_text_plus_image_with_placeholder_tokens():
     assert ids.shape == (1, 9 + 8)
     assert bool((ids[0, :9] == 49).all()) and not bool((ids[0, 9:] == 49).any())
     assert kwargs["attention_mask"].shape == ids.shape
+    # use_cache is not in the signature (it travels in **kwargs) but the text config
+    # turns the cache on: the export must be of the stateless forward.
+    assert kwargs["use_cache"] is False
 
 
 def test_placeholder_model_without_image_features_stays_text_only():
@@ -458,3 +461,35 @@ def test_placeholder_model_without_image_features_stays_text_only():
     model = TextOnly()
     kwargs = make_example_inputs(model, model.config).kwargs
     assert set(kwargs) == {"input_ids"}
+
+
+def test_spectrogram_input_values():
+    cfg = transformers.ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        num_mel_bins=16,
+        max_length=32,
+        patch_size=8,
+    )
+    model = transformers.ASTModel(cfg).eval()
+    # No conv feature extractor: frames x mel bins, not a waveform.
+    assert _fits(model, make_example_inputs(model))["input_values"].shape == (1, 32, 16)
+
+
+def test_single_config_vision_language_model_gets_an_image():
+    cfg = transformers.ViltConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+        max_position_embeddings=16,
+    )
+    model = transformers.ViltModel(cfg).eval()
+    kwargs = _fits(model, make_example_inputs(model))
+    assert kwargs["pixel_values"].shape == (1, 3, 32, 32)
+    assert kwargs["input_ids"].shape == (1, 8)
