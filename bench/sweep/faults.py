@@ -4,8 +4,10 @@ Each injector edits an ``onnx_ir.Model`` in place (give it a copy) and returns t
 :class:`Fault` it made, naming the modules that must then be MISMATCH or ERROR:
 
 * ``perturb_initializer``: the first floating-point weight (two or more elements) a
-  tagged node reads is scaled by 1.5 and shifted by 0.1; the module of that node must
-  fail.
+  tagged node reads gets seeded random noise of its own mean magnitude (plus 0.1) on
+  every element; the module of that node must fail. Noise, not a scale or a shift: a
+  normalization that follows (LayerNorm after a patch-embedding convolution) cancels
+  those exactly, and a change the model cannot see is no fault.
 * ``swap_tags``: every node of two modules gets the other's tag (two instances of one
   class when the model has them: same structure, different weights); both must fail.
 * ``drop_node``: a node producing one of a module's outputs is removed and its users
@@ -49,8 +51,10 @@ def perturb_initializer(model: ir.Model) -> Fault | None:
             array = tensor.numpy()
             if not np.issubdtype(array.dtype, np.floating):
                 continue
-            value.const_value = ir.tensor((array * 1.5 + 0.1).astype(array.dtype), name=value.name)
-            return Fault("initializer", f"{value.name} x1.5+0.1 (read by {node.name})", (tag,))
+            noise = np.random.default_rng(0).standard_normal(array.shape)
+            changed = array + noise * (float(np.abs(array).mean()) + 0.1)
+            value.const_value = ir.tensor(changed.astype(array.dtype), name=value.name)
+            return Fault("initializer", f"{value.name} + noise (read by {node.name})", (tag,))
     return None
 
 

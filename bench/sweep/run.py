@@ -429,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         names = [n for n in names if n not in skipped]
     started = time.perf_counter()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.json.with_suffix(".partial.jsonl")
+    partial.unlink(missing_ok=True)
     rows = sweep(
         toml,
         names,
@@ -436,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=not args.no_faults,
         timeout=args.timeout,
         log=lambda text: print(text, file=sys.stderr, flush=True),
+        partial=partial,
     )
     elapsed = time.perf_counter() - started
     args.json.write_text(
