@@ -451,3 +451,35 @@ def test_cli_reports_injected_faults(kind, monkeypatch, capsys):
     assert made and made[0] is not None
     assert all(status[tag] in ("MISMATCH", "ERROR") for tag in made[0].modules), status
     assert report["rtol"] == 1e-3 and report["atol"] == 1e-5
+
+
+def test_deep_cnn_with_large_activations():
+    """Issue: 16 bottleneck blocks, activations in the hundreds: a fixed max abs diff of
+    1e-4 called dozens of correct modules MISMATCH; the default tolerance does not, and a
+    tight one still fails."""
+    import transformers
+
+    from graphtag.exporter.example_inputs import make_example_inputs
+    from graphtag.exporter.examples import perturb_parameters
+    from graphtag.exporter.tagged_export import export
+    from graphtag.exporter.verify import capture_calls, check_export
+
+    config = transformers.ResNetConfig(
+        embedding_size=32,
+        hidden_sizes=[64, 128, 256, 512],
+        depths=[3, 4, 6, 3],
+        layer_type="bottleneck",
+    )
+    torch.manual_seed(0)
+    model = transformers.ResNetModel(config).eval()
+    perturb_parameters(model)
+    inputs = make_example_inputs(model, config, seq_len=8)
+    inputs.kwargs["pixel_values"] = inputs.kwargs["pixel_values"][:, :, :64, :64]
+    result = export(model, inputs.args, inputs.kwargs, optimize=False, verbose=False)
+    captured = capture_calls(model, inputs, {i.tag: i.name for i in result.hierarchy})
+    checks = check_export(result, model, inputs, captured=captured)
+    assert len(checks) == 129 and all(c.status == "OK" for c in checks)
+    assert sum(c.max_abs_diff > 1e-4 for c in checks) >= 40  # the old rule's failures
+    assert max(c.max_rel_diff for c in checks) < 1e-5
+    tight = check_export(result, model, inputs, captured=captured, rtol=1e-6, atol=1e-8)
+    assert sum(c.status == "MISMATCH" for c in tight) >= 40
