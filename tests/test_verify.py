@@ -394,9 +394,9 @@ def _right_module_fails(checks: dict[str, ModuleCheck], fault) -> None:
 
 
 @pytest.mark.parametrize("kind", list(faults.INJECTORS))
-@pytest.mark.parametrize("name", ["siblings", "bert"])
-def test_injected_faults_are_caught(name, kind):
-    module, inputs = ZOO[name].build()
+def test_injected_faults_are_caught(kind):
+    # Real transformers models get the same faults in tests/test_sweep.py.
+    module, inputs = ZOO["siblings"].build()
     made = []
 
     def inject(model: ir.Model) -> None:
