@@ -174,8 +174,37 @@ def test_embedding_first_layer_gives_ids():
 
 def test_positional_only_parameter_goes_to_args():
     inputs = make_example_inputs(PositionalOnly())
-    assert inputs.kwargs == {} and inputs.args[0].shape == (1, 3, 32, 32)
+    # A plain 2-D conv model that declares no size gets the usual 224x224 image.
+    assert inputs.kwargs == {} and inputs.args[0].shape == (1, 3, 224, 224)
     check_inputs_fit(PositionalOnly(), inputs)
+
+
+class DeclaresSize(nn.Module):
+    def __init__(self, **attributes):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)
+        for key, value in attributes.items():
+            setattr(self, key, value)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "size"),
+    [
+        ({"image_size": 40}, (40, 40)),  # torchvision's convention
+        ({"img_size": (48, 40)}, (48, 40)),
+        ({"pretrained_cfg": {"input_size": (2, 64, 56)}}, (64, 56)),  # timm's
+        ({"default_cfg": {"input_size": (2, 36, 36)}}, (36, 36)),
+        ({"image_size": "big"}, (224, 224)),  # not a size: ignored
+    ],
+)
+def test_plain_conv_model_declared_image_size(attributes, size):
+    model = DeclaresSize(**attributes)
+    x = make_example_inputs(model).kwargs["x"]
+    assert x.shape == (1, 2, *size)
+    check_inputs_fit(model, ExampleInputs((), {"x": x}))
 
 
 def test_unsizable_parameters_are_named():
@@ -309,3 +338,158 @@ def test_forward_without_parameters():
 def test_only_optional_parameters_are_named():
     with pytest.raises(GraphtagError, match=r"optional parameters x, y .*--input-specs"):
         make_example_inputs(OnlyOptional())
+
+
+# ---------------------------------------------------------------- modalities
+
+
+def _fits(model, inputs):
+    assert check_inputs_fit(model, inputs) is not None
+    return inputs.kwargs
+
+
+def test_raw_audio_input_values_cover_the_conv_stack():
+    cfg = transformers.Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=[8, 8],
+        conv_stride=[5, 4],
+        conv_kernel=[10, 8],
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+    )
+    model = transformers.Wav2Vec2Model(cfg).eval()
+    kwargs = _fits(model, make_example_inputs(model))
+    # 20 samples per frame, 8 frames, plus the receptive field of the two kernels.
+    assert kwargs["input_values"].shape == (1, 5 * 4 * 8 + 10 + 8)
+
+
+def test_log_mel_input_features_sized_for_the_encoder_positions():
+    cfg = transformers.WhisperConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=37,
+        decoder_ffn_dim=37,
+        num_mel_bins=16,
+        max_source_positions=12,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    model = transformers.WhisperModel(cfg).eval()
+    kwargs = _fits(model, make_example_inputs(model))
+    # Two frames per encoder position (the conv stack halves the length).
+    assert kwargs["input_features"].shape == (1, 16, 24)
+    assert kwargs["decoder_input_ids"].shape == (1, 8)
+    assert int(kwargs["decoder_input_ids"].max()) < VOCAB
+
+
+def test_flat_input_features_are_channel_last():
+    cfg = transformers.Speech2TextConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=37,
+        decoder_ffn_dim=37,
+        input_feat_per_channel=12,
+        conv_channels=8,
+    )
+    model = transformers.Speech2TextModel(cfg).eval()
+    kwargs = _fits(model, make_example_inputs(model))
+    assert kwargs["input_features"].shape == (1, 64, 12)
+    assert "decoder_input_ids" in kwargs
+
+
+def test_text_plus_image_with_placeholder_tokens():
+    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    cfg = transformers.LlavaConfig(
+        text_config={
+            "model_type": "llama",
+            **sizes,
+            "intermediate_size": 37,
+            "vocab_size": 50,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 64,
+        },
+        vision_config={
+            "model_type": "clip_vision_model",
+            **sizes,
+            "intermediate_size": 37,
+            "image_size": 30,
+            "patch_size": 10,
+        },
+        image_token_index=49,
+        vision_feature_layer=-1,
+    )
+    model = transformers.LlavaForConditionalGeneration(cfg).eval()
+    kwargs = _fits(model, make_example_inputs(model))
+    assert kwargs["pixel_values"].shape == (1, 3, 30, 30)
+    ids = kwargs["input_ids"]
+    # 3x3 patches (the CLS feature is dropped by the default strategy): 9 placeholders,
+    # then 8 text tokens that never hit the placeholder id.
+    assert ids.shape == (1, 9 + 8)
+    assert bool((ids[0, :9] == 49).all()) and not bool((ids[0, 9:] == 49).any())
+    assert kwargs["attention_mask"].shape == ids.shape
+    # use_cache is not in the signature (it travels in **kwargs) but the text config
+    # turns the cache on: the export must be of the stateless forward.
+    assert kwargs["use_cache"] is False
+
+
+def test_placeholder_model_without_image_features_stays_text_only():
+    class TextOnly(nn.Module):
+        config = transformers.PretrainedConfig(image_token_id=3, vocab_size=10)
+
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.main_input_name = "input_ids"
+
+        def forward(self, input_ids=None, pixel_values=None):
+            return self.emb(input_ids)
+
+    model = TextOnly()
+    kwargs = make_example_inputs(model, model.config).kwargs
+    assert set(kwargs) == {"input_ids"}
+
+
+def test_spectrogram_input_values():
+    cfg = transformers.ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        num_mel_bins=16,
+        max_length=32,
+        patch_size=8,
+    )
+    model = transformers.ASTModel(cfg).eval()
+    # No conv feature extractor: frames x mel bins, not a waveform.
+    assert _fits(model, make_example_inputs(model))["input_values"].shape == (1, 32, 16)
+
+
+def test_single_config_vision_language_model_gets_an_image():
+    cfg = transformers.ViltConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+        max_position_embeddings=16,
+    )
+    model = transformers.ViltModel(cfg).eval()
+    kwargs = _fits(model, make_example_inputs(model))
+    assert kwargs["pixel_values"].shape == (1, 3, 32, 32)
+    assert kwargs["input_ids"].shape == (1, 8)

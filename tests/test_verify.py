@@ -1,11 +1,14 @@
 """``graphtag verify``: every extracted module reproduces PyTorch, and a broken one is caught.
 
-The two command-line runs start in the background when the module starts (each is
-mostly a torch import and one export) and are checked by the last tests.
+The command-line runs start in the background when the module starts (each is mostly a
+torch import and one export) and are checked by the tests that need them. Injected
+faults (bench/sweep/faults.py: a perturbed weight, two swapped tags, a deleted node) must
+each turn the module they hit into MISMATCH or ERROR, through the API and the command.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -19,7 +22,10 @@ from torch import nn
 from zoo import ZOO
 
 from graphtag.exporter.example_inputs import ExampleInputs
-from graphtag.exporter.verify import ModuleCheck, verify_modules
+from graphtag.exporter.verify import ModuleCheck, compare_arrays, verify_modules
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench" / "sweep"))
+import faults  # the sweep's fault injectors
 
 ZOO_DYNAMO = [name for name, entry in ZOO.items() if "dynamo" in entry.exporters]
 
@@ -78,8 +84,10 @@ def _command(*args: str, cwd: Path) -> subprocess.Popen:
 def cli_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("verify-cli")
     (folder / "factories.py").write_text(FACTORIES)
+    bert = "graphtag.exporter.examples:tiny_bert"
     runs = {
-        "tiny_bert": _command("verify", "graphtag.exporter.examples:tiny_bert", cwd=folder),
+        "tiny_bert": _command("verify", bert, cwd=folder),
+        "tight": _command("verify", bert, "--rtol", "0", "--atol", "0", cwd=folder),
         "export_only": _command("verify", "factories.py:net", cwd=folder),
     }
     yield runs
@@ -107,7 +115,7 @@ def test_zoo_modules_all_ok(name):
     bad = [(c.tag, c.status, c.reason) for c in executed if c.status != "OK"]
     assert not bad, bad
     assert all(c.matched == c.total and c.max_abs_diff is not None for c in executed if c.total)
-    assert all(c.max_abs_diff <= 1e-4 for c in executed if c.total)
+    assert all(c.max_abs_diff <= 1e-4 and c.max_rel_diff <= 1e-5 for c in executed if c.total)
     if name == "siblings":  # the module called twice: both calls captured and matched
         shared = _by_tag(checks)["/SiblingsNet/Block.shared"]
         assert shared.calls == 2 and shared.total == 2
@@ -176,10 +184,11 @@ def test_cli_tiny_bert_end_to_end(cli_runs):
     proc = _finished(cli_runs["tiny_bert"])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["module", "outputs", "matched", "max", "abs", "diff", "status"]
+    header = ["module", "outputs", "matched", "max", "abs", "diff", "max", "rel", "diff", "status"]
+    assert lines[0].split() == header
     rows = [line.split() for line in lines[2:] if line.startswith("/")]
     assert len(rows) == 26 and all(row[-1] == "OK" for row in rows)
-    assert "26 modules: 26 OK" in proc.stdout
+    assert "26 modules: 26 OK (rtol 0.001, atol 1e-05;" in proc.stdout
     assert "[26/26] /BertModel/BertPooler" in proc.stderr
     assert "Traceback" not in proc.stderr and "warning" not in proc.stderr.lower()
 
@@ -206,15 +215,271 @@ def test_cli_bad_inputs(capsys, tmp_path):
     )
     assert main(["verify", f"{factory}:net"]) == 2
     assert "inputs do not fit the model" in capsys.readouterr().err
-    assert main(["verify", f"{factory}:net", "--tolerance", "-1"]) == 2
-    assert "--tolerance" in capsys.readouterr().err
+    assert main(["verify", f"{factory}:net", "--rtol", "-1"]) == 2
+    assert "--rtol must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["verify", f"{factory}:net", "--atol", "nan"]) == 2
+    assert "--atol must be a finite number >= 0" in capsys.readouterr().err
 
 
-def test_max_abs_diff_handles_nan_and_ints():
-    from graphtag.exporter.verify import _best_diff
+def test_cli_too_tight_tolerance_fails(cli_runs):
+    # Exact equality is not what float32 onnxruntime gives: the tolerance matters.
+    proc = _finished(cli_runs["tight"])
+    assert proc.returncode == 1, proc.stderr
+    assert "MISMATCH" in proc.stdout and "(rtol 0, atol 0;" in proc.stdout
 
-    a = np.array([1.0, np.nan], dtype=np.float32)
-    assert _best_diff(a, [a.copy()]) == 0.0
-    assert _best_diff(a, [np.array([1.0, 2.0], dtype=np.float32)]) == float("inf")
-    assert _best_diff(np.arange(3), [np.arange(3) + 1, np.arange(4)]) == 1.0
-    assert _best_diff(np.arange(3), [np.arange(4)]) is None
+
+# ---------------------------------------------------------------- comparison
+
+
+def test_compare_arrays_is_allclose_with_a_scaled_atol():
+    ref = np.array([1000.0, 0.01, -3.0], dtype=np.float32)
+    # 1e-3 off everywhere: fine next to values of 1000 (atol 1e-5 x 1000 = 0.01) ...
+    near = compare_arrays(ref, ref + 1e-3, rtol=1e-3, atol=1e-5)
+    assert near.within and near.abs == pytest.approx(1e-3, rel=1e-3)
+    assert near.rel == pytest.approx(1e-6, rel=1e-2)
+    # ... but not in a tensor whose values are all small (atol stays 1e-5 below 1).
+    small = np.array([0.5, 0.01], dtype=np.float32)
+    assert not compare_arrays(small, small + 1e-3, rtol=1e-3, atol=1e-5).within
+    assert compare_arrays(small, small + 1e-3, rtol=0, atol=1e-3 + 1e-9).within
+    # rtol is per element, as in numpy.allclose.
+    assert compare_arrays(ref, ref * (1 + 5e-4), rtol=1e-3, atol=0).within
+    assert not compare_arrays(ref, ref * (1 + 5e-3), rtol=1e-3, atol=0).within
+
+
+def test_compare_arrays_handles_nan_inf_and_ints():
+    a = np.array([1.0, np.nan, np.inf], dtype=np.float32)
+    assert compare_arrays(a, a.copy(), 0, 0).within
+    assert compare_arrays(a, np.array([1.0, 2.0, np.inf], np.float32), 1e-3, 1e-5).abs == np.inf
+    assert not compare_arrays(a, np.array([1.0, np.nan, -np.inf], np.float32), 1, 1).within
+    ints = np.arange(3)
+    assert compare_arrays(ints, ints.copy(), 0, 0).within
+    assert not compare_arrays(ints, ints + 1, 1, 1).within  # integers compare exactly
+    assert compare_arrays(np.zeros((0, 3)), np.zeros((0, 3)), 0, 0).within
+
+
+# ---------------------------------------------------------------- liveness, internal values
+
+
+class _Layer(nn.Module):
+    def __init__(self, width: int = 6) -> None:
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x):
+        return torch.tanh(self.proj(x)) + x
+
+
+class _Encoder(nn.Module):
+    """Returns every layer's output, like output_hidden_states=True."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([_Layer(), _Layer(), _Layer()])
+
+    def forward(self, x):
+        states = [x]
+        for layer in self.layers:
+            x = layer(x)
+            states.append(x)
+        return x, tuple(states)
+
+
+class _Attention(nn.Module):
+    """Returns its probabilities as output[1]; the caller drops them."""
+
+    def __init__(self, width: int = 6, reshape_probs: bool = False) -> None:
+        super().__init__()
+        self.qk = nn.Linear(width, 2 * width)
+        self.reshape_probs = reshape_probs
+
+    def forward(self, x):
+        q, k = self.qk(x).chunk(2, dim=-1)
+        probs = torch.softmax(q @ k.transpose(-1, -2), dim=-1)
+        out = probs @ x
+        # Reshaped for the caller only: an operation nothing downstream reads.
+        return out, (probs.reshape(probs.shape[0], -1) if self.reshape_probs else probs)
+
+
+class _Model(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = _Encoder()
+        self.attention = _Attention()
+        self.dead_attention = _Attention(reshape_probs=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h, _states = self.encoder(x)  # only the last state is used
+        a, _probs = self.attention(h)
+        b, _reshaped = self.dead_attention(a)
+        return self.head(b)
+
+
+def _model_and_inputs():
+    torch.manual_seed(0)
+    model = _Model().eval()
+    return model, (torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(1)),)
+
+
+def test_internal_and_dead_outputs():
+    checks = _by_tag(verify_modules(*_model_and_inputs()))
+    encoder = checks["/_Model/_Encoder"]
+    # states[0] is the input (not compared) and states[3] is h, output[0] (compared
+    # once); states[1..2] are layer outputs read by the next layer inside the encoder:
+    # internal values, matched as such.
+    assert (encoder.status, encoder.matched, encoder.total) == ("OK", 3, 3)
+    assert encoder.internal == 2
+    # The probabilities: softmax output read by the matmul inside the module, then
+    # dropped by the caller: an internal value of the module, matched.
+    attention = checks["/_Model/_Attention.attention"]
+    assert (attention.status, attention.matched, attention.total) == ("OK", 2, 2)
+    assert attention.internal == 1
+    # The reshaped probabilities: computed for the caller only, who drops them: the
+    # exporter removed that node, nothing in the model needs it.
+    dead = checks["/_Model/_Attention.dead_attention"]
+    assert (dead.status, dead.matched, dead.total, dead.unused) == ("UNUSED", 1, 2, 1)
+    assert not dead.failed and dead.unused_outputs == ["output[1] (2, 25)"]
+    assert "output[1] (2, 25) not used by the model" in dead.status_text()
+    assert checks["/_Model"].status == "OK"
+
+
+def test_a_fault_on_a_used_output_is_not_hidden_by_internal_matching():
+    # The dead attention's live output, computed wrongly, is still a MISMATCH, and a
+    # wrong weight in the first layer breaks every module downstream.
+    model, inputs = _model_and_inputs()
+
+    def tamper(onnx_model: ir.Model) -> None:
+        for name, value in onnx_model.graph.initializers.items():
+            if name.startswith("encoder.layers.0.proj.weight"):
+                value.const_value = ir.tensor(value.const_value.numpy() * 1.5 + 0.1)
+
+    checks = _by_tag(verify_modules(model, inputs, transform=tamper))
+    assert checks["/_Model/_Encoder/_Layer.0"].status == "MISMATCH"
+    assert checks["/_Model/_Encoder"].status == "MISMATCH"
+    assert checks["/_Model/_Attention.dead_attention"].status == "MISMATCH"
+    assert checks["/_Model"].status == "MISMATCH"
+
+
+def test_dataflow_liveness():
+    from graphtag.exporter.dataflow import DataflowRecorder
+
+    recorder = DataflowRecorder()
+    buffer = torch.zeros(4)
+    with torch.no_grad(), recorder:
+        x = torch.arange(4.0)
+        dead = x * 2  # read by nothing
+        dead_chain = (x + 1).reshape(2, 2)  # x + 1 is read, but only by a dead view
+        written = x * 3
+        buffer[1:3] = written[:2]  # an in-place write into a view of a live buffer
+        used = buffer + x
+        start = recorder.position
+        late = x - 1  # read after `start` by a live op
+        result = used * late
+    live = recorder.liveness([result])
+    assert live.is_live(result) and live.is_live(used) and live.is_live(late)
+    assert live.is_live(written)  # copied into the buffer the result reads
+    assert not live.is_live(dead) and not live.is_live(dead_chain)
+    assert live.read_after(late, start) and not live.read_after(used, recorder.position)
+    assert live.read_after(result, recorder.position)  # the result itself counts
+    recorder.discard()
+
+
+# ---------------------------------------------------------------- injected faults
+
+
+def _right_module_fails(checks: dict[str, ModuleCheck], fault) -> None:
+    assert fault is not None
+    for tag in fault.modules:
+        assert checks[tag].failed, (fault, checks[tag].status, checks[tag].reason)
+
+
+@pytest.mark.parametrize("kind", list(faults.INJECTORS))
+def test_injected_faults_are_caught(kind):
+    # Real transformers models get the same faults in tests/test_sweep.py.
+    module, inputs = ZOO["siblings"].build()
+    made = []
+
+    def inject(model: ir.Model) -> None:
+        made.append(faults.INJECTORS[kind](model))
+
+    checks = _by_tag(verify_modules(module, inputs, transform=inject))
+    _right_module_fails(checks, made[0])
+    root = next(iter(checks.values()))
+    # A wrong weight or a lost node changes the model's result; swapped tags do not
+    # (the whole graph, the root's extraction, is unchanged).
+    assert root.failed == (kind != "tags")
+
+
+def test_node_dropped_from_an_extracted_module_is_an_error(monkeypatch):
+    from graphtag.surgery.extraction import Extractor
+
+    module, inputs = ZOO["siblings"].build()
+    target = "/SiblingsNet/Block.right/LayerNorm"
+    extract = Extractor.extract
+
+    def extract_without_last_node(self, tag):
+        sub = extract(self, tag)
+        if tag == target:
+            sub.graph.remove(list(sub.graph)[-1])
+        return sub
+
+    monkeypatch.setattr(Extractor, "extract", extract_without_last_node)
+    checks = _by_tag(verify_modules(module, inputs))
+    assert checks[target].status == "ERROR" and checks[target].failed
+    others = [c for tag, c in checks.items() if tag != target and c.status != "NOT-EXECUTED"]
+    assert all(c.status == "OK" for c in others)
+
+
+@pytest.mark.parametrize("kind", list(faults.INJECTORS))
+def test_cli_reports_injected_faults(kind, monkeypatch, capsys):
+    import graphtag.exporter.tagged_export as tagged_export
+    from graphtag.cli import main
+
+    export = tagged_export.export
+    made = []
+
+    def faulty_export(*args, **kwargs):
+        result = export(*args, **kwargs)
+        made.append(faults.INJECTORS[kind](result.model))
+        return result
+
+    monkeypatch.setattr(tagged_export, "export", faulty_export)
+    factory = f"{Path(__file__).parent / 'zoo.py'}:siblings"
+    assert main(["verify", factory, "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    status = {m["tag"]: m["status"] for m in report["modules"]}
+    assert made and made[0] is not None
+    assert all(status[tag] in ("MISMATCH", "ERROR") for tag in made[0].modules), status
+    assert report["rtol"] == 1e-3 and report["atol"] == 1e-5
+
+
+def test_deep_cnn_with_large_activations():
+    """Issue: 16 bottleneck blocks, activations in the hundreds: a fixed max abs diff of
+    1e-4 called dozens of correct modules MISMATCH; the default tolerance does not, and a
+    tight one still fails."""
+    import transformers
+
+    from graphtag.exporter.example_inputs import make_example_inputs
+    from graphtag.exporter.examples import perturb_parameters
+    from graphtag.exporter.tagged_export import export
+    from graphtag.exporter.verify import capture_calls, check_export
+
+    config = transformers.ResNetConfig(
+        embedding_size=32,
+        hidden_sizes=[64, 128, 256, 512],
+        depths=[3, 4, 6, 3],
+        layer_type="bottleneck",
+    )
+    torch.manual_seed(0)
+    model = transformers.ResNetModel(config).eval()
+    perturb_parameters(model)
+    inputs = make_example_inputs(model, config, seq_len=8)
+    inputs.kwargs["pixel_values"] = inputs.kwargs["pixel_values"][:, :, :64, :64]
+    result = export(model, inputs.args, inputs.kwargs, optimize=False, verbose=False)
+    captured = capture_calls(model, inputs, {i.tag: i.name for i in result.hierarchy})
+    checks = check_export(result, model, inputs, captured=captured)
+    assert len(checks) == 129 and all(c.status == "OK" for c in checks)
+    assert sum(c.max_abs_diff > 1e-4 for c in checks) >= 40  # the old rule's failures
+    assert max(c.max_rel_diff for c in checks) < 1e-5
+    tight = check_export(result, model, inputs, captured=captured, rtol=1e-6, atol=1e-8)
+    assert sum(c.status == "MISMATCH" for c in tight) >= 40

@@ -31,11 +31,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "implementation switches the export route set), extract every module "
             "from the ONNX model, run it in onnxruntime on the boundary values of a full "
             "onnxruntime run, and check that each captured tensor is reproduced by one of "
-            "the extracted module's outputs (same shape, max abs diff <= --tolerance). "
-            "Outputs that are the module's own inputs passed through are not compared. "
-            "A module called several times is checked on every call. Status per module: "
-            "OK, MISMATCH, NOT-EXECUTED, NO-NODES (no node left, e.g. folded by the "
-            "optimizer) or ERROR. Exit status 1 when a module is MISMATCH or ERROR. " + MODEL_HELP
+            "the extracted module's values (same shape, every element within "
+            "--atol + --rtol * |torch value|, as numpy.allclose): by one of its outputs when "
+            "the model uses the tensor after the call, by any value the module computes "
+            "when only the call itself uses it. Outputs that are the module's own inputs "
+            "passed through are not compared. A module called several times is checked on "
+            "every call. Status per module: OK, UNUSED (some outputs nothing in the model "
+            "uses have no node: the exporter removed them; every other output matched), "
+            "MISMATCH, NOT-EXECUTED, NO-NODES (no node left, e.g. folded by the optimizer) "
+            "or ERROR. Exit status 1 when a module is MISMATCH or ERROR. " + MODEL_HELP
         ),
         epilog=(
             "example (offline, embedded tiny BERT):\n"
@@ -57,11 +61,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset version")
     parser.add_argument(
-        "--tolerance",
+        "--rtol",
         type=float,
         default=None,
-        metavar="ATOL",
-        help="largest max abs difference accepted (default 1e-4)",
+        help="relative tolerance, as in numpy.allclose (default 1e-3)",
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=None,
+        help="absolute tolerance, scaled by max(1, the largest |value| of the PyTorch "
+        "tensor) (default 1e-5)",
     )
     add_loading_options(parser)
     add_filter_options(parser)
@@ -78,11 +88,13 @@ def run(args: argparse.Namespace) -> int:
     from graphtag.cli.export_cmd import export_hint, print_torch_warnings
     from graphtag.core.errors import GraphtagError
     from graphtag.exporter.noise import quiet_torch
-    from graphtag.exporter.verify import TOLERANCE, verify_modules
+    from graphtag.exporter.verify import ATOL, RTOL, verify_modules
 
-    tolerance = TOLERANCE if args.tolerance is None else args.tolerance
-    if not tolerance >= 0:
-        raise GraphtagError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    rtol = RTOL if args.rtol is None else args.rtol
+    atol = ATOL if args.atol is None else args.atol
+    for name, value in (("--rtol", rtol), ("--atol", atol)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise GraphtagError(f"{name} must be a finite number >= 0, got {value}")
     stderr = sys.stderr  # quiet_torch swallows what torch prints; progress still shows
 
     def say(text: str) -> None:
@@ -100,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                 loaded.module,
                 inputs,
                 optimize=args.optimize,
-                tolerance=tolerance,
+                rtol=rtol,
+                atol=atol,
                 filter_config=filter_config_from_args(args),
                 progress=say,
                 exporter=args.exporter,
@@ -117,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         data = {
             "model": args.model,
             "optimize": args.optimize,
-            "tolerance": tolerance,
+            "rtol": rtol,
+            "atol": atol,
             "counts": counts,
             "modules": [_json_check(check) for check in checks],
         }
@@ -128,28 +142,31 @@ def run(args: argparse.Namespace) -> int:
             check.tag,
             f"{check.matched}/{check.total}" if check.calls else "-",
             _diff_text(check.max_abs_diff),
+            _diff_text(check.max_rel_diff),
             check.status_text(),
         )
         for check in checks
     ]
-    print(render_table(("module", "outputs matched", "max abs diff", "status"), rows))
+    header = ("module", "outputs matched", "max abs diff", "max rel diff", "status")
+    print(render_table(header, rows))
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     elapsed = time.perf_counter() - started
-    print(f"\n{len(checks)} modules: {summary} ({elapsed:.1f} s)")
+    print(f"\n{len(checks)} modules: {summary} (rtol {rtol:g}, atol {atol:g}; {elapsed:.1f} s)")
     for check in checks:
         if check.status == "MISMATCH":
             print(f"{check.tag}: {check.reason}")
     return 1 if failed else 0
 
 
-_ORDER = ("OK", "MISMATCH", "ERROR", "NO-NODES", "NOT-EXECUTED")
+_ORDER = ("OK", "UNUSED", "MISMATCH", "ERROR", "NO-NODES", "NOT-EXECUTED")
 
 
 def _json_check(check) -> dict:
     data = dataclasses.asdict(check)
-    diff = data["max_abs_diff"]
-    if diff is not None and not math.isfinite(diff):
-        data["max_abs_diff"] = str(diff)  # JSON has no infinity
+    for key in ("max_abs_diff", "max_rel_diff"):
+        diff = data[key]
+        if diff is not None and not math.isfinite(diff):
+            data[key] = str(diff)  # JSON has no infinity
     return data
 
 

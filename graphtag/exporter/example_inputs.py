@@ -79,6 +79,8 @@ def make_example_inputs(
             f"{type(model).__name__}.forward to fill; describe them with --input-specs FILE.json"
         )
 
+    if config is not None and "input_ids" in values and "pixel_values" in params:
+        _add_placeholder_images(model, config, sizer, values)
     # Companions of generated token ids: the mask and segment ids that real callers pass.
     ids = values.get("input_ids")
     if ids is not None:
@@ -94,9 +96,10 @@ def make_example_inputs(
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if dtype is not None:
         values = {k: v.to(dtype) if v.is_floating_point() else v for k, v in values.items()}
-    if "use_cache" in params:
+    if "use_cache" in params or (_takes_any_keyword(model) and _uses_cache(config)):
         # Export the stateless forward: cache objects in the outputs are not tensors, and
-        # neither exporter can return them.
+        # neither exporter can return them. Composite models take use_cache through
+        # **kwargs and hand it to their language model.
         values["use_cache"] = False
     return _split_positional(params, values)
 
@@ -105,6 +108,23 @@ def _model_config(model: nn.Module) -> Any:
     config = getattr(model, "config", None)
     # Only a transformers-style config is useful; anything else is ignored.
     return config if hasattr(config, "to_dict") else None
+
+
+def _takes_any_keyword(model: nn.Module) -> bool:
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _uses_cache(config: Any) -> bool:
+    """The config (or its text config) turns a key/value cache on."""
+    if config is None:
+        return False
+    return bool(getattr(config, "use_cache", False)) or bool(
+        getattr(_text_config(config), "use_cache", False)
+    )
 
 
 def _forward_params(model: nn.Module) -> dict[str, inspect.Parameter]:
@@ -142,7 +162,61 @@ def _config_driven_inputs(
         ):
             if getattr(config, sub, None) is not None and inp in params:
                 names.append(inp)
+        # A single config that sizes images for a model whose main input is text (a
+        # vision-language encoder with one config): the image goes in too.
+        if "pixel_values" in params and getattr(config, "image_size", None) is not None:
+            names.append("pixel_values")
     return names
+
+
+def _image_token(config: Any) -> int | None:
+    """The id of the placeholder token that stands for image features in the text."""
+    for key in ("image_token_id", "image_token_index"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def _add_placeholder_images(model: nn.Module, config: Any, sizer: _Sizer, values: dict) -> None:
+    """Text plus image for models that splice image features into placeholder tokens.
+
+    Such models (transformers' ``get_image_features`` and an ``image_token_id``) need as
+    many placeholder tokens as the vision side yields feature vectors; the count comes
+    from running ``get_image_features`` on the generated pixels, and that many
+    placeholders go before the generated text. Models whose vision input is not a plain
+    image tensor (or any failure here) keep the text-only inputs.
+    """
+    token = _image_token(config)
+    features = getattr(model, "get_image_features", None)
+    if token is None or not callable(features) or "pixel_values" in values:
+        return
+    try:
+        pixels = sizer.make("pixel_values", single=False)
+        with torch.no_grad():
+            out = features(pixel_values=pixels)
+        count = _feature_vectors(out)
+    except Exception:  # an image input this generator cannot size: text only
+        return
+    if not count:
+        return
+    text = values["input_ids"]
+    image = torch.full((text.shape[0], count // text.shape[0]), token, dtype=text.dtype)
+    values["input_ids"] = torch.cat([image, text], dim=1)
+    values["pixel_values"] = pixels
+
+
+def _feature_vectors(out: Any) -> int:
+    """How many feature vectors (rows of the last dimension) ``get_image_features`` gave."""
+    pooled = getattr(out, "pooler_output", None)
+    if pooled is not None:
+        out = pooled
+    elif hasattr(out, "to_tuple"):
+        out = out.to_tuple()[0]
+    tensors = [out] if isinstance(out, torch.Tensor) else list(out or [])
+    if not tensors or not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in tensors):
+        return 0
+    return sum(t.numel() // t.shape[-1] for t in tensors)
 
 
 def _config_keys(config: Any) -> list[str]:
@@ -272,9 +346,13 @@ class _Sizer:
         kernels = getattr(cfg, "conv_kernel", None)
         if strides and kernels:
             samples = math.prod(strides) * self.seq + sum(kernels)
-        else:
-            samples = _DEFAULT_AUDIO_SAMPLES
-        return torch.randn(self.batch, samples, generator=self.gen)
+            return torch.randn(self.batch, samples, generator=self.gen)
+        # No conv feature extractor but mel bins and a fixed length: input_values are a
+        # spectrogram (frames x mel bins), as in patch-based audio transformers.
+        mel, frames = getattr(cfg, "num_mel_bins", None), getattr(cfg, "max_length", None)
+        if isinstance(mel, int) and isinstance(frames, int) and mel > 0 and frames > 0:
+            return torch.randn(self.batch, frames, mel, generator=self.gen)
+        return torch.randn(self.batch, _DEFAULT_AUDIO_SAMPLES, generator=self.gen)
 
     def _from_first_layer(self) -> torch.Tensor | None:
         """A lone tensor parameter of a plain module, sized by the first layer that reads it."""
@@ -284,13 +362,45 @@ class _Sizer:
             return torch.randint(0, leaf.num_embeddings, (b, s), generator=g)
         if isinstance(leaf, nn.Linear):
             return torch.randn(b, leaf.in_features, generator=g)
-        if isinstance(leaf, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            spatial = (32, 32, 8)[: len(leaf.kernel_size)][::-1]  # 32 | 32x32 | 8x32x32
+        if isinstance(leaf, nn.Conv2d):
+            h, w = _declared_image_size(self.model)
+            return torch.randn(b, leaf.in_channels, h, w, generator=g)
+        if isinstance(leaf, (nn.Conv1d, nn.Conv3d)):
+            spatial = (32, 32, 8)[: len(leaf.kernel_size)][::-1]  # 32 | 8x32x32
             return torch.randn(b, leaf.in_channels, *spatial, generator=g)
         if isinstance(leaf, nn.RNNBase):
             shape = (b, s, leaf.input_size) if leaf.batch_first else (s, b, leaf.input_size)
             return torch.randn(*shape, generator=g)
         return None
+
+
+def _declared_image_size(model: nn.Module) -> tuple[int, int]:
+    """The image size a plain vision module declares, else the usual 224x224.
+
+    Read from an ``image_size``/``img_size`` attribute (int or pair) or the ``input_size``
+    (channels, height, width) of a ``pretrained_cfg``/``default_cfg`` dict, the
+    conventions of torchvision's and timm's models.
+    """
+    for name in ("image_size", "img_size"):
+        size = _pair(getattr(model, name, None))
+        if size:
+            return size
+    for name in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(model, name, None)
+        size = cfg.get("input_size") if isinstance(cfg, dict) else None
+        if isinstance(size, (tuple, list)) and len(size) == 3:
+            pair = _pair(size[1:])
+            if pair:
+                return pair
+    return _DEFAULT_IMAGE_SIZE, _DEFAULT_IMAGE_SIZE
+
+
+def _pair(size: Any) -> tuple[int, int] | None:
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size, size
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return int(size[0]), int(size[1])
+    return None
 
 
 def _special_token_ids(*configs: Any) -> set[int]:

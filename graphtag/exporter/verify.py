@@ -9,23 +9,37 @@ default ``optimize=False``, so tags are exact), then:
    mappings such as ModelOutput, and dataclasses), copied at once so later in-place ops
    cannot change them. Outputs that are one of the call's own inputs passed through, or
    one of the module's own parameters/buffers, are left out (same tensor object, or same
-   storage, shape and strides): no node of the module produces them.
+   storage, shape and strides): no node of the module produces them. The same run
+   records its dataflow (graphtag.exporter.dataflow), which tells for every captured
+   tensor whether the model's result depends on it (*live*) and whether a live
+   operation after the call reads it (*used outside* the call).
 2. ONNX: one onnxruntime run of the full model with every intermediate value exposed as
    an output (on a serialized copy) gives every value of the graph.
-3. Every module is extracted (graphtag.surgery.extraction), run alone in onnxruntime on the
-   boundary values of step 2, and each captured tensor must be reproduced by one of its
-   outputs: same shape, max abs difference <= ``tolerance`` (1e-4).
+3. Every module is extracted (graphtag.surgery.extraction), run alone in onnxruntime on
+   the boundary values of step 2 with every value it computes exposed as an output, and
+   each captured tensor must be reproduced (same shape, every element within
+   ``atol * max(1, max|torch tensor|) + rtol * |torch value|``, see compare_arrays) by:
+
+   * one of the extracted model's outputs when it is used outside the call;
+   * any value the extracted model computes when only the call itself uses it (an
+     encoder returning every layer's hidden state: layer 0's output is read by layer 1
+     inside the encoder, so it is internal to the encoder's subgraph) or nothing does.
+
+   A captured tensor that the model's result does not depend on (attention
+   probabilities a layer returns and its caller drops) and that no value matches is
+   UNUSED: the exporter removed dead code. Liveness comes from the PyTorch run, not
+   from the ONNX graph under test, so a wrong export cannot make a live tensor UNUSED.
 
 Modules called more than once: every call is captured and checked. ONNX gives all calls
 one tag, so the extracted model holds them all and, when one call feeds the next, the
-earlier call's result is internal to it. The last call's tensors must match an output
-of the extracted model; an earlier call's may match any value the extracted model
-computes (all its values are exposed too).
+earlier call's result is internal to it: an earlier call's tensors may match any value
+the extracted model computes.
 
-Statuses: OK; MISMATCH (some captured tensor has no match); NOT-EXECUTED (no call in
-the eager run); NO-NODES (executed, but no node carries its tag or a descendant's, e.g.
-folded away by the optimizer); ERROR (extraction or onnxruntime failed; ``reason``).
-A module with nothing to compare (all outputs passed through) is OK with 0/0.
+Statuses: OK; UNUSED (every live tensor matched, some dead ones have no node); MISMATCH
+(a live tensor has no match); NOT-EXECUTED (no call in the eager run); NO-NODES
+(executed, but no node carries its tag or a descendant's, e.g. folded away by the
+optimizer); ERROR (extraction or onnxruntime failed; ``reason``). A module with nothing
+to compare (all outputs passed through) is OK with 0/0.
 """
 
 from __future__ import annotations
@@ -33,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -42,10 +56,15 @@ import torch
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
+from graphtag.exporter.dataflow import DataflowRecorder
 from graphtag.exporter.example_inputs import ExampleInputs
+from graphtag.exporter.switches import implementation_switches
 
-TOLERANCE = 1e-4
-STATUSES = ("OK", "MISMATCH", "NOT-EXECUTED", "NO-NODES", "ERROR")
+# float32 onnxruntime against float32 PyTorch: kernels sum in different orders, so the
+# error grows with the magnitude of the values and with depth (compare_arrays).
+RTOL = 1e-3
+ATOL = 1e-5
+STATUSES = ("OK", "UNUSED", "MISMATCH", "NOT-EXECUTED", "NO-NODES", "ERROR")
 
 
 @dataclasses.dataclass
@@ -58,19 +77,24 @@ class ModuleCheck:
     status: str  # one of STATUSES
     matched: int = 0  # captured tensors reproduced by the extracted module
     total: int = 0  # captured tensors compared (over all calls)
-    max_abs_diff: float | None = None  # worst best-candidate difference; None: no candidate
+    unused: int = 0  # dead captured tensors no value reproduces (no node computes them)
+    internal: int = 0  # of the matched, reproduced by a value internal to the module
+    max_abs_diff: float | None = None  # worst best-candidate |onnx - torch|; None: none
+    max_rel_diff: float | None = None  # same, relative to max |torch| of that tensor
     calls: int = 0
-    # ERROR: the failure; MISMATCH: the first unmatched tensors; NO-NODES: where its
-    # computation went ("fused into <tag>", "folded into constant <name>"), when known.
+    # ERROR: the failure; MISMATCH: the first unmatched tensors; UNUSED: the first unused
+    # ones; NO-NODES: where its computation went ("fused into <tag>", "folded into
+    # constant <name>"), when known.
     reason: str = ""
     unmatched: list[str] = dataclasses.field(default_factory=list)
+    unused_outputs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return self.status in ("MISMATCH", "ERROR")
 
     def status_text(self) -> str:
-        shown = self.status in ("ERROR", "NO-NODES") and self.reason
+        shown = self.status in ("ERROR", "NO-NODES", "UNUSED") and self.reason
         return f"{self.status}: {self.reason}" if shown else self.status
 
 
@@ -78,6 +102,11 @@ class ModuleCheck:
 class _Captured:
     label: str  # where the tensor sits in the output, e.g. "[0]" or ".last_hidden_state"
     array: np.ndarray
+    live: bool = True  # the model's result depends on it
+    outside: bool = True  # a live operation after the call reads it (or it is a result)
+
+    def describe(self) -> str:
+        return f"output{self.label} {tuple(self.array.shape)}"
 
 
 def verify_modules(
@@ -85,7 +114,8 @@ def verify_modules(
     inputs: ExampleInputs | tuple | Mapping,
     *,
     optimize: bool = False,
-    tolerance: float = TOLERANCE,
+    rtol: float = RTOL,
+    atol: float = ATOL,
     filter_config: Any = None,
     progress: Callable[[str], None] | None = None,
     transform: Callable[[ir.Model], None] | None = None,
@@ -98,13 +128,15 @@ def verify_modules(
     arguments. ``exporter`` and ``export_options`` go to graphtag.export (e.g.
     ``opset_version``); PyTorch then runs with the implementation switches the export
     used (graphtag.exporter.switches), so both sides compute the same thing.
+    ``rtol``/``atol``: a tensor matches when every element is within
+    ``atol * max(1, max|torch tensor|) + rtol * |torch value|`` (compare_arrays).
     ``transform`` edits the exported model in place before any ONNX run (for tests:
     tampering with an initializer must turn its modules into MISMATCH). Returns one
     check per kept module, in hierarchy order.
     """
-    from graphtag.exporter.switches import implementation_switches
     from graphtag.exporter.tagged_export import export
 
+    _check_tolerance(rtol, atol)
     inputs = _as_example_inputs(inputs)
     say = progress or (lambda _text: None)
     say(f"exporting ({exporter}, optimize={optimize})")
@@ -119,23 +151,66 @@ def verify_modules(
         **export_options,
     )
     say(f"exported by the {result.route} route")
+    return check_export(
+        result, module, inputs, rtol=rtol, atol=atol, progress=say, transform=transform
+    )
+
+
+def check_export(
+    result: Any,
+    module: torch.nn.Module,
+    inputs: ExampleInputs | tuple | Mapping,
+    *,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    progress: Callable[[str], None] | None = None,
+    transform: Callable[[ir.Model], None] | None = None,
+    captured: Mapping[str, list[list[_Captured]]] | None = None,
+) -> list[ModuleCheck]:
+    """Steps 1-3 on an existing dynamo export (an ExportResult of ``module``); PyTorch
+    runs with the implementation switches the export used.
+
+    ``captured`` (from :func:`capture_calls`) skips the PyTorch run, e.g. to check
+    several tampered copies of one export against one eager run.
+    """
+    _check_tolerance(rtol, atol)
+    inputs = _as_example_inputs(inputs)
+    say = progress or (lambda _text: None)
     model, hierarchy = result.model, result.hierarchy
     if transform is not None:
         transform(model)
-    say(f"running PyTorch with hooks on {len(hierarchy)} modules")
-    with implementation_switches(module, result.switches):
-        captured = capture_calls(module, inputs, {info.tag: info.name for info in hierarchy})
+    if captured is None:
+        say(f"running PyTorch with hooks on {len(hierarchy)} modules")
+        with implementation_switches(module, result.switches):
+            captured = capture_calls(module, inputs, {info.tag: info.name for info in hierarchy})
     say("running the full model in onnxruntime")
     feeds = graph_feeds(model, module, inputs)
     values = {**run_all_values(model, feeds), **feeds}
-    return compare_modules(model, hierarchy, captured, values, tolerance=tolerance, say=say)
+    return compare_modules(model, hierarchy, captured, values, rtol=rtol, atol=atol, say=say)
 
 
-def compare_modules(model, hierarchy, captured, values, *, tolerance, say) -> list[ModuleCheck]:
-    from graphtag.analysis.boundaries import compute_boundaries
+def _check_tolerance(rtol: float, atol: float) -> None:
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(value, (int, float)) and value >= 0 and np.isfinite(value)):
+            raise GraphtagError(f"{name} must be a finite number >= 0, got {value}")
+
+
+def compare_modules(
+    model: ir.Model,
+    hierarchy: Iterable,
+    captured: Mapping[str, list[list[_Captured]]],
+    values: Mapping[str, np.ndarray],
+    *,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    say: Callable[[str], None] = lambda _text: None,
+) -> list[ModuleCheck]:
+    """One ModuleCheck per module of ``hierarchy`` (torch-free: numpy and onnxruntime)."""
+    from graphtag.analysis.boundaries import module_boundaries
     from graphtag.surgery.extraction import Extractor
 
-    boundaries = compute_boundaries(model)
+    hierarchy = list(hierarchy)
+    boundaries = module_boundaries(model)
     extractor = Extractor(model, boundaries)
     absorbed = _fused_into(model)
     checks = []
@@ -150,8 +225,7 @@ def compare_modules(model, hierarchy, captured, values, *, tolerance, say) -> li
         check.total = sum(len(call) for call in calls)
         boundary = boundaries.get(info.tag)
         if boundary is None or not boundary.nodes:
-            check.status = "NO-NODES"
-            check.reason = absorbed.get(info.tag) or _folded_into(model, info)
+            _without_nodes(check, calls, model, info, absorbed, values, rtol, atol)
             continue
         try:
             sub = extractor.extract(info.tag)
@@ -166,25 +240,64 @@ def compare_modules(model, hierarchy, captured, values, *, tolerance, say) -> li
             check.reason = _first_line(exc)
             continue
         final = {name: computed[name] for name in outputs}
-        _match_calls(check, calls, final, computed, tolerance)
+        _match_calls(check, calls, final, computed, rtol, atol)
     return checks
 
 
+def _without_nodes(check, calls, model, info, absorbed, values, rtol, atol) -> None:
+    """Verdict for an executed module that no node is tagged with.
+
+    OK when it only passes its inputs through (nothing to compute, 0/0); UNUSED when
+    nothing the model returns depends on its outputs; NO-NODES when the
+    optimizer fused or folded it (the reason says where) or when other modules' nodes
+    compute its live outputs; MISMATCH when some live output is computed nowhere (its
+    nodes were lost, not moved).
+    """
+    items = [item for call in calls for item in call]
+    live = [item for item in items if item.live]
+    if not items:  # every output passed through (an identity in eval mode): nothing to do
+        return
+    if not live:  # nothing the model returns depends on it: removed as dead code
+        check.status, check.unused = "UNUSED", len(items)
+        check.unused_outputs = [item.describe() for item in items]
+        check.reason = "no node: nothing uses its outputs"
+        return
+    check.status = "NO-NODES"
+    check.reason = absorbed.get(info.tag) or _folded_into(model, info)
+    if check.reason:
+        return
+    constants = (
+        (value.name, value.const_value.numpy())
+        for value in model.graph.initializers.values()
+        if value.const_value is not None
+    )
+    pool = [*values.items(), *constants]
+    lost = []
+    for item in live:
+        best, _name = best_match(item.array, pool, rtol, atol)
+        if best is None or not best.within:
+            lost.append(item.describe())
+    if lost:
+        check.status, check.unmatched = "MISMATCH", lost
+        check.reason = "no node carries its tag and no value matches " + ", ".join(lost[:3])
+    else:
+        check.reason = "its outputs are computed by nodes of other modules"
+
+
 def _fused_into(model: ir.Model) -> dict[str, str]:
-    """Module tag -> "fused into <tag>" for modules named in another node's contexts."""
+    """Module tag -> "fused into <tag>" for modules an optimizer fused into another's node.
+
+    Only ``fused`` contexts count: producer/consumer/shared contexts name neighbours
+    whose own nodes still exist.
+    """
     found: dict[str, str] = {}
     for node in model.graph:
-        text = node.metadata_props.get(metadata.CONTEXTS)
         tag = metadata.node_tag(node)
-        if not text or not tag:
+        if not tag:
             continue
-        try:
-            contexts = json.loads(text)
-        except ValueError:
-            continue
-        for context in contexts if isinstance(contexts, list) else []:
-            module = context.get("module") if isinstance(context, dict) else None
-            if module and module != tag:
+        for context in metadata.contexts(node):
+            module = context["module"]
+            if context["role"] == metadata.FUSED_ROLE and module != tag:
                 found.setdefault(module, f"fused into {tag}")
     return found
 
@@ -199,49 +312,108 @@ def _folded_into(model: ir.Model, info) -> str:
     return ""
 
 
-def _match_calls(check, calls, final, computed, tolerance) -> None:
-    worst: float | None = None
+def _match_calls(
+    check: ModuleCheck,
+    calls: list[list[_Captured]],
+    final: Mapping[str, np.ndarray],
+    computed: Mapping[str, np.ndarray],
+    rtol: float,
+    atol: float,
+) -> None:
+    worst_abs: float | None = None
+    worst_rel: float | None = None
     for number, call in enumerate(calls, 1):
-        candidates = final if number == len(calls) else computed
+        where = f"call {number} " if len(calls) > 1 else ""
+        last = number == len(calls)
         for item in call:
-            diff = _best_diff(item.array, candidates.values())
-            if diff is not None:
-                worst = diff if worst is None else max(worst, diff)
-            if diff is not None and diff <= tolerance:
+            # A tensor used after the call must leave the module's subgraph; one only the
+            # call itself uses (or nothing uses) may be any value the subgraph computes.
+            strict = last and item.outside
+            best, name = best_match(item.array, (final if strict else computed).items(), rtol, atol)
+            if best is not None and (best.within or item.live):
+                worst_abs = best.abs if worst_abs is None else max(worst_abs, best.abs)
+                worst_rel = best.rel if worst_rel is None else max(worst_rel, best.rel)
+            if best is not None and best.within:
                 check.matched += 1
+                check.internal += name not in final
+            elif not item.live:
+                check.unused += 1
+                check.unused_outputs.append(where + item.describe())
             else:
-                where = f"call {number} " if len(calls) > 1 else ""
-                check.unmatched.append(f"{where}output{item.label} {tuple(item.array.shape)}")
-    check.max_abs_diff = worst
+                check.unmatched.append(where + item.describe())
+    check.max_abs_diff, check.max_rel_diff = worst_abs, worst_rel
     if check.unmatched:
         check.status = "MISMATCH"
         check.reason = "no match for " + ", ".join(check.unmatched[:3])
+    elif check.unused:
+        check.status = "UNUSED"
+        check.reason = ", ".join(check.unused_outputs[:3]) + " not used by the model"
 
 
-def _best_diff(expected: np.ndarray, candidates) -> float | None:
-    """Smallest max-abs difference to a same-shaped candidate (None when there is none)."""
-    best: float | None = None
-    for value in candidates:
+# ---------------------------------------------------------------------------- comparison
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """How far an ONNX value is from the PyTorch one."""
+
+    abs: float  # max |onnx - torch|
+    rel: float  # max |onnx - torch| / max |torch|: relative to the tensor's scale
+    excess: float  # max of |onnx - torch| - bound (see compare_arrays); <= 0: within
+
+    @property
+    def within(self) -> bool:
+        return self.excess <= 0.0
+
+
+def compare_arrays(
+    expected: np.ndarray, actual: np.ndarray, rtol: float, atol: float
+) -> Difference:
+    """Elementwise ``|actual - expected| <= atol * max(1, max|expected|) + rtol * |expected|``.
+
+    numpy.allclose (NaN equals NaN, infinities equal themselves), except that the
+    absolute term is in units of the tensor's largest magnitude once that exceeds 1:
+    float32 rounding errors scale with the values being summed, so an element near zero
+    that comes out of a sum of large terms (a deep CNN's activations reach thousands)
+    carries an error proportional to those terms, not to itself. Integers and booleans
+    compare exactly. Same-shaped arrays.
+    """
+    if expected.size == 0:
+        return Difference(0.0, 0.0, -np.inf)
+    try:
+        x, y = expected.astype(np.float64), actual.astype(np.float64)
+    except (TypeError, ValueError):
+        same = np.array_equal(expected, actual)
+        return Difference(*((0.0, 0.0, -1.0) if same else (np.inf, np.inf, np.inf)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        equal = (x == y) | (np.isnan(x) & np.isnan(y))  # inf == inf, nan == nan
+        diff = np.nan_to_num(np.where(equal, 0.0, np.abs(x - y)), nan=np.inf)
+        magnitude = np.abs(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0))
+        scale = float(magnitude.max())
+        floating = np.issubdtype(expected.dtype, np.floating) or np.issubdtype(
+            actual.dtype, np.floating
+        )
+        bound = atol * max(1.0, scale) + rtol * magnitude if floating else 0.0
+        worst = float(diff.max())
+        rel = worst / scale if scale > 0 else (0.0 if worst == 0 else np.inf)
+        return Difference(worst, rel, float((diff - bound).max()))
+
+
+def best_match(
+    expected: np.ndarray, candidates: Iterable[tuple[str, Any]], rtol: float, atol: float
+) -> tuple[Difference | None, str | None]:
+    """The same-shaped candidate closest to ``expected`` (smallest excess) and its name."""
+    best: Difference | None = None
+    name: str | None = None
+    for key, value in candidates:
         if not isinstance(value, np.ndarray) or value.shape != expected.shape:
             continue
-        diff = _max_abs_diff(expected, value)
-        if best is None or diff < best:
-            best = diff
-            if best == 0.0:
+        found = compare_arrays(expected, value, rtol, atol)
+        if best is None or (found.excess, found.abs) < (best.excess, best.abs):
+            best, name = found, key
+            if best.abs == 0.0:
                 break
-    return best
-
-
-def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size == 0:
-        return 0.0
-    try:
-        x, y = a.astype(np.float64), b.astype(np.float64)
-    except (TypeError, ValueError):
-        return 0.0 if np.array_equal(a, b) else float("inf")
-    both_nan = np.isnan(x) & np.isnan(y)
-    diff = np.where(both_nan, 0.0, np.abs(x - y))
-    return float(np.nan_to_num(diff, nan=np.inf).max())
+    return best, name
 
 
 # ---------------------------------------------------------------------------- PyTorch side
@@ -250,10 +422,16 @@ def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 def capture_calls(
     module: torch.nn.Module, inputs: ExampleInputs, names: Mapping[str, str]
 ) -> dict[str, list[list[_Captured]]]:
-    """Tag -> one list per call of the tensors the module returned (one eager run)."""
+    """Tag -> one list per call of the tensors the module returned (one eager run).
+
+    The run is recorded (graphtag.exporter.dataflow) to mark each captured tensor
+    ``live`` (the result depends on it) and ``outside`` (read after the call).
+    """
     by_object: dict[int, list[list[_Captured]]] = {}
     handles = []
     tags_of: dict[int, list[str]] = {}
+    recorder = DataflowRecorder()
+    pending: list[tuple[_Captured, torch.Tensor, int]] = []  # item, tensor, end of call
     for tag, name in names.items():
         try:
             sub = module.get_submodule(name) if name else module
@@ -263,32 +441,43 @@ def capture_calls(
         if id(sub) in by_object:
             continue  # the same object under two kept names: one hook, shared calls
         calls = by_object[id(sub)] = []
-        handles.append(sub.register_forward_hook(_recorder(sub, calls), with_kwargs=True))
+        hook = _recorder(sub, calls, recorder, pending)
+        handles.append(sub.register_forward_hook(hook, with_kwargs=True))
     try:
-        with torch.no_grad():
-            module(*inputs.args, **inputs.kwargs)
+        with torch.no_grad(), recorder:
+            result = module(*inputs.args, **inputs.kwargs)
+        liveness = recorder.liveness(t for _, t in _tensors(result, ""))
+        for item, tensor, end in pending:
+            item.live = liveness.is_live(tensor)
+            item.outside = liveness.read_after(tensor, end)
     finally:
         for handle in handles:
             handle.remove()
+        pending.clear()
+        recorder.discard()
     return {tag: by_object[key] for key, tags in tags_of.items() for tag in tags}
 
 
-def _recorder(sub: torch.nn.Module, calls: list) -> Callable:
+def _recorder(sub: torch.nn.Module, calls: list, recorder: DataflowRecorder, pending) -> Callable:
     own = {id(t) for t in (*sub.parameters(), *sub.buffers())}
     own_keys = {_storage_key(t) for t in (*sub.parameters(), *sub.buffers())}
 
     def hook(_module, args, kwargs, output) -> None:
-        given = [t for _, t in _tensors((args, kwargs), "")]
-        ids = {id(t) for t in given} | own
-        keys = {_storage_key(t) for t in given} | own_keys
-        seen: set[int] = set()
-        call = []
-        for label, tensor in _tensors(output, ""):
-            if id(tensor) in ids or id(tensor) in seen or _storage_key(tensor) in keys:
-                continue
-            seen.add(id(tensor))
-            call.append(_Captured(label, _to_numpy(tensor)))
-        calls.append(call)
+        end = recorder.position  # operations recorded from here on run after the call
+        with recorder.paused():
+            given = [t for _, t in _tensors((args, kwargs), "")]
+            ids = {id(t) for t in given} | own
+            keys = {_storage_key(t) for t in given} | own_keys
+            seen: set[int] = set()
+            call = []
+            for label, tensor in _tensors(output, ""):
+                if id(tensor) in ids or id(tensor) in seen or _storage_key(tensor) in keys:
+                    continue
+                seen.add(id(tensor))
+                item = _Captured(label, _to_numpy(tensor))
+                call.append(item)
+                pending.append((item, tensor, end))
+            calls.append(call)
 
     return hook
 

@@ -1,0 +1,479 @@
+"""Models of the architecture sweep: tiny transformers configs and third-party model code.
+
+Every name of ``TRANSFORMERS`` is a factory (``models.py:bert`` in SWEEP.toml): it builds
+the architecture from a tiny config with random, perturbed weights, writes it with
+``save_pretrained`` to a temporary directory and loads that directory back the way
+``graphtag export DIR`` does (graphtag.exporter.sources.load_model), so the sweep runs
+the user's path: config.json + safetensors, the class named in ``architectures``, and
+example inputs generated from the config (no inputs are given here). Nothing comes from
+the hub.
+
+``TORCHVISION`` and ``TIMM`` name real third-party classification models (torchvision's
+builders, ``timm.create_model``), random weights perturbed like the others, exported
+with generated inputs; they need torchvision and timm importable (see thirdparty.py).
+Perturbed because default initialisation leaves all-zero biases and identity
+BatchNorms: the optimizer drops those parameters (validate's parameter-coverage rule
+then reports them missing: 18 of 29 such models in a run without the perturbation) and
+a deleted identity BatchNorm changes no value, so no injected fault could be seen.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import thirdparty  # beside this file; makes torchvision/timm importable when installed
+
+# Shared tiny sizes; a table entry overrides or adds what its config needs.
+_TEXT = {
+    "vocab_size": 99,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "max_position_embeddings": 64,
+}
+_DECODER = {**_TEXT, "num_key_value_heads": 2}
+_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}  # inside the tiny vocab
+# grouped_mm (transformers' default experts kernel) needs 16-byte aligned rows on CPU.
+_MOE = {**_DECODER, "intermediate_size": 40}
+_VISION = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "image_size": 32,
+    "patch_size": 8,
+}
+_SEQ2SEQ = {
+    "vocab_size": 99,
+    "d_model": 32,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 37,
+    "decoder_ffn_dim": 37,
+    "max_position_embeddings": 64,
+}
+_SPEECH = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "conv_dim": [16, 16],
+    "conv_stride": [5, 4],
+    "conv_kernel": [10, 8],
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    "vocab_size": 20,
+}
+
+# name -> (family, config class, model class, config keyword arguments)
+TRANSFORMERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    # text encoders
+    "bert": ("text encoder", "BertConfig", "BertModel", _TEXT),
+    "roberta": ("text encoder", "RobertaConfig", "RobertaForMaskedLM", _TEXT),
+    "distilbert": (
+        "text encoder",
+        "DistilBertConfig",
+        "DistilBertModel",
+        {"vocab_size": 99, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 37},
+    ),
+    "albert": ("text encoder", "AlbertConfig", "AlbertModel", {**_TEXT, "embedding_size": 16}),
+    "electra": ("text encoder", "ElectraConfig", "ElectraModel", {**_TEXT, "embedding_size": 16}),
+    "deberta-v2": ("text encoder", "DebertaV2Config", "DebertaV2Model", _TEXT),
+    "mpnet": ("text encoder", "MPNetConfig", "MPNetModel", _TEXT),
+    "modernbert": (
+        "text encoder",
+        "ModernBertConfig",
+        "ModernBertModel",
+        {
+            **_TEXT,
+            "global_attn_every_n_layers": 2,
+            "local_attention": 4,
+            "pad_token_id": 0,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "cls_token_id": 1,
+            "sep_token_id": 2,
+        },
+    ),
+    # decoders
+    "gpt2": (
+        "decoder",
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        {"vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64},
+    ),
+    "gpt-neo": (
+        "decoder",
+        "GPTNeoConfig",
+        "GPTNeoForCausalLM",
+        {
+            "vocab_size": 99,
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 4,
+            "attention_types": [[["global", "local"], 1]],
+            "window_size": 4,
+            "max_position_embeddings": 64,
+        },
+    ),
+    "gptj": (
+        "decoder",
+        "GPTJConfig",
+        "GPTJForCausalLM",
+        {"vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "rotary_dim": 4},
+    ),
+    "opt": (
+        "decoder",
+        "OPTConfig",
+        "OPTForCausalLM",
+        {
+            "vocab_size": 99,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "ffn_dim": 37,
+            "word_embed_proj_dim": 32,
+            "max_position_embeddings": 64,
+        },
+    ),
+    "bloom": (
+        "decoder",
+        "BloomConfig",
+        "BloomForCausalLM",
+        {"vocab_size": 99, "hidden_size": 32, "n_layer": 2, "n_head": 4},
+    ),
+    "llama": ("decoder", "LlamaConfig", "LlamaForCausalLM", _DECODER),
+    "mistral": (
+        "decoder",
+        "MistralConfig",
+        "MistralForCausalLM",
+        {**_DECODER, "sliding_window": 4},
+    ),
+    "qwen2": ("decoder", "Qwen2Config", "Qwen2ForCausalLM", _DECODER),
+    "qwen3": ("decoder", "Qwen3Config", "Qwen3ForCausalLM", {**_DECODER, "head_dim": 8}),
+    "gemma": ("decoder", "GemmaConfig", "GemmaForCausalLM", {**_DECODER, "head_dim": 8}),
+    "gemma2": (
+        "decoder",
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {**_DECODER, "head_dim": 8, "sliding_window": 4},
+    ),
+    "phi": ("decoder", "PhiConfig", "PhiForCausalLM", _DECODER),
+    "phi3": ("decoder", "Phi3Config", "Phi3ForCausalLM", {**_DECODER, "pad_token_id": 0}),
+    "falcon": (
+        "decoder",
+        "FalconConfig",
+        "FalconForCausalLM",
+        {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4},
+    ),
+    "gpt-neox": ("decoder", "GPTNeoXConfig", "GPTNeoXForCausalLM", _TEXT),
+    "stablelm": ("decoder", "StableLmConfig", "StableLmForCausalLM", _DECODER),
+    "olmo": ("decoder", "OlmoConfig", "OlmoForCausalLM", _DECODER),
+    # decoders: mixture of experts
+    "mixtral": (
+        "decoder (MoE)",
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        {**_MOE, "num_local_experts": 4, "num_experts_per_tok": 2},
+    ),
+    "qwen2-moe": (
+        "decoder (MoE)",
+        "Qwen2MoeConfig",
+        "Qwen2MoeForCausalLM",
+        {
+            **_DECODER,
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 16,
+            "shared_expert_intermediate_size": 24,
+        },
+    ),
+    "olmoe": (
+        "decoder (MoE)",
+        "OlmoeConfig",
+        "OlmoeForCausalLM",
+        {**_MOE, "num_experts": 4, "num_experts_per_tok": 2, "pad_token_id": 0, "eos_token_id": 2},
+    ),
+    # decoders: state space
+    "mamba": (
+        "decoder (SSM)",
+        "MambaConfig",
+        "MambaForCausalLM",
+        {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 8},
+    ),
+    "mamba2": (
+        "decoder (SSM)",
+        "Mamba2Config",
+        "Mamba2ForCausalLM",
+        {
+            "vocab_size": 99,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "state_size": 8,
+            "num_heads": 4,
+            "head_dim": 16,
+            "n_groups": 1,
+            "chunk_size": 4,
+        },
+    ),
+    "falcon-mamba": (
+        "decoder (SSM)",
+        "FalconMambaConfig",
+        "FalconMambaForCausalLM",
+        {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 8},
+    ),
+    # encoder-decoders
+    "t5": (
+        "encoder-decoder",
+        "T5Config",
+        "T5ForConditionalGeneration",
+        {"vocab_size": 99, "d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4},
+    ),
+    "bart": ("encoder-decoder", "BartConfig", "BartForConditionalGeneration", _SEQ2SEQ),
+    "pegasus": ("encoder-decoder", "PegasusConfig", "PegasusModel", _SEQ2SEQ),
+    "marian": ("encoder-decoder", "MarianConfig", "MarianMTModel", {**_SEQ2SEQ, "pad_token_id": 0}),
+    "m2m100": ("encoder-decoder", "M2M100Config", "M2M100Model", _SEQ2SEQ),
+    # vision: CNNs
+    "resnet-50": (
+        "vision CNN",
+        "ResNetConfig",
+        "ResNetModel",  # the 16 bottleneck blocks of ResNet-50, at full width
+        {"layer_type": "bottleneck", "depths": [3, 4, 6, 3]},
+    ),
+    "convnext": (
+        "vision CNN",
+        "ConvNextConfig",
+        "ConvNextForImageClassification",
+        {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 2, 1], "image_size": 64},
+    ),
+    "regnet": (
+        "vision CNN",
+        "RegNetConfig",
+        "RegNetModel",
+        {"embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 2, 1]},
+    ),
+    "efficientnet": (
+        "vision CNN",
+        "EfficientNetConfig",
+        "EfficientNetModel",
+        {"image_size": 64, "width_coefficient": 0.25, "depth_coefficient": 0.3, "hidden_dim": 320},
+    ),
+    "mobilenet-v2": (
+        "vision CNN",
+        "MobileNetV2Config",
+        "MobileNetV2Model",
+        {"image_size": 64, "depth_multiplier": 0.35},
+    ),
+    # vision: transformers
+    "vit": ("vision transformer", "ViTConfig", "ViTForImageClassification", _VISION),
+    "deit": ("vision transformer", "DeiTConfig", "DeiTModel", _VISION),
+    "beit": ("vision transformer", "BeitConfig", "BeitModel", _VISION),
+    "dinov2": ("vision transformer", "Dinov2Config", "Dinov2Model", _VISION),
+    "swin": (
+        "vision transformer (windowed)",
+        "SwinConfig",
+        "SwinModel",
+        {
+            "image_size": 32,
+            "patch_size": 2,
+            "embed_dim": 16,
+            "depths": [1, 2],
+            "num_heads": [2, 4],
+            "window_size": 4,
+        },
+    ),
+    "swinv2": (
+        "vision transformer (windowed)",
+        "Swinv2Config",
+        "Swinv2Model",
+        {
+            "image_size": 32,
+            "patch_size": 2,
+            "embed_dim": 16,
+            "depths": [1, 2],
+            "num_heads": [2, 4],
+            "window_size": 4,
+        },
+    ),
+    "segformer": (
+        "vision transformer",
+        "SegformerConfig",
+        "SegformerModel",
+        {"hidden_sizes": [8, 16, 24, 32], "num_attention_heads": [1, 2, 4, 4], "image_size": 64},
+    ),
+    # audio
+    "wav2vec2": ("audio", "Wav2Vec2Config", "Wav2Vec2Model", _SPEECH),
+    "hubert": ("audio", "HubertConfig", "HubertModel", _SPEECH),
+    "whisper": (
+        "audio (encoder-decoder)",
+        "WhisperConfig",
+        "WhisperForConditionalGeneration",
+        {
+            **_SEQ2SEQ,
+            "num_mel_bins": 16,
+            "max_source_positions": 16,
+            "max_target_positions": 64,
+            "pad_token_id": 0,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "decoder_start_token_id": 1,
+        },
+    ),
+    "speech2text": (
+        "audio (encoder-decoder)",
+        "Speech2TextConfig",
+        "Speech2TextModel",
+        {**_SEQ2SEQ, "input_feat_per_channel": 16, "conv_channels": 16, "num_conv_layers": 2},
+    ),
+    "ast": (
+        "audio",
+        "ASTConfig",
+        "ASTModel",
+        {**_VISION, "num_mel_bins": 16, "max_length": 32, "patch_size": 8},
+    ),
+    # multimodal
+    "clip": (
+        "multimodal",
+        "CLIPConfig",
+        "CLIPModel",
+        {
+            "text_config": {**_TEXT, "vocab_size": 99},
+            "vision_config": _VISION,
+            "projection_dim": 16,
+        },
+    ),
+    "siglip": (
+        "multimodal",
+        "SiglipConfig",
+        "SiglipModel",
+        {"text_config": _TEXT, "vision_config": _VISION},
+    ),
+    "blip": (
+        "multimodal",
+        "BlipConfig",
+        "BlipModel",
+        {
+            "text_config": {**_TEXT, **_IDS, "sep_token_id": 3},
+            "vision_config": _VISION,
+            "projection_dim": 16,
+        },
+    ),
+    "git": ("multimodal", "GitConfig", "GitModel", {**_TEXT, **_IDS, "vision_config": _VISION}),
+    # ViLT samples image patches with torch.multinomial on data-dependent counts.
+    "vilt": (
+        "multimodal",
+        "ViltConfig",
+        "ViltModel",
+        {**_TEXT, "image_size": 32, "patch_size": 8, "max_image_length": -1},
+    ),
+    "llava": (
+        "multimodal (image tokens)",
+        "LlavaConfig",
+        "LlavaForConditionalGeneration",
+        {
+            "text_config": {"model_type": "llama", **_DECODER},
+            "vision_config": {"model_type": "clip_vision_model", **_VISION},
+            "image_token_index": 98,
+            "projector_hidden_act": "gelu",
+            "vision_feature_layer": -1,
+        },
+    ),
+}
+
+
+def load(name: str) -> Any:
+    """Build ``name``, save_pretrained it to a temporary directory, load that directory."""
+    import torch
+    import transformers
+
+    from graphtag.exporter.examples import perturb_parameters
+    from graphtag.exporter.sources import load_model
+
+    _family, config_name, model_name, kwargs = TRANSFORMERS[name]
+    config = getattr(transformers, config_name)(**kwargs)
+    torch.manual_seed(0)
+    model = getattr(transformers, model_name)(config).eval()
+    perturb_parameters(model)
+    with tempfile.TemporaryDirectory(prefix=f"graphtag-sweep-{name}-") as folder:
+        model.save_pretrained(folder)
+        loaded = load_model(folder)
+    return loaded.module
+
+
+def family(name: str) -> str:
+    if name in TRANSFORMERS:
+        return TRANSFORMERS[name][0]
+    return "torchvision" if name.startswith("tv-") else "timm"
+
+
+# Real third-party code: one builder per torchvision family (the largest variants left
+# out to keep the sweep within 30 minutes: resnext50_32x4d, wide_resnet50_2, vgg11_bn,
+# mobilenet_v2, efficientnet_v2_s, swin_v2_t and maxvit_t exported and verified in a
+# separate run) and a few timm models. The widths are the builders' own.
+TORCHVISION = [
+    "resnet50",
+    "densenet121",
+    "alexnet",
+    "squeezenet1_1",
+    "googlenet",
+    "inception_v3",
+    "mobilenet_v3_small",
+    "mnasnet0_5",
+    "shufflenet_v2_x0_5",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "convnext_tiny",
+    "swin_t",
+    "vit_b_16",
+]
+TIMM = [
+    "resnet18",
+    "efficientnet_b0",
+    "convnext_atto",
+    "vit_tiny_patch16_224",
+    "mobilevitv2_050",
+    "regnety_002",
+]
+
+
+def torchvision_model(name: str) -> Any:
+    import torch
+
+    from graphtag.exporter.examples import perturb_parameters
+
+    torchvision = thirdparty.import_torchvision()
+    torch.manual_seed(0)
+    kwargs = (
+        {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    )
+    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    perturb_parameters(model)
+    return model
+
+
+def timm_model(name: str) -> Any:
+    import torch
+
+    from graphtag.exporter.examples import perturb_parameters
+
+    timm = thirdparty.import_timm()
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    perturb_parameters(model)
+    return model
+
+
+def __getattr__(attr: str) -> Any:
+    """``models.py:<name>`` for every sweep model (``-`` written ``_``; ``tv_``/``timm_``)."""
+    if attr.startswith("tv_") and attr[3:] in TORCHVISION:
+        return lambda: torchvision_model(attr[3:])
+    if attr.startswith("timm_") and attr[5:] in TIMM:
+        return lambda: timm_model(attr[5:])
+    name = attr.replace("_", "-")
+    if name in TRANSFORMERS:
+        return lambda: load(name)
+    raise AttributeError(attr)
