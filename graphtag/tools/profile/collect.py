@@ -1,0 +1,273 @@
+"""Profile an ONNX file in ONNX Runtime and attribute every kernel to a module.
+
+Steps: load the model (the tagged reference); give unnamed or same-named nodes unique
+names in memory (the profiler identifies kernels by node name only); run it in ONNX
+Runtime with the profiler on and the optimized graph saved (session.py); retag that
+graph against the reference (graphtag.passes.retag: fused and rewritten nodes get the
+lowest common ancestor of the modules they replaced, inserted nodes an inferred tag);
+then every kernel event of the measured runs goes to its node's module. A kernel whose
+node has no tag, or is not in the saved graph, is counted in the root module and
+reported, so the modules' self times always add up to the run's kernel time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
+from graphtag.core.hierarchy import Hierarchy
+from graphtag.core.io import load, save
+from graphtag.tools.profile.inputs import make_feeds
+from graphtag.tools.profile.series import RunSeries, median_run
+from graphtag.tools.profile.session import RunSettings, run_profiled
+from graphtag.tools.profile.trace import MAX_EVENTS, read_trace
+from graphtag.tools.profile.tree import SYNTHETIC_ROOT
+
+logger = logging.getLogger(__name__)
+
+UNMATCHED = "unmatched"  # match kind of kernels whose node has no tag or is unknown
+_NS_PER_US = 1000
+_LISTED = 5  # unknown node names quoted in a note
+
+
+@dataclasses.dataclass
+class OrtMeasurement:
+    """What the ONNX Runtime side measured, attributed to module tags.
+
+    A kernel that has no module is recorded under ``""`` (placed in the root).
+    """
+
+    model: str  # the profiled file, as given
+    series: RunSeries  # per measured run: tag -> self ns (exclusive kernel time), calls
+    ops: dict[str, dict[str, int]]  # median run: tag -> op type -> ns
+    nodes: dict[str, int]  # nodes of the optimized graph per tag ("" untagged)
+    match_ns: dict[str, int]  # median run: kernel time per retag match kind
+    kernel_events: int  # in the measured runs
+    mapped_events: int  # of which on a tagged node of the optimized graph
+    tagged: bool  # the reference carries module tags
+    order_hint: list[str]  # module order of the stored hierarchy (pre-order)
+    settings: RunSettings
+    providers: list[str]
+    ort_version: str
+    session_seconds: float
+    notes: list[str]
+
+
+def collect_ort(
+    model_path: str | Path,
+    settings: RunSettings,
+    *,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    input_specs: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Callable[[str], None] | None = None,
+    save_optimized: str | Path | None = None,
+    save_trace: str | Path | None = None,
+) -> OrtMeasurement:
+    """Run ``model_path`` under ONNX Runtime's profiler and attribute its kernels.
+
+    ``feeds`` (arrays by input name) win over ``input_specs`` (validated spec entries,
+    graphtag.core.input_specs), which win over inputs made from the input types.
+    ``save_optimized`` writes the retagged optimized graph, ``save_trace`` ONNX
+    Runtime's own profile file. ``model_path`` is never modified.
+    """
+    say = progress or (lambda _text: None)
+    model_path = Path(model_path)
+    reference = load(model_path)
+    tagged = any(metadata.MODULE in n.metadata_props for n in metadata.iter_all_nodes(reference))
+    notes: list[str] = []
+    if not tagged:
+        notes.append(
+            f"{model_path.name} has no module tags ({metadata.MODULE}): every kernel is "
+            "counted in the root; export the model with graphtag to see its modules"
+        )
+    renamed = _unique_node_names(reference)
+    if renamed:
+        notes.append(
+            f"{renamed} unnamed or same-named nodes were given unique names for the profile "
+            "(ONNX Runtime's profiler knows kernels by node name)"
+        )
+    if feeds is None:
+        feeds = make_feeds(reference, input_specs)
+    hierarchy = Hierarchy.from_model(reference)
+    order_hint = [info.tag for info in hierarchy] if hierarchy is not None else []
+    with tempfile.TemporaryDirectory(prefix="graphtag-profile-") as tmp:
+        work = Path(tmp)
+        runnable = model_path
+        if renamed:
+            runnable = save(reference, work / "model.onnx")
+        say(f"running {settings.warmup} warm-up and {settings.runs} measured inferences")
+        output = run_profiled(runnable, feeds, settings, work, progress=say)
+        if save_trace is not None:
+            _copy_atomic(output.trace, Path(save_trace))
+        say("reading the profile and retagging ONNX Runtime's optimized graph")
+        trace = read_trace(output.trace)
+        optimized = load(output.optimized)
+        kinds = _tag_optimized(reference, optimized, tagged)
+        if save_optimized is not None:
+            save(optimized, save_optimized)
+        tags = _tags_by_name(optimized)
+        nodes = Counter(metadata.node_tag(n) or "" for n in metadata.iter_all_nodes(optimized))
+    recorded = trace.runs[settings.warmup :]
+    if len(trace.runs) < settings.warmup + settings.runs:
+        if not recorded:
+            raise GraphtagError(
+                f"ONNX Runtime's profiler recorded {len(trace.runs)} of "
+                f"{settings.warmup + settings.runs} inferences (it stops at "
+                f"{MAX_EVENTS:,} events): use fewer --warmup/--runs"
+            )
+        notes.append(
+            f"ONNX Runtime's profiler stopped at its limit of {MAX_EVENTS:,} events: "
+            f"{len(recorded)} of {settings.runs} measured runs were recorded and are used"
+        )
+    if trace.outside:
+        notes.append(f"{trace.outside} kernel events outside any inference were ignored")
+    measured = _attribute(recorded, trace.wall_us[settings.warmup :], tags, kinds)
+    if measured.unknown:
+        names = sorted(measured.unknown)
+        shown = ", ".join(names[:_LISTED]) + (" ..." if len(names) > _LISTED else "")
+        notes.append(
+            f"{len(names)} profiled node(s) are not in the saved optimized graph and are "
+            f"counted in the root: {shown}"
+        )
+    if tagged and measured.untagged_events:
+        notes.append(
+            f"{measured.untagged_events} kernel events ran nodes retag left untagged; they "
+            "are counted in the root"
+        )
+    return OrtMeasurement(
+        model=str(model_path),
+        series=measured.series,
+        ops=measured.ops,
+        nodes=dict(nodes),
+        match_ns=measured.match_ns,
+        kernel_events=measured.events,
+        mapped_events=measured.events - measured.untagged_events - measured.unknown_events,
+        tagged=tagged,
+        order_hint=order_hint,
+        settings=settings,
+        providers=output.providers,
+        ort_version=output.version,
+        session_seconds=output.seconds,
+        notes=notes,
+    )
+
+
+def _unique_node_names(model: ir.Model) -> int:
+    """Name every unnamed node and rename repeated names; returns how many changed.
+
+    Covers the main graph and subgraphs (ONNX Runtime profiles both by name); function
+    bodies are inlined by ONNX Runtime under new names, so they are left alone.
+    """
+    nodes = list(ir.traversal.RecursiveGraphIterator(model.graph))
+    taken = Counter(node.name for node in nodes if node.name)
+    if all(node.name for node in nodes) and all(n == 1 for n in taken.values()):
+        return 0
+    used = set(taken)
+    changed = 0
+    seen: set[str] = set()
+    for node in nodes:
+        name = node.name
+        if name and name not in seen:
+            seen.add(name)
+            continue
+        base = name or node.op_type
+        suffix = 1
+        while f"{base}__{suffix}" in used:
+            suffix += 1
+        node.name = f"{base}__{suffix}"
+        used.add(node.name)
+        seen.add(node.name)
+        changed += 1
+    return changed
+
+
+def _tag_optimized(reference: ir.Model, optimized: ir.Model, tagged: bool) -> dict[str, str]:
+    """Retag the optimized graph in place; node name -> how it was matched."""
+    if not tagged:
+        return {}
+    from graphtag.passes.retag import retag
+
+    # The optimized graph was made from this very reference: no match-rate guard needed.
+    report = retag(reference, optimized, force=True, reference_name="the profiled model")
+    kinds: dict[str, str] = {}
+    for node in metadata.iter_all_nodes(optimized):
+        if node.name and node.name not in kinds:
+            kinds[node.name] = _kind(report.kinds.get(id(node)))
+    return kinds
+
+
+def _kind(kind: str | None) -> str:
+    if kind is None:
+        return UNMATCHED
+    return "inferred" if kind.startswith("inferred") else kind
+
+
+def _tags_by_name(model: ir.Model) -> dict[str, str]:
+    """Node name -> tag ("" for an untagged node); the main graph wins over bodies."""
+    found: dict[str, str] = {}
+    for node in metadata.iter_all_nodes(model):
+        if node.name and node.name not in found:
+            found[node.name] = metadata.node_tag(node) or ""
+    return found
+
+
+@dataclasses.dataclass
+class _Attributed:
+    series: RunSeries
+    ops: dict[str, dict[str, int]]
+    match_ns: dict[str, int]
+    events: int
+    untagged_events: int
+    unknown_events: int
+    unknown: set[str]
+
+
+def _attribute(runs, wall_us, tags: dict[str, str], kinds: dict[str, str]) -> _Attributed:
+    self_ns: list[dict[str, int]] = []
+    calls: list[dict[str, int]] = []
+    events = untagged = unknown_events = 0
+    unknown: set[str] = set()
+    for kernels in runs:
+        times: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for kernel in kernels:
+            tag = tags.get(kernel.node)
+            if tag is None:
+                unknown.add(kernel.node)
+                unknown_events += 1
+                tag = SYNTHETIC_ROOT
+            elif not tag:
+                untagged += 1
+            times[tag] = times.get(tag, 0) + kernel.exclusive_us * _NS_PER_US
+            counts[tag] = counts.get(tag, 0) + 1
+        events += len(kernels)
+        self_ns.append(times)
+        calls.append(counts)
+    series = RunSeries(self_ns, calls, [us * _NS_PER_US for us in wall_us])
+    chosen = runs[median_run(series.busy_ns())]
+    ops: dict[str, dict[str, int]] = {}
+    match_ns: dict[str, int] = {}
+    for kernel in chosen:
+        tag = tags.get(kernel.node) or SYNTHETIC_ROOT
+        ns = kernel.exclusive_us * _NS_PER_US
+        per_tag = ops.setdefault(tag, {})
+        per_tag[kernel.op] = per_tag.get(kernel.op, 0) + ns
+        kind = kinds.get(kernel.node, UNMATCHED) if tags.get(kernel.node) else UNMATCHED
+        match_ns[kind] = match_ns.get(kind, 0) + ns
+    return _Attributed(series, ops, match_ns, events, untagged, unknown_events, unknown)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    from graphtag.core.io import write_text_atomic
+
+    write_text_atomic(target, source.read_text(encoding="utf-8"))
