@@ -410,12 +410,14 @@ def _compare_table(comparison, path_a: str, path_b: str, top: int) -> str:
         for r in comparison.rows
     ]
     parts = [header, "", render_table(headers, rows, align="lrrrrrrr")]
-    moved = [r for r in comparison.rows if r.self_delta]
-    moved.sort(key=lambda r: (-abs(r.self_delta), r.tag))
+    # A module only one profile has moved by all of its time.
+    moved = [(r, (r.self_b or 0.0) - (r.self_a or 0.0)) for r in comparison.rows]
+    moved = [(r, d) for r, d in moved if d]
+    moved.sort(key=lambda item: (-abs(item[1]), item[0].tag))
     if moved and top:
         flat = [
-            [r.tag or "(model)", _num(r.self_a), _num(r.self_b), _num(r.self_delta, True)]
-            for r in moved[:top]
+            [r.tag or "(model)", _num(r.self_a), _num(r.self_b), _num(delta, True)]
+            for r, delta in moved[:top]
         ]
         parts += [
             "",

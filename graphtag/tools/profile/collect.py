@@ -17,6 +17,7 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from graphtag.core.hierarchy import Hierarchy
 from graphtag.core.io import load, save
 from graphtag.tools.profile.inputs import make_feeds
 from graphtag.tools.profile.series import RunSeries, median_run
-from graphtag.tools.profile.session import RunSettings, run_profiled
+from graphtag.tools.profile.session import ProfiledSession, RunSettings
 from graphtag.tools.profile.trace import MAX_EVENTS, read_trace
 from graphtag.tools.profile.tree import SYNTHETIC_ROOT
 
@@ -56,6 +57,10 @@ class OrtMeasurement:
     mapped_events: int  # of which on a tagged node of the optimized graph
     tagged: bool  # the reference carries module tags
     order_hint: list[str]  # module order of the stored hierarchy (pre-order)
+    reference_tags: list[str]  # tags on the profiled model's nodes, in graph order (some may
+    # have no node left after ONNX Runtime's optimizations)
+    fused_into: dict[str, str]  # module without nodes of its own -> the tag of a node it
+    # was fused into (from the optimized graph's ``fused`` contexts)
     settings: RunSettings
     providers: list[str]
     ort_version: str
@@ -82,41 +87,61 @@ def collect_ort(
     """
     say = progress or (lambda _text: None)
     model_path = Path(model_path)
-    reference = load(model_path)
-    tagged = any(metadata.MODULE in n.metadata_props for n in metadata.iter_all_nodes(reference))
+    if not model_path.is_file():
+        load(model_path)  # the usual one-line error for a missing path or a folder
     notes: list[str] = []
-    if not tagged:
-        notes.append(
-            f"{model_path.name} has no module tags ({metadata.MODULE}): every kernel is "
-            "counted in the root; export the model with graphtag to see its modules"
-        )
-    renamed = _unique_node_names(reference)
-    if renamed:
-        notes.append(
-            f"{renamed} unnamed or same-named nodes were given unique names for the profile "
-            "(ONNX Runtime's profiler knows kernels by node name)"
-        )
-    if feeds is None:
-        feeds = make_feeds(reference, input_specs)
-    hierarchy = Hierarchy.from_model(reference)
-    order_hint = [info.tag for info in hierarchy] if hierarchy is not None else []
     with tempfile.TemporaryDirectory(prefix="graphtag-profile-") as tmp:
         work = Path(tmp)
-        runnable = model_path
-        if renamed:
-            runnable = save(reference, work / "model.onnx")
-        say(f"running {settings.warmup} warm-up and {settings.runs} measured inferences")
-        output = run_profiled(runnable, feeds, settings, work, progress=say)
+        say(f"optimizing {model_path.name} in ONNX Runtime")
+        # ONNX Runtime builds the session (and later writes its trace) without holding
+        # Python's lock: the graphs load meanwhile, never during the measured runs.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            loading = pool.submit(load, model_path)
+            session, refused = _session(model_path, settings, work / "given")
+            reference = loading.result()
+            renamed = _unique_node_names(reference)
+            if renamed:
+                # Kernels are known by node name only (and ONNX Runtime refuses repeated
+                # names): profile a copy with unique names.
+                notes.append(
+                    f"{renamed} unnamed or same-named nodes were given unique names for the "
+                    "profile (ONNX Runtime's profiler knows kernels by node name)"
+                )
+                if session is not None:
+                    session.finish()
+                copy = save(reference, work / "model.onnx")
+                session = ProfiledSession(copy, settings, work / "renamed")
+            elif session is None:
+                raise refused
+            if feeds is None:
+                feeds = make_feeds(reference, input_specs)
+            reference_tags = list(
+                dict.fromkeys(
+                    tag for n in metadata.iter_all_nodes(reference) if (tag := metadata.node_tag(n))
+                )
+            )
+            tagged = bool(reference_tags)
+            say(f"running {settings.warmup} warm-up and {settings.runs} measured inferences")
+            # The optimized graph is retagged during the warm-up, which is not measured;
+            # the measured runs start once that work is done.
+            graph = pool.submit(_read_optimized, reference, session.optimized, tagged)
+            session.warm_up(feeds, say)
+            optimized, kinds, tags, nodes, fused_into = graph.result()
+            session.measure(feeds, say)
+            trace_path = session.finish()
         if save_trace is not None:
-            _copy_atomic(output.trace, Path(save_trace))
-        say("reading the profile and retagging ONNX Runtime's optimized graph")
-        trace = read_trace(output.trace)
-        optimized = load(output.optimized)
-        kinds = _tag_optimized(reference, optimized, tagged)
+            _copy_atomic(trace_path, Path(save_trace))
         if save_optimized is not None:
             save(optimized, save_optimized)
-        tags = _tags_by_name(optimized)
-        nodes = Counter(metadata.node_tag(n) or "" for n in metadata.iter_all_nodes(optimized))
+        trace = read_trace(trace_path)
+    if not tagged:
+        notes.insert(
+            0,
+            f"{model_path.name} has no module tags ({metadata.MODULE}): every kernel is "
+            "counted in the root; export the model with graphtag to see its modules",
+        )
+    hierarchy = Hierarchy.from_model(reference)
+    order_hint = [info.tag for info in hierarchy] if hierarchy is not None else []
     recorded = trace.runs[settings.warmup :]
     if len(trace.runs) < settings.warmup + settings.runs:
         if not recorded:
@@ -154,10 +179,12 @@ def collect_ort(
         mapped_events=measured.events - measured.untagged_events - measured.unknown_events,
         tagged=tagged,
         order_hint=order_hint,
+        reference_tags=reference_tags,
+        fused_into={m: t for m, t in fused_into.items() if not nodes.get(m)},
         settings=settings,
-        providers=output.providers,
-        ort_version=output.version,
-        session_seconds=output.seconds,
+        providers=session.providers,
+        ort_version=session.version,
+        session_seconds=session.seconds,
         notes=notes,
     )
 
@@ -191,34 +218,52 @@ def _unique_node_names(model: ir.Model) -> int:
     return changed
 
 
-def _tag_optimized(reference: ir.Model, optimized: ir.Model, tagged: bool) -> dict[str, str]:
-    """Retag the optimized graph in place; node name -> how it was matched."""
-    if not tagged:
-        return {}
-    from graphtag.passes.retag import retag
+def _session(model_path: Path, settings: RunSettings, work: Path):
+    """(session, None), or (None, the error) when ONNX Runtime refuses the file."""
+    try:
+        return ProfiledSession(model_path, settings, work), None
+    except GraphtagError as exc:
+        return None, exc
 
-    # The optimized graph was made from this very reference: no match-rate guard needed.
-    report = retag(reference, optimized, force=True, reference_name="the profiled model")
-    kinds: dict[str, str] = {}
+
+def _read_optimized(reference: ir.Model, path: Path, tagged: bool):
+    """The optimized graph, retagged against ``reference`` when it has tags: the model,
+    node id -> how retag matched it, node name -> (tag, op type, node id), nodes per tag,
+    module -> tag of a node fused from it."""
+    optimized = load(path)
+    kinds: dict[int, str] = {}
+    if tagged:
+        from graphtag.passes.retag import retag
+
+        # Made from this very reference by ONNX Runtime: no match-rate guard needed.
+        report = retag(reference, optimized, force=True, reference_name="the profiled model")
+        kinds = report.kinds
+    tags, nodes = _tags_by_name(optimized)
+    fused_into: dict[str, str] = {}
     for node in metadata.iter_all_nodes(optimized):
-        if node.name and node.name not in kinds:
-            kinds[node.name] = _kind(report.kinds.get(id(node)))
-    return kinds
+        for entry in metadata.contexts(node):
+            if entry["role"] == metadata.FUSED_ROLE:
+                fused_into.setdefault(entry["module"], metadata.node_tag(node) or "")
+    return optimized, kinds, tags, nodes, fused_into
+
+
+def _tags_by_name(model: ir.Model) -> tuple[dict[str, tuple[str, str, int]], Counter[str]]:
+    """Node name -> (tag or "" untagged, op type, node id), the main graph winning over
+    bodies; and the node count per tag."""
+    found: dict[str, tuple[str, str, int]] = {}
+    nodes: Counter[str] = Counter()
+    for node in metadata.iter_all_nodes(model):
+        tag = node.metadata_props.get(metadata.MODULE) or ""
+        nodes[tag] += 1
+        if node.name and node.name not in found:
+            found[node.name] = (tag, node.op_type, id(node))
+    return found, nodes
 
 
 def _kind(kind: str | None) -> str:
     if kind is None:
         return UNMATCHED
     return "inferred" if kind.startswith("inferred") else kind
-
-
-def _tags_by_name(model: ir.Model) -> dict[str, str]:
-    """Node name -> tag ("" for an untagged node); the main graph wins over bodies."""
-    found: dict[str, str] = {}
-    for node in metadata.iter_all_nodes(model):
-        if node.name and node.name not in found:
-            found[node.name] = metadata.node_tag(node) or ""
-    return found
 
 
 @dataclasses.dataclass
@@ -232,37 +277,38 @@ class _Attributed:
     unknown: set[str]
 
 
-def _attribute(runs, wall_us, tags: dict[str, str], kinds: dict[str, str]) -> _Attributed:
+def _attribute(runs, wall_us, tags: dict[str, tuple[str, str, int]], kinds: dict[int, str]):
     self_ns: list[dict[str, int]] = []
     calls: list[dict[str, int]] = []
     events = untagged = unknown_events = 0
     unknown: set[str] = set()
+    missing = (None, "", 0)
     for kernels in runs:
         times: dict[str, int] = {}
         counts: dict[str, int] = {}
-        for kernel in kernels:
-            tag = tags.get(kernel.node)
+        for node, exclusive in kernels:
+            tag = tags.get(node, missing)[0]
             if tag is None:
-                unknown.add(kernel.node)
+                unknown.add(node)
                 unknown_events += 1
                 tag = SYNTHETIC_ROOT
             elif not tag:
                 untagged += 1
-            times[tag] = times.get(tag, 0) + kernel.exclusive_us * _NS_PER_US
+            times[tag] = times.get(tag, 0) + exclusive * _NS_PER_US
             counts[tag] = counts.get(tag, 0) + 1
         events += len(kernels)
         self_ns.append(times)
         calls.append(counts)
     series = RunSeries(self_ns, calls, [us * _NS_PER_US for us in wall_us])
-    chosen = runs[median_run(series.busy_ns())]
     ops: dict[str, dict[str, int]] = {}
     match_ns: dict[str, int] = {}
-    for kernel in chosen:
-        tag = tags.get(kernel.node) or SYNTHETIC_ROOT
-        ns = kernel.exclusive_us * _NS_PER_US
-        per_tag = ops.setdefault(tag, {})
-        per_tag[kernel.op] = per_tag.get(kernel.op, 0) + ns
-        kind = kinds.get(kernel.node, UNMATCHED) if tags.get(kernel.node) else UNMATCHED
+    for node, exclusive in runs[median_run(series.busy_ns())]:
+        tag, op, key = tags.get(node, missing)
+        op = op or "(unknown)"
+        ns = exclusive * _NS_PER_US
+        per_tag = ops.setdefault(tag or SYNTHETIC_ROOT, {})
+        per_tag[op] = per_tag.get(op, 0) + ns
+        kind = _kind(kinds.get(key)) if tag else UNMATCHED
         match_ns[kind] = match_ns.get(kind, 0) + ns
     return _Attributed(series, ops, match_ns, events, untagged, unknown_events, unknown)
 

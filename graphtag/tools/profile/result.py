@@ -31,6 +31,7 @@ class Row:
     nodes: int
     ops: list[tuple[str, int]]  # op type -> ns in the median run, largest first
     torch: object | None  # series.ModuleTimes, when PyTorch was timed
+    fused_into: str | None = None  # no node left: the module a node fused from it is in
 
 
 @dataclasses.dataclass
@@ -50,10 +51,12 @@ class ModuleProfile:
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        tags = set(self.ort.series.tags()) | {t for t, n in self.ort.nodes.items() if n}
+        # The profiled model's tags in graph order, then what only the runs know.
+        tags = list(self.ort.reference_tags)
+        extra = self.ort.series.tags() | {t for t, n in self.ort.nodes.items() if n}
         if self.torch is not None:
-            tags |= {t for run in self.torch.calls for t, n in run.items() if n}
-        self.tree = ModuleTree(tags, self.ort.order_hint)
+            extra |= {t for run in self.torch.calls for t, n in run.items() if n}
+        self.tree = ModuleTree([*tags, *sorted(extra)], self.ort.order_hint)
 
     @property
     def all_notes(self) -> list[str]:
@@ -82,6 +85,7 @@ class ModuleProfile:
                 nodes=nodes.get(tag, 0),
                 ops=ops.get(tag, Counter()).most_common(),
                 torch=torch.modules[tag] if torch is not None else None,
+                fused_into=self.ort.fused_into.get(tag) if depth is None else None,
             )
             for tag in tree.order
         ]
@@ -156,6 +160,8 @@ def _module_json(row: Row, busy_ns: int) -> dict:
         "self_ms_max": _ms(t.self_max_ns),
         "ops_ms": {op: _ms(ns) for op, ns in row.ops},
     }
+    if row.fused_into is not None:
+        entry["fused_into"] = row.fused_into
     if row.torch is not None:
         p = row.torch
         entry["torch"] = {
@@ -184,5 +190,10 @@ def top_ops(row: Row, count: int = _TOP_OPS) -> str:
     """``Gemm 62% · Softmax 20%`` for the row's own kernels."""
     total = sum(ns for _, ns in row.ops)
     if not total:
-        return ""
+        if row.fused_into is not None:
+            into = row.fused_into
+            if into and row.tag.startswith(into + "/"):
+                into = into.rsplit("/", 1)[-1]  # an ancestor: its name is enough
+            return f"(fused into {into or '(model)'})"
+        return "(no node left)" if not row.nodes and not row.torch else ""
     return " · ".join(f"{op} {100 * ns / total:.0f}%" for op, ns in row.ops[:count])

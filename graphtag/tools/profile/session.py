@@ -53,15 +53,6 @@ class RunSettings:
             )
 
 
-@dataclasses.dataclass
-class SessionOutput:
-    trace: Path  # ONNX Runtime's profile (Chrome trace JSON)
-    optimized: Path  # the graph the session ran
-    providers: list[str]  # what the session actually uses, in priority order
-    version: str  # onnxruntime version
-    seconds: float  # session creation, all runs and end_profiling
-
-
 def resolve_providers(names: Sequence[str]) -> tuple[str, ...]:
     """Canonical execution provider names; unknown or unavailable ones are an error.
 
@@ -91,64 +82,80 @@ def _key(name: str) -> str:
     return key.removesuffix("executionprovider") or key
 
 
-def run_profiled(
-    model_path: Path,
-    feeds: Mapping[str, np.ndarray],
-    settings: RunSettings,
-    workdir: Path,
-    *,
-    progress: Callable[[str], None] | None = None,
-) -> SessionOutput:
-    """Optimize, warm up and run ``model_path`` with the profiler on, files in ``workdir``."""
-    import onnxruntime as ort
+class ProfiledSession:
+    """An ONNX Runtime session with the profiler on; files go to ``workdir``.
 
-    say = progress or (lambda _text: None)
-    started = time.perf_counter()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(
-        ort.GraphOptimizationLevel, _LEVEL_NAMES[settings.optimization]
-    )
-    optimized = workdir / "optimized.onnx"
-    options.optimized_model_filepath = str(optimized)
-    # Weights go to a side file: the graph file stays small to load and retag.
-    options.add_session_config_entry(
-        "session.optimized_model_external_initializers_file_name", "optimized.onnx.data"
-    )
-    options.enable_profiling = True
-    options.profile_file_prefix = str(workdir / "ort_profile")
-    options.intra_op_num_threads = settings.threads
-    options.log_severity_level = 3  # ORT's warning about saving a layout-optimized graph
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=list(settings.providers))
-    except Exception as exc:
-        raise GraphtagError(f"ONNX Runtime cannot load the model: {_first_line(exc)}") from exc
-    total = settings.warmup + settings.runs
-    last = time.perf_counter()
-    for index in range(total):
+    Creating it optimizes the graph and writes it to :attr:`optimized`;
+    :meth:`warm_up` and :meth:`measure` run the inferences; :meth:`finish` writes and
+    returns the trace. ONNX Runtime releases Python's lock in these steps, so a caller
+    may do other work meanwhile, except during :meth:`measure`.
+    """
+
+    def __init__(self, model_path: Path, settings: RunSettings, workdir: Path) -> None:
+        import onnxruntime as ort
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.version = ort.__version__
+        self.started = time.perf_counter()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, _LEVEL_NAMES[settings.optimization]
+        )
+        self.optimized = workdir / "optimized.onnx"
+        options.optimized_model_filepath = str(self.optimized)
+        # Weights go to a side file: the graph file stays small to load and retag.
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", "optimized.onnx.data"
+        )
+        options.enable_profiling = True
+        options.profile_file_prefix = str(workdir / "ort_profile")
+        options.intra_op_num_threads = settings.threads
+        # Failures reach the caller as exceptions; ORT's log would repeat them (and warn
+        # that a layout-optimized graph is machine-specific, which is expected here).
+        options.log_severity_level = 4
         try:
-            session.run(None, dict(feeds))
-        except Exception as exc:
-            raise GraphtagError(
-                f"ONNX Runtime failed to run the model on the inputs "
-                f"({_first_line(exc)}); describe them with --input-specs FILE.json"
-            ) from exc
-        now = time.perf_counter()
-        if now - last >= _PROGRESS_EVERY_S and index + 1 < total:
-            last = now
-            phase = (
-                f"warm-up {index + 1}/{settings.warmup}"
-                if index < settings.warmup
-                else f"run {index + 1 - settings.warmup}/{settings.runs}"
+            self._session = ort.InferenceSession(
+                str(model_path), options, providers=list(settings.providers)
             )
-            say(f"{phase} ({now - started:.0f} s)")
-    trace = Path(session.end_profiling())
-    return SessionOutput(
-        trace=trace,
-        optimized=optimized,
-        providers=list(session.get_providers()),
-        version=ort.__version__,
-        seconds=time.perf_counter() - started,
-    )
+        except Exception as exc:
+            raise GraphtagError(f"ONNX Runtime cannot load the model: {_first_line(exc)}") from exc
+        self.providers = list(self._session.get_providers())
+
+    def warm_up(
+        self, feeds: Mapping[str, np.ndarray], progress: Callable[[str], None] | None = None
+    ) -> None:
+        """The warm-up inferences (in the trace, skipped when it is read)."""
+        self._run(feeds, self.settings.warmup, "warm-up", progress)
+
+    def measure(
+        self, feeds: Mapping[str, np.ndarray], progress: Callable[[str], None] | None = None
+    ) -> None:
+        """The measured inferences."""
+        self._run(feeds, self.settings.runs, "run", progress)
+
+    def _run(self, feeds, count: int, label: str, progress) -> None:
+        say = progress or (lambda _text: None)
+        feeds = dict(feeds)
+        last = time.perf_counter()
+        for index in range(count):
+            try:
+                self._session.run(None, feeds)
+            except Exception as exc:
+                raise GraphtagError(
+                    f"ONNX Runtime failed to run the model on the inputs "
+                    f"({_first_line(exc)}); describe them with --input-specs FILE.json"
+                ) from exc
+            now = time.perf_counter()
+            if now - last >= _PROGRESS_EVERY_S and index + 1 < count:
+                last = now
+                say(f"{label} {index + 1}/{count} ({now - self.started:.0f} s)")
+
+    def finish(self) -> Path:
+        """Stop the profiler; the trace file it wrote."""
+        trace = Path(self._session.end_profiling())
+        self.seconds = time.perf_counter() - self.started
+        return trace
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

@@ -1,9 +1,8 @@
 """Read ONNX Runtime's profiler output (a Chrome trace JSON file) into kernel times per run.
 
 ONNX Runtime writes, per inference, one ``Session`` event ``model_run`` and one ``Node``
-event ``<node name>_kernel_time`` per kernel it executed (``args.op_name`` is the
-operator, ``args.provider`` the execution provider; ``ts``/``dur`` in integer
-microseconds). Older versions add ``_fence_before``/``_fence_after`` events, which are
+event ``<node name>_kernel_time`` per kernel it executed (``ts``/``dur`` in integer
+microseconds; the operator is read from the saved graph, not from the event). Older versions add ``_fence_before``/``_fence_after`` events, which are
 not kernel time and are skipped.
 
 A control-flow kernel (Loop, If, Scan) runs its body's kernels inside its own interval,
@@ -18,8 +17,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from bisect import bisect_right
 from pathlib import Path
+from typing import NamedTuple
 
 from graphtag.core.errors import GraphtagError
 
@@ -29,15 +30,11 @@ KERNEL_SUFFIX = "_kernel_time"
 MAX_EVENTS = 1_000_000
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Kernel:
-    """One kernel execution: the node it ran, its operator, exclusive time in µs."""
+class Kernel(NamedTuple):
+    """One kernel execution: the node it ran and its exclusive time in µs."""
 
     node: str
-    op: str
-    provider: str
     exclusive_us: int
-    duration_us: int
 
 
 @dataclasses.dataclass
@@ -58,70 +55,116 @@ def read_trace(path: str | os.PathLike) -> Trace:
     """Parse ONNX Runtime's profile file; a file that is not one is a GraphtagError."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            events = json.load(f)
-    except (OSError, ValueError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise GraphtagError(f"{path}: not a readable ONNX Runtime profile ({exc})") from None
+    scanned = _scan(data)
+    if scanned is not None:
+        return _build(*scanned)
+    # Not ONNX Runtime's one-event-per-line layout: decode the whole document.
+    try:
+        events = json.loads(data)
+    except ValueError as exc:
+        raise GraphtagError(f"{path}: not an ONNX Runtime profile ({exc})") from None
     if not isinstance(events, list):
         raise GraphtagError(f"{path}: not an ONNX Runtime profile (expected a JSON list)")
     return parse_events(events)
 
 
 def parse_events(events: list) -> Trace:
-    """Kernel events grouped by the ``model_run`` they fall in, with exclusive times."""
-    windows = sorted(
-        (e["ts"], e["dur"])
-        for e in events
-        if e.get("cat") == "Session" and e.get("name") == "model_run"
-    )
+    """A trace from decoded events (dicts in Chrome trace form)."""
+    windows: list[tuple[int, int]] = []
+    kernels: list[tuple] = []
+    for e in events:
+        if not isinstance(e, dict):
+            continue
+        cat, name = e.get("cat"), e.get("name", "")
+        if cat == "Session" and name == "model_run":
+            windows.append((e["ts"], e["dur"]))
+        elif cat == "Node" and name.endswith(KERNEL_SUFFIX):
+            kernels.append((e.get("tid", 0), e["ts"], -e["dur"], name[: -len(KERNEL_SUFFIX)]))
+    return _build(windows, kernels, len(events))
+
+
+# ONNX Runtime writes one event per line: '{"cat" : "Node","pid" :1,"tid" :1,"dur" :50,
+# "ts" :7,"ph" : "X","name" :"n_kernel_time","args" : {...}}'. Matching the head of each
+# line is several times faster than decoding the document, whose bulk is arguments
+# (shapes, memory, thread statistics) the profile does not need.
+_HEAD = re.compile(
+    rb'\{"cat" ?: ?"(\w+)", ?"pid" ?: ?-?\d+, ?"tid" ?: ?(-?\d+), ?"dur" ?: ?(\d+), ?'
+    rb'"ts" ?: ?(\d+), ?"ph" ?: ?"X", ?"name" ?: ?"([^"]*)"'
+)
+_SUFFIX = KERNEL_SUFFIX.encode()
+
+
+def _scan(data: bytes) -> tuple[list, list, int] | None:
+    """(windows, kernels, event count) from ONNX Runtime's layout; None for any other.
+
+    A name with a JSON escape (a backslash) is left to the full decoder.
+    """
+    lines = data.split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) < 2 or lines[0].strip() != b"[" or lines[-1].strip() != b"]":
+        return None
+    windows: list[tuple[int, int]] = []
+    kernels: list[tuple] = []
+    match, cut = _HEAD.match, len(_SUFFIX)
+    count = 0
+    for line in lines[1:-1]:
+        head = match(line)
+        if head is None:
+            if not line.strip():
+                continue
+            return None
+        count += 1
+        cat, tid, dur, ts, name = head.groups()
+        if b"\\" in name:
+            return None
+        if cat == b"Node":
+            if name.endswith(_SUFFIX):
+                kernels.append((int(tid), int(ts), -int(dur), name[:-cut].decode()))
+        elif cat == b"Session" and name == b"model_run":
+            windows.append((int(ts), int(dur)))
+    return windows, kernels, count
+
+
+def _build(windows: list[tuple[int, int]], kernels: list[tuple], count: int) -> Trace:
+    """Kernel events ``(tid, ts, -dur, node)`` grouped by the ``model_run`` they fall in,
+    with exclusive times."""
+    windows.sort()
     starts = [ts for ts, _ in windows]
-    # Per run: (tid, ts, -dur, name, op, provider, dur); the order makes an enclosing
-    # kernel come before the kernels it contains.
+    ends = [ts + dur for ts, dur in windows]
     raw: list[list[tuple]] = [[] for _ in windows]
     outside = 0
-    for e in events:
-        if e.get("cat") != "Node":
-            continue
-        name = e.get("name", "")
-        if not name.endswith(KERNEL_SUFFIX):
-            continue
-        ts, dur = e["ts"], e["dur"]
+    for kernel in kernels:
+        ts = kernel[1]
         index = bisect_right(starts, ts) - 1
-        if index < 0 or ts > windows[index][0] + windows[index][1]:
+        if index < 0 or ts > ends[index]:
             outside += 1
-            continue
-        args = e.get("args") or {}
-        raw[index].append(
-            (
-                e.get("tid", 0),
-                ts,
-                -dur,
-                name[: -len(KERNEL_SUFFIX)],
-                args.get("op_name", ""),
-                args.get("provider", ""),
-            )
-        )
+        else:
+            raw[index].append(kernel)
     runs = [_exclusive(items) for items in raw]
-    return Trace(runs, [dur for _, dur in windows], outside, len(events))
+    return Trace(runs, [dur for _, dur in windows], outside, count)
 
 
 def _exclusive(items: list[tuple]) -> list[Kernel]:
-    """Kernels of one run in time order, nested kernels' time taken off their parent."""
+    """Kernels of one run in time order, nested kernels' time taken off their parent.
+
+    Sorting by (thread, start, -duration) puts an enclosing kernel before the kernels
+    it contains; a stack of open kernels finds each one's direct parent.
+    """
     items.sort()
-    durations = [-item[2] for item in items]
-    nested = [0] * len(items)
-    stack: list[int] = []  # indices of open kernels on the current thread
+    exclusive = [-item[2] for item in items]
+    stack: list[int] = []  # open kernels on the current thread
     thread = None
-    for i, (tid, ts, _neg, *_rest) in enumerate(items):
+    for i, (tid, ts, neg, _node) in enumerate(items):
         if tid != thread:
             stack.clear()
             thread = tid
-        while stack and ts >= items[stack[-1]][1] + durations[stack[-1]]:
+        while stack and ts >= items[stack[-1]][1] - items[stack[-1]][2]:
             stack.pop()
         if stack:
-            nested[stack[-1]] += durations[i]
+            exclusive[stack[-1]] += neg  # the parent loses this kernel's duration
         stack.append(i)
-    return [
-        Kernel(name, op, provider, max(durations[i] - nested[i], 0), durations[i])
-        for i, (_tid, _ts, _neg, name, op, provider) in enumerate(items)
-    ]
+    return [Kernel(item[3], time if time > 0 else 0) for item, time in zip(items, exclusive)]
