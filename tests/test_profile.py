@@ -125,22 +125,32 @@ def test_nested_kernels_count_once_and_runs_are_split():
     assert [(k.node, k.exclusive_us) for k in trace.runs[1]] == [("after", 7)]
 
 
-def test_fast_reader_equals_json_and_falls_back_on_other_layouts(tmp_path):
+def _ort_line(e: dict) -> str:
+    """One event the way ONNX Runtime's profiler writes it (the name not JSON-escaped)."""
+    args = ",".join(f'"{k}" : "{v}"' for k, v in e["args"].items())
+    return (
+        f'{{"cat" : "{e["cat"]}","pid" :{e["pid"]},"tid" :{e["tid"]},"dur" :{e["dur"]},'
+        f'"ts" :{e["ts"]},"ph" : "X","name" :"{e["name"]}","args" : {{{args}}}}}'
+    )
+
+
+def test_fast_reader_equals_json_and_reads_names_as_written(tmp_path):
     events = [
         _event("Session", "model_run", 0, 100),
         _event("Node", "a_kernel_time", 5, 10),
-        _event("Node", 'we"ird\\name_kernel_time', 20, 10),
+        _event("Node", "/m/b_kernel_time", 20, 10),
     ]
-    lines = ",\n".join(
-        json.dumps(e, separators=(",", " :")).replace('" :"', '" : "') for e in events
-    )
-    one_per_line = tmp_path / "ort.json"
-    one_per_line.write_text("[\n" + lines + "\n]\n")
+    ort_layout = tmp_path / "ort.json"
+    ort_layout.write_text("[\n" + ",\n".join(map(_ort_line, events)) + "\n]\n")
+    assert json.loads(ort_layout.read_text()) == events  # the writer above is faithful
     compact = tmp_path / "compact.json"
     compact.write_text(json.dumps(events))
     want = parse_events(events)
-    assert [k.node for k in want.runs[0]] == ["a", 'we"ird\\name']
-    assert read_trace(one_per_line) == want == read_trace(compact)
+    assert read_trace(ort_layout) == want == read_trace(compact)
+    # ONNX Runtime does not escape names: a quote or backslash is the node's own.
+    odd = [*events, _event("Node", 'we"ird\\name_kernel_time', 40, 10)]
+    ort_layout.write_text("[\n" + ",\n".join(map(_ort_line, odd)) + "\n]\n")
+    assert [k.node for k in read_trace(ort_layout).runs[0]] == ["a", "/m/b", 'we"ird\\name']
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(GraphtagError, match="not an ONNX Runtime profile"):
@@ -381,9 +391,12 @@ def test_model_without_tags_is_profiled_at_the_root(tmp_path):
 
 
 def test_command_table_json_csv_and_depth(mlp, tmp_path, capsys):
-    out = tmp_path / "p.json"
-    table = _cli(capsys, "profile", mlp, "--runs", 3, "--warmup", 1, "--threads", 1, "-o", out)
+    out, optimized, trace = tmp_path / "p.json", tmp_path / "opt.onnx", tmp_path / "t.json"
+    table = _cli(capsys, "profile", mlp, "--runs", 3, "--warmup", 1, "--threads", 1, "-o", out,
+                 "--save-optimized", optimized, "--save-trace", trace)  # fmt: skip
     assert table.returncode == 0, table.stderr
+    assert all(metadata.node_tag(n) for n in graphtag.load(optimized).graph)
+    assert len(raw_runs(trace)) == 4
     row = r"^MLP\s+[\d.]+\s+[\d.]+-[\d.]+\s+[\d.]+\s+100\.0\s+\d+\s+\d+\s+\w+ \d+%"
     assert re.search(row, table.stdout, re.M), table.stdout
     assert re.search(r"^  Layer\.fc2\s", table.stdout, re.M)
@@ -490,3 +503,30 @@ def test_profiling_an_onnx_file_never_imports_torch(mlp):
 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_runs_cut_by_the_profilers_event_limit():
+    from graphtag.tools.profile.collect import measured_runs
+    from graphtag.tools.profile.trace import MAX_EVENTS, Kernel, Trace
+
+    settings = RunSettings(warmup=2, runs=3)
+    runs = [[Kernel("n", i)] for i in range(4)]  # the fifth run was not recorded
+    notes: list[str] = []
+    kept, wall = measured_runs(Trace(runs, [10, 11, 12, 13], 1, MAX_EVENTS), settings, notes)
+    assert kept == runs[2:] and wall == [12, 13]
+    assert "2 of 3 measured runs were recorded" in notes[0] and "1 kernel events" in notes[1]
+    with pytest.raises(GraphtagError, match="recorded 2 of 5 inferences"):
+        measured_runs(Trace(runs[:2], [10, 11], 0, MAX_EVENTS), settings, [])
+
+
+def test_long_runs_report_progress(mlp, monkeypatch):
+    import graphtag.tools.profile.session as session
+
+    monkeypatch.setattr(session, "_PROGRESS_EVERY_S", 0.0)
+    lines: list[str] = []
+    collect_ort(mlp, RunSettings(warmup=2, runs=3, threads=1), progress=lines.append)
+    assert [line.split(" (")[0] for line in lines if "/" in line.split(" ")[1]] == [
+        "warm-up 1/2",
+        "run 1/3",
+        "run 2/3",
+    ]

@@ -31,7 +31,7 @@ from graphtag.core.io import load, save
 from graphtag.tools.profile.inputs import make_feeds
 from graphtag.tools.profile.series import RunSeries, median_run
 from graphtag.tools.profile.session import ProfiledSession, RunSettings
-from graphtag.tools.profile.trace import MAX_EVENTS, read_trace
+from graphtag.tools.profile.trace import MAX_EVENTS, Trace, read_trace
 from graphtag.tools.profile.tree import SYNTHETIC_ROOT
 
 logger = logging.getLogger(__name__)
@@ -142,21 +142,8 @@ def collect_ort(
         )
     hierarchy = Hierarchy.from_model(reference)
     order_hint = [info.tag for info in hierarchy] if hierarchy is not None else []
-    recorded = trace.runs[settings.warmup :]
-    if len(trace.runs) < settings.warmup + settings.runs:
-        if not recorded:
-            raise GraphtagError(
-                f"ONNX Runtime's profiler recorded {len(trace.runs)} of "
-                f"{settings.warmup + settings.runs} inferences (it stops at "
-                f"{MAX_EVENTS:,} events): use fewer --warmup/--runs"
-            )
-        notes.append(
-            f"ONNX Runtime's profiler stopped at its limit of {MAX_EVENTS:,} events: "
-            f"{len(recorded)} of {settings.runs} measured runs were recorded and are used"
-        )
-    if trace.outside:
-        notes.append(f"{trace.outside} kernel events outside any inference were ignored")
-    measured = _attribute(recorded, trace.wall_us[settings.warmup :], tags, kinds)
+    recorded, wall_us = measured_runs(trace, settings, notes)
+    measured = _attribute(recorded, wall_us, tags, kinds)
     if measured.unknown:
         names = sorted(measured.unknown)
         shown = ", ".join(names[:_LISTED]) + (" ..." if len(names) > _LISTED else "")
@@ -187,6 +174,29 @@ def collect_ort(
         session_seconds=session.seconds,
         notes=notes,
     )
+
+
+def measured_runs(trace: Trace, settings: RunSettings, notes: list[str]):
+    """The measured runs' kernels and wall times: the warm-up runs are the first ones.
+
+    ONNX Runtime's profiler stops recording at :data:`MAX_EVENTS`; the runs it completed
+    are used (with a note), none at all is an error.
+    """
+    expected = settings.warmup + settings.runs
+    recorded = trace.runs[settings.warmup :]
+    if len(trace.runs) < expected:
+        if not recorded:
+            raise GraphtagError(
+                f"ONNX Runtime's profiler recorded {len(trace.runs)} of {expected} inferences "
+                f"(it stops at {MAX_EVENTS:,} events): use fewer --warmup/--runs"
+            )
+        notes.append(
+            f"ONNX Runtime's profiler stopped at its limit of {MAX_EVENTS:,} events: "
+            f"{len(recorded)} of {settings.runs} measured runs were recorded and are used"
+        )
+    if trace.outside:
+        notes.append(f"{trace.outside} kernel events outside any inference were ignored")
+    return recorded, trace.wall_us[settings.warmup :]
 
 
 def _unique_node_names(model: ir.Model) -> int:

@@ -87,21 +87,20 @@ def parse_events(events: list) -> Trace:
 
 
 # ONNX Runtime writes one event per line: '{"cat" : "Node","pid" :1,"tid" :1,"dur" :50,
-# "ts" :7,"ph" : "X","name" :"n_kernel_time","args" : {...}}'. Matching the head of each
-# line is several times faster than decoding the document, whose bulk is arguments
-# (shapes, memory, thread statistics) the profile does not need.
+# "ts" :7,"ph" : "X","name" :"n_kernel_time","args" : {...}}' (profiler.cc). Matching the
+# head of each line is several times faster than decoding the document, whose bulk is
+# arguments (shapes, memory, thread statistics) the profile does not need. The name is
+# written as is, not JSON-escaped (a node name with a quote or backslash makes the file
+# invalid JSON), so it is read up to the '","args"' that follows it.
 _HEAD = re.compile(
     rb'\{"cat" ?: ?"(\w+)", ?"pid" ?: ?-?\d+, ?"tid" ?: ?(-?\d+), ?"dur" ?: ?(\d+), ?'
-    rb'"ts" ?: ?(\d+), ?"ph" ?: ?"X", ?"name" ?: ?"([^"]*)"'
+    rb'"ts" ?: ?(\d+), ?"ph" ?: ?"X", ?"name" ?: ?"(.*?)", ?"args" ?: ?\{'
 )
 _SUFFIX = KERNEL_SUFFIX.encode()
 
 
 def _scan(data: bytes) -> tuple[list, list, int] | None:
-    """(windows, kernels, event count) from ONNX Runtime's layout; None for any other.
-
-    A name with a JSON escape (a backslash) is left to the full decoder.
-    """
+    """(windows, kernels, event count) from ONNX Runtime's layout; None for any other."""
     lines = data.split(b"\n")
     while lines and not lines[-1].strip():
         lines.pop()
@@ -119,11 +118,10 @@ def _scan(data: bytes) -> tuple[list, list, int] | None:
             return None
         count += 1
         cat, tid, dur, ts, name = head.groups()
-        if b"\\" in name:
-            return None
         if cat == b"Node":
             if name.endswith(_SUFFIX):
-                kernels.append((int(tid), int(ts), -int(dur), name[:-cut].decode()))
+                node = name[:-cut].decode("utf-8", "replace")
+                kernels.append((int(tid), int(ts), -int(dur), node))
         elif cat == b"Session" and name == b"model_run":
             windows.append((int(ts), int(dur)))
     return windows, kernels, count
