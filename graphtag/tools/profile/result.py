@@ -31,7 +31,8 @@ class Row:
     nodes: int
     ops: list[tuple[str, int]]  # op type -> ns in the median run, largest first
     torch: object | None  # series.ModuleTimes, when PyTorch was timed
-    fused_into: str | None = None  # no node left: the module a node fused from it is in
+    empty: bool = False  # no node in its whole subtree in the graph ONNX Runtime ran
+    fused_into: str | None = None  # empty: the module of a node it was fused into
 
 
 @dataclasses.dataclass
@@ -76,6 +77,10 @@ class ModuleProfile:
         ops: dict[str, Counter[str]] = {}
         for tag, per_op in self.ort.ops.items():
             ops.setdefault(shown.get(tag, tree.root), Counter()).update(per_op)
+        below = dict(nodes)  # nodes of each shown module's whole subtree
+        for tag in reversed(tree.order):
+            if tag != tree.root:
+                below[tree.parent[tag]] = below.get(tree.parent[tag], 0) + below.get(tag, 0)
         rows = [
             Row(
                 tag=tag,
@@ -85,7 +90,8 @@ class ModuleProfile:
                 nodes=nodes.get(tag, 0),
                 ops=ops.get(tag, Counter()).most_common(),
                 torch=torch.modules[tag] if torch is not None else None,
-                fused_into=self.ort.fused_into.get(tag) if depth is None else None,
+                empty=not below.get(tag, 0),
+                fused_into=self.ort.fused_into.get(tag) if not below.get(tag, 0) else None,
             )
             for tag in tree.order
         ]
@@ -195,5 +201,5 @@ def top_ops(row: Row, count: int = _TOP_OPS) -> str:
             if into and row.tag.startswith(into + "/"):
                 into = into.rsplit("/", 1)[-1]  # an ancestor: its name is enough
             return f"(fused into {into or '(model)'})"
-        return "(no node left)" if not row.nodes and not row.torch else ""
+        return "(no node left)" if row.empty else ""
     return " · ".join(f"{op} {100 * ns / total:.0f}%" for op, ns in row.ops[:count])
