@@ -1,19 +1,19 @@
 """Profile an ONNX file in ONNX Runtime and attribute every kernel to a module.
 
-Steps: load the model (the tagged reference); give unnamed or same-named nodes unique
-names in memory (the profiler identifies kernels by node name only); run it in ONNX
-Runtime with the profiler on and the optimized graph saved (session.py); retag that
-graph against the reference (graphtag.passes.retag: fused and rewritten nodes get the
-lowest common ancestor of the modules they replaced, inserted nodes an inferred tag);
-then every kernel event of the measured runs goes to its node's module. A kernel whose
-node has no tag, or is not in the saved graph, is counted in the root module and
-reported, so the modules' self times always add up to the run's kernel time.
+Steps: ONNX Runtime builds a profiling session that saves its optimized graph
+(session.py) while the model, the tagged reference, loads; unnamed or same-named nodes
+get unique names on an in-memory copy that is profiled instead (the profiler identifies
+kernels by node name only); during the warm-up runs the optimized graph is loaded and
+retagged against the reference (graphtag.passes.retag: fused and rewritten nodes get
+the lowest common ancestor of the modules they replaced, inserted nodes an inferred
+tag); then the measured runs, and every kernel event of them goes to its node's module.
+A kernel whose node has no tag, or is not in the saved graph, is counted in the root
+module and reported, so the modules' self times always add up to the run's kernel time.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -33,8 +33,6 @@ from graphtag.tools.profile.series import RunSeries, median_run
 from graphtag.tools.profile.session import ProfiledSession, RunSettings
 from graphtag.tools.profile.trace import MAX_EVENTS, Trace, read_trace
 from graphtag.tools.profile.tree import SYNTHETIC_ROOT
-
-logger = logging.getLogger(__name__)
 
 UNMATCHED = "unmatched"  # match kind of kernels whose node has no tag or is unknown
 _NS_PER_US = 1000
@@ -64,7 +62,6 @@ class OrtMeasurement:
     settings: RunSettings
     providers: list[str]
     ort_version: str
-    session_seconds: float
     notes: list[str]
 
 
@@ -171,7 +168,6 @@ def collect_ort(
         settings=settings,
         providers=session.providers,
         ort_version=session.version,
-        session_seconds=session.seconds,
         notes=notes,
     )
 

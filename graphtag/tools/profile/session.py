@@ -153,9 +153,7 @@ class ProfiledSession:
 
     def finish(self) -> Path:
         """Stop the profiler; the trace file it wrote."""
-        trace = Path(self._session.end_profiling())
-        self.seconds = time.perf_counter() - self.started
-        return trace
+        return Path(self._session.end_profiling())
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

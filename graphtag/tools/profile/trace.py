@@ -2,8 +2,9 @@
 
 ONNX Runtime writes, per inference, one ``Session`` event ``model_run`` and one ``Node``
 event ``<node name>_kernel_time`` per kernel it executed (``ts``/``dur`` in integer
-microseconds; the operator is read from the saved graph, not from the event). Older versions add ``_fence_before``/``_fence_after`` events, which are
-not kernel time and are skipped.
+microseconds; the operator is read from the saved graph, not from the event). Older
+versions add ``_fence_before``/``_fence_after`` events, which are not kernel time and
+are skipped.
 
 A control-flow kernel (Loop, If, Scan) runs its body's kernels inside its own interval,
 and ONNX Runtime records those too: counting every event would count the body twice.
@@ -45,10 +46,6 @@ class Trace:
     wall_us: list[int]  # model_run duration of each run
     outside: int  # kernel events outside every model_run (none in a well-formed trace)
     events: int  # events in the file
-
-    @property
-    def truncated(self) -> bool:
-        return self.events >= MAX_EVENTS
 
 
 def read_trace(path: str | os.PathLike) -> Trace:
