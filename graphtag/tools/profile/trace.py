@@ -89,7 +89,7 @@ def parse_events(events: list) -> Trace:
 # arguments (shapes, memory, thread statistics) the profile does not need. The name is
 # written as is, not JSON-escaped (a node name with a quote or backslash makes the file
 # invalid JSON), so it is read up to the '","args"' that follows it.
-_HEAD = re.compile(
+_EVENT = re.compile(
     rb'\{"cat" ?: ?"(\w+)", ?"pid" ?: ?-?\d+, ?"tid" ?: ?(-?\d+), ?"dur" ?: ?(\d+), ?'
     rb'"ts" ?: ?(\d+), ?"ph" ?: ?"X", ?"name" ?: ?"(.*?)", ?"args" ?: ?\{'
 )
@@ -97,31 +97,33 @@ _SUFFIX = KERNEL_SUFFIX.encode()
 
 
 def _scan(data: bytes) -> tuple[list, list, int] | None:
-    """(windows, kernels, event count) from ONNX Runtime's layout; None for any other."""
-    lines = data.split(b"\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if len(lines) < 2 or lines[0].strip() != b"[" or lines[-1].strip() != b"]":
+    """(windows, kernels, event count) from ONNX Runtime's layout; None for any other.
+
+    Every event line must match (one match per line that opens an event), else the
+    layout is not the expected one and nothing is guessed.
+    """
+    head = data[:64].lstrip()
+    if not head.startswith(b"[") or not data.rstrip().endswith(b"]"):
+        return None
+    events = _EVENT.findall(data)  # in C; the lines' bulk (arguments) is skipped
+    # One event per line between the "[" and "]" lines (a name with a line break, or
+    # another writer's layout, fails this and goes to the full decoder).
+    if len(events) != data.count(b"\n") - 2:
         return None
     windows: list[tuple[int, int]] = []
     kernels: list[tuple] = []
-    match, cut = _HEAD.match, len(_SUFFIX)
-    count = 0
-    for line in lines[1:-1]:
-        head = match(line)
-        if head is None:
-            if not line.strip():
-                continue
-            return None
-        count += 1
-        cat, tid, dur, ts, name = head.groups()
+    cut = len(_SUFFIX)
+    decoded: dict[bytes, str] = {}  # each node runs once per inference: decode it once
+    for cat, tid, dur, ts, name in events:
         if cat == b"Node":
             if name.endswith(_SUFFIX):
-                node = name[:-cut].decode("utf-8", "replace")
+                node = decoded.get(name)
+                if node is None:
+                    node = decoded[name] = name[:-cut].decode("utf-8", "replace")
                 kernels.append((int(tid), int(ts), -int(dur), node))
         elif cat == b"Session" and name == b"model_run":
             windows.append((int(ts), int(dur)))
-    return windows, kernels, count
+    return windows, kernels, len(events)
 
 
 def _build(windows: list[tuple[int, int]], kernels: list[tuple], count: int) -> Trace:
