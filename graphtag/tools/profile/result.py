@@ -12,7 +12,7 @@ import dataclasses
 from collections import Counter
 
 from graphtag.tools.profile.collect import OrtMeasurement
-from graphtag.tools.profile.series import RunSeries, Summary, summarize
+from graphtag.tools.profile.series import ModuleTimes, RunSeries, Summary, summarize
 from graphtag.tools.profile.tree import ModuleTree
 from graphtag.tools.report.profile import SCHEMA
 
@@ -27,16 +27,18 @@ class Row:
     tag: str
     label: str
     depth: int
-    ort: object  # series.ModuleTimes
+    ort: ModuleTimes
     nodes: int
     ops: list[tuple[str, int]]  # op type -> ns in the median run, largest first
-    torch: object | None  # series.ModuleTimes, when PyTorch was timed
+    torch: ModuleTimes | None  # when PyTorch was timed
     empty: bool = False  # no node in its whole subtree in the graph ONNX Runtime ran
     fused_into: str | None = None  # empty: the module of a node it was fused into
 
 
 @dataclasses.dataclass
 class View:
+    """A profile summarized on a (possibly folded) tree: one row per shown module."""
+
     tree: ModuleTree
     ort: Summary
     torch: Summary | None
