@@ -35,7 +35,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "spread over all runs is shown. MODEL is a tagged ONNX file (graphtag export), "
             "or a PyTorch model, exported first; --torch then also times every module in "
             "eager PyTorch (forward hooks, same inputs and run counts) beside ONNX "
-            "Runtime's figures. " + MODEL_HELP
+            "Runtime's figures. As a PyTorch model, " + MODEL_HELP
         ),
         epilog=(
             "examples:\n"
@@ -156,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _is_onnx(model: str) -> bool:
-    return model.lower().endswith(".onnx")
+    """An ONNX file: named *.onnx, or any existing file but Python source (a factory)."""
+    path = Path(model)
+    return path.suffix.lower() == ".onnx" or (path.is_file() and path.suffix != ".py")
 
 
 def _profile_onnx(args, settings):
