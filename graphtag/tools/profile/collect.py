@@ -320,6 +320,9 @@ def _attribute(runs, wall_us, tags: dict[str, tuple[str, str, int]], kinds: dict
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    from graphtag.core.io import write_text_atomic
+    import shutil
 
-    write_text_atomic(target, source.read_text(encoding="utf-8"))
+    from graphtag.core.io import atomic_output
+
+    with atomic_output(target) as tmp:
+        shutil.copyfile(source, tmp)
