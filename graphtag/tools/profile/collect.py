@@ -28,6 +28,7 @@ from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.core.hierarchy import Hierarchy
 from graphtag.core.io import load, save
+from graphtag.core.metadata import iter_all_nodes
 from graphtag.tools.profile.inputs import make_feeds
 from graphtag.tools.profile.series import RunSeries, median_run
 from graphtag.tools.profile.session import ProfiledSession, RunSettings
@@ -114,7 +115,7 @@ def collect_ort(
                 feeds = make_feeds(reference, input_specs)
             reference_tags = list(
                 dict.fromkeys(
-                    tag for n in metadata.iter_all_nodes(reference) if (tag := metadata.node_tag(n))
+                    tag for n in iter_all_nodes(reference) if (tag := metadata.node_tag(n))
                 )
             )
             tagged = bool(reference_tags)
@@ -246,7 +247,7 @@ def _read_optimized(reference: ir.Model, path: Path, tagged: bool):
         kinds = report.kinds
     tags, nodes = _tags_by_name(optimized)
     fused_into: dict[str, str] = {}
-    for node in metadata.iter_all_nodes(optimized):
+    for node in iter_all_nodes(optimized):
         for entry in metadata.contexts(node):
             if entry["role"] == metadata.FUSED_ROLE:
                 fused_into.setdefault(entry["module"], metadata.node_tag(node) or "")
@@ -258,7 +259,7 @@ def _tags_by_name(model: ir.Model) -> tuple[dict[str, tuple[str, str, int]], Cou
     bodies; and the node count per tag."""
     found: dict[str, tuple[str, str, int]] = {}
     nodes: Counter[str] = Counter()
-    for node in metadata.iter_all_nodes(model):
+    for node in iter_all_nodes(model):
         tag = node.metadata_props.get(metadata.MODULE) or ""
         nodes[tag] += 1
         if node.name and node.name not in found:
