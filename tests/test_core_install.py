@@ -102,6 +102,7 @@ def test_onnx_commands_work_without_torch(core_env, tmp_path):
         ("compare", "--topology", model, work / "run.onnx"),
         ("retag", model, work / "run.onnx", "-o", work / "retagged.onnx"),
         ("report", model, "-o", work / "report.html"),
+        ("profile", model, "--runs", "1", "--warmup", "0", "-o", work / "profile.json"),
     ]
     for args in ok:
         proc = _run(core_env, *args, cwd=work)
@@ -111,9 +112,11 @@ def test_onnx_commands_work_without_torch(core_env, tmp_path):
     assert (work / "modules" / "index.json").is_file()
 
 
-@pytest.mark.parametrize("command", ["export", "verify"])
+@pytest.mark.parametrize("command", ["export", "verify", "profile"])
 def test_export_edge_says_what_to_install(core_env, tmp_path, command):
     args = [command, "graphtag.exporter.examples:tiny_bert"]
+    if command == "profile":
+        args.append("--torch")
     if command == "export":
         args.append(tmp_path / "out.onnx")
     proc = _run(core_env, *args, cwd=tmp_path)
