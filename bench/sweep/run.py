@@ -186,17 +186,30 @@ def _faults(module, inputs, state) -> dict[str, Any]:
 
     found: dict[str, Any] = {}
     hierarchy = list(state.result.hierarchy)
+    clean = state.result.model
+    feeds = graph_feeds(clean, module, inputs)
+    clean_values = run_all_values(clean, feeds)
     for kind, inject in injectors.INJECTORS.items():
-        model = injectors.copy_model(state.result.model)
-        fault = inject(model)
-        if fault is None:
-            found[kind] = {"caught": None, "detail": "no candidate"}
+        visible = False
+        for skip in range(_MAX_TRIES if kind == "initializer" else 1):
+            model = injectors.copy_model(clean)
+            fault = inject(model, skip) if skip else inject(model)
+            if fault is None:
+                break
+            try:
+                values = {**run_all_values(model, feeds), **feeds}
+            except Exception as exc:  # the whole model no longer runs: caught everywhere
+                values, visible = exc, True
+                break
+            visible = kind != "initializer" or _ort_sees(clean, fault.modules, clean_values, values)
+            if visible:
+                break
+        if fault is None or not visible:
+            why = "no candidate" if fault is None else f"ORT sees none of {_MAX_TRIES} weights"
+            found[kind] = {"caught": None, "detail": why}
             continue
-        feeds = graph_feeds(model, module, inputs)
-        try:
-            values = {**run_all_values(model, feeds), **feeds}
-        except Exception as exc:  # the whole model no longer runs: caught everywhere
-            found[kind] = {"caught": True, "detail": fault.detail, "statuses": _line(exc)}
+        if isinstance(values, Exception):
+            found[kind] = {"caught": True, "detail": fault.detail, "statuses": _line(values)}
             continue
         wanted = [info for info in hierarchy if info.tag in fault.modules]
         checks = compare_modules(model, wanted, state.captured, values)
@@ -204,6 +217,35 @@ def _faults(module, inputs, state) -> dict[str, Any]:
         caught = bool(checks) and all(c.failed for c in checks)
         found[kind] = {"caught": caught, "detail": fault.detail, "statuses": statuses}
     return found
+
+
+_MAX_TRIES = 10  # weights tried until ONNX Runtime itself sees the perturbation
+
+
+def _ort_sees(model, tags, clean: dict[str, Any], faulty: dict[str, Any]) -> bool:
+    """Whether a module output differs between the clean and faulted graphs in ORT.
+
+    The same tolerance verify uses by default (rtol 1e-3, atol 1e-5 scaled by the largest
+    clean magnitude): independent of verify's code, so a fault kept here is one the
+    model can see, and verify missing it is verify's failure.
+    """
+    import numpy as np
+
+    from graphtag.analysis.boundaries import compute_boundaries
+
+    boundaries = compute_boundaries(model)
+    for tag in tags:
+        for value in boundaries[tag].outputs if tag in boundaries else ():
+            a, b = clean.get(value.name), faulty.get(value.name)
+            if a is None or b is None or not np.issubdtype(np.asarray(a).dtype, np.floating):
+                continue
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape:
+                return True
+            atol = 1e-5 * max(float(np.abs(a).max(initial=0.0)), 1.0)
+            if not np.allclose(b, a, rtol=1e-3, atol=atol, equal_nan=True):
+                return True
+    return False
 
 
 @contextlib.contextmanager
