@@ -29,7 +29,7 @@ scopes, then per scope one extraction, the pass on the extraction and one splice
 
 from __future__ import annotations
 
-__all__ = ["Scoped", "ScopedPassError"]
+__all__ = ["Scoped", "ScopedPassError", "whole_model_reason"]
 
 import logging
 from collections import Counter
@@ -51,12 +51,33 @@ from graphtag.core.graphs import subgraph_owners
 from graphtag.core.hierarchy import is_ancestor_or_self
 from graphtag.core.pass_result import PassResult, diagnostics_of, stats_of
 from graphtag.core.patterns import split_patterns
-from graphtag.core.scoping import NodeScope, native_scoping, whole_model_reason
+from graphtag.core.scoping import NodeScope, native_scoping
+from graphtag.core.scoping import whole_model_reason as declared_reason
 from graphtag.passes.toposort import TopologicalSortPass
 from graphtag.surgery.extraction import Extractor
 from graphtag.surgery.splice import ExtractedIO, Splicer
 
 logger = logging.getLogger(__name__)
+
+
+# Passes of other packages whose job is the model's own interface: they cannot run on a
+# part of it (their classes cannot declare ``whole_model`` themselves).
+_WHOLE_MODEL_CLASSES = {
+    "AddInitializersToInputsPass": "it makes the model's initializers graph inputs",
+    "RemoveInitializersFromInputsPass": "it changes the model's graph inputs",
+}
+
+
+def whole_model_reason(pass_: object) -> str | None:
+    """Why ``pass_`` cannot run scoped (its ``whole_model`` declaration, or onnx_ir's
+    graph-interface passes), None when it can."""
+    reason = declared_reason(pass_)
+    if reason is not None:
+        return reason
+    cls = pass_ if isinstance(pass_, type) else type(pass_)
+    if cls.__module__.startswith("onnx_ir."):
+        return _WHOLE_MODEL_CLASSES.get(cls.__name__)
+    return None
 
 
 class ScopedPassError(GraphtagError):
