@@ -51,24 +51,25 @@ SCOPE_TAG_SOURCE = "inferred:scope"  # tag source of nodes tagged with their sco
 
 def _deep(nodes: Iterable[ir.Node]) -> Iterator[ir.Node]:
     """``nodes`` and every node inside their bodies (pre-order)."""
+    return iter(_walk(nodes)[0])
+
+
+def _walk(nodes: Iterable[ir.Node]) -> tuple[list[ir.Node], list[ir.Value]]:
+    """``nodes`` and the nodes inside their bodies (pre-order), and every value they
+    define (node outputs, body inputs and initializers), in one walk."""
+    found: list[ir.Node] = []
+    values: list[ir.Value] = []
     stack = list(nodes)[::-1]
     while stack:
         node = stack.pop()
-        yield node
+        found.append(node)
+        values.extend(node.outputs)
         if node.attributes:
             for graph in reversed(subgraphs_of(node)):
+                values.extend(graph.inputs)
+                values.extend(graph.initializers.values())
                 stack.extend(reversed(list(graph)))
-
-
-def _defined_values(nodes: Iterable[ir.Node]) -> Iterator[ir.Value]:
-    """Outputs of ``nodes`` and of their body nodes, plus their bodies' inputs and
-    initializers."""
-    for node in _deep(nodes):
-        yield from node.outputs
-        if node.attributes:
-            for graph in subgraphs_of(node):
-                yield from graph.inputs
-                yield from graph.initializers.values()
+    return found, values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,8 @@ class ExtractedIO:
 
     inputs: dict[str, _Port]
     outputs: list[_Port]
-    constant_copies: dict[str, tuple]  # output name -> structural signature of the copy
+    # output name -> (the copy in the extraction, its fingerprint when it was made)
+    constant_copies: dict[str, tuple[ir.Node, tuple]]
     functions: frozenset[ir.OperatorIdentifier] = frozenset()  # copied from the model
     # input name -> the outputs it is computed from outside the scope (see
     # graphtag.analysis.boundaries.reentrant_inputs): paths the pass must not close.
@@ -120,13 +122,13 @@ class ExtractedIO:
     ) -> ExtractedIO:
         graph = extracted.graph
         copied = {v.name for v in boundary.constants if not v.is_initializer()}
-        copies: dict[str, tuple] = {}
+        copies: dict[str, tuple[ir.Node, tuple]] = {}
         if copied:
             for node in graph:
                 if not node.inputs and node.outputs and all(v.name in copied for v in node.outputs):
-                    signature = _signature(node)
+                    fingerprint = _fingerprint(node)
                     for value in node.outputs:
-                        copies[value.name or ""] = signature
+                        copies[value.name or ""] = (node, fingerprint)
         return cls(
             {v.name or "": _Port.of(v) for v in graph.inputs},
             [_Port.of(v) for v in graph.outputs],
@@ -136,8 +138,24 @@ class ExtractedIO:
         )
 
 
-def _signature(node: ir.Node) -> tuple:
-    return Signer(by_name=True).node(node)
+def _fingerprint(node: ir.Node) -> tuple:
+    """The node's op and its attribute and output objects: the same while a pass has not
+    replaced or edited it (onnx_ir replaces attributes and values, it does not edit them).
+    The fingerprint holds the objects, so a replacement cannot reuse a freed one's id;
+    compare with :func:`_same_fingerprint`."""
+    attributes = tuple((k, a, a.value) for k, a in node.attributes.items())
+    outputs = tuple((v, v.name) for v in node.outputs)
+    return (node.domain, node.op_type, node.overload, attributes, outputs)
+
+
+def _same_fingerprint(a: tuple, b: tuple) -> bool:
+    """Equal op, the same attribute objects (by identity) and the same outputs."""
+    if a[:3] != b[:3] or len(a[3]) != len(b[3]) or len(a[4]) != len(b[4]):
+        return False
+    same_attributes = all(
+        k1 == k2 and x1 is x2 and y1 is y2 for (k1, x1, y1), (k2, x2, y2) in zip(a[3], b[3])
+    )
+    return same_attributes and all(v1 is v2 and n1 == n2 for (v1, n1), (v2, n2) in zip(a[4], b[4]))
 
 
 @dataclasses.dataclass
@@ -165,9 +183,10 @@ class Splicer:
             graph = self.model.graph
             values = {v.name for v in graph.inputs if v.name}
             values.update(name for name in graph.initializers if name)
-            values.update(v.name for v in _defined_values(graph) if v.name)
+            every, defined = _walk(graph)
+            values.update(v.name for v in defined if v.name)
             self._value_names = values
-            self._node_names = {n.name for n in _deep(graph) if n.name}
+            self._node_names = {n.name for n in every if n.name}
         return self._value_names, self._node_names
 
     def splice(
@@ -207,14 +226,13 @@ class Splicer:
                 created.append(value)
         kept: list[ir.Node] = []
         for node in new_graph:
-            names = [v.name for v in node.outputs]
-            copy = before.constant_copies.get(names[0] or "") if names else None
+            copy = before.constant_copies.get(node.outputs[0].name or "") if node.outputs else None
             if (
                 copy is not None
+                and copy[0] is node
                 and not node.inputs
-                and all(n in before.constant_copies for n in names)
-                and _signature(node) == copy
-            ):
+                and _same_fingerprint(_fingerprint(node), copy[1])
+            ):  # an outside Constant's copy the pass left alone: the original serves
                 mapping.extend((v, constants[v.name]) for v in node.outputs)
             else:
                 kept.append(node)
@@ -227,19 +245,25 @@ class Splicer:
         for new, old in mapping:
             ir.convenience.replace_all_uses_with(new, old)
 
+        old_nodes = boundary.nodes
+        (old_deep, old_values), (new_deep, new_values) = _walk(old_nodes), _walk(kept)
         value_names, node_names = self._names()
-        freed_values = {v.name for v in _defined_values(boundary.nodes) if v.name}
-        freed_nodes = {n.name for n in _deep(boundary.nodes) if n.name}
+        freed_values = {v.name for v in old_values if v.name}
+        freed_nodes = {n.name for n in old_deep if n.name}
         values_taken = _Taken(value_names, freed_values)
         nodes_taken = _Taken(node_names, freed_nodes)
-        renamed = _unique_names(kept, values_taken, nodes_taken)
+        renamed = _unique_names(new_deep, new_values, values_taken, nodes_taken)
 
-        old_nodes = boundary.nodes
         read_initializers = [v for v in boundary.constants if v.is_initializer()]
         graph.insert_before(old_nodes[0], kept)
-        for node in _deep(old_nodes):
-            for i in range(len(node.inputs)):
-                node.replace_input_with(i, None)
+        # The replaced nodes stop using the model's values and the outputs handed over
+        # below; the other values they read die with them.
+        dying = {id(n) for n in old_deep}
+        handed = {id(v) for v in boundary.outputs}
+        for node in old_deep:
+            for i, value in enumerate(node.inputs):
+                if value is not None and (id(value.producer()) not in dying or id(value) in handed):
+                    node.replace_input_with(i, None)
         for old, (new, port) in zip(boundary.outputs, outputs):
             del port  # checked above; the model's own view of the value wins
             new.type, new.doc_string = old.type, old.doc_string
@@ -264,11 +288,11 @@ class Splicer:
 
         for domain, version in new_opsets.items():
             model.opset_imports[domain] = version
-        renamed += self._add_functions(new_functions, kept)
+        renamed += self._add_functions(new_functions, new_deep)
         model.ir_version = max(model.ir_version, rewritten.ir_version)
 
         retagged = 0
-        for node in _deep(kept):
+        for node in new_deep:
             if metadata.node_tag(node) is None:
                 metadata.set_tag(node, tag, SCOPE_TAG_SOURCE)
                 retagged += 1
@@ -360,7 +384,7 @@ class Splicer:
                 )
         return added
 
-    def _add_functions(self, functions: list[ir.Function], nodes: list[ir.Node]) -> int:
+    def _add_functions(self, functions: list[ir.Function], deep_nodes: list[ir.Node]) -> int:
         """Add the pass's new functions, renaming those whose name the model already uses
         (another scope's function of the same name); returns how many were renamed."""
         if not functions:
@@ -378,7 +402,7 @@ class Splicer:
                 function.name = renames[key]
             taken.add(function.identifier()[:2])
         if renames:  # the calls follow their function
-            for node in [*_deep(nodes), *(n for f in functions for n in _deep(f))]:
+            for node in [*deep_nodes, *(n for f in functions for n in _deep(f))]:
                 new_name = renames.get(node.op_identifier())
                 if new_name is not None:
                     node.op_type = new_name
@@ -448,11 +472,12 @@ class _Taken:
         self.names |= self.added
 
 
-def _unique_names(nodes: list[ir.Node], values: _Taken, node_names: _Taken) -> int:
-    """Rename the values defined by ``nodes`` (and their bodies), and the nodes, whose
-    names the rest of the model uses; record every name kept. Returns the renames."""
+def _unique_names(
+    deep_nodes: list[ir.Node], defined: list[ir.Value], values: _Taken, node_names: _Taken
+) -> int:
+    """Rename the values ``defined`` by ``deep_nodes`` (a :func:`_walk`), and the nodes,
+    whose names the rest of the model uses; record every name kept. Returns the renames."""
     renamed = 0
-    defined = list(_defined_values(nodes))
     own = {v.name for v in defined if v.name}
     for value in defined:
         if value.name and value.name in values:
@@ -460,7 +485,7 @@ def _unique_names(nodes: list[ir.Node], values: _Taken, node_names: _Taken) -> i
             renamed += 1
         else:
             values.add(value.name)
-    for node in _deep(nodes):
+    for node in deep_nodes:
         if node.name and node.name in node_names:
             node.name = node_names.fresh(node.name)
             renamed += 1
