@@ -71,6 +71,7 @@ def _optional_commands() -> list:
         "zoo_cmd",
         "retag_cmd",
         "nodes_cmd",
+        "profile_cmd",
     ):
         try:
             found.append(importlib.import_module(f"graphtag.cli.{name}"))
