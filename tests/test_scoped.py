@@ -126,6 +126,40 @@ def test_a_constant_read_from_outside_comes_back_to_the_model_once():
     check_clean(model, reference)
 
 
+class DoubleConstantsPass(ir.passes.InPlacePass):
+    """Replace the tensor of every Constant by twice its value (a new attribute)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        doubled = 0
+        for node in model.graph:
+            if node.op_type == "Constant":
+                array = node.attributes["value"].as_tensor().numpy() * 2
+                node.attributes["value"] = ir.AttrTensor("value", ir.tensor(array))
+                doubled += 1
+        return ir.passes.PassResult(model, doubled > 0)
+
+
+def test_a_constant_copy_the_pass_edited_stays_the_scope_own():
+    """The copy of an outside Constant is handed back to the original only when the pass
+    left it as it was; an edited copy is spliced in, the outside Constant unchanged."""
+    model, reference = layers(2), layers(2)
+    before = views(model)
+    result = Scoped(DoubleConstantsPass(), "*/Layer.0")(model)
+    assert result.modified
+    after = views(model)
+    assert after["n0_Constant"] == before["n0_Constant"]
+    (mul,) = [n for n in model.graph if n.name == "n6_Mul"]
+    copy = mul.inputs[1].producer()
+    assert copy is not None and copy.op_type == "Constant" and copy.name != "n0_Constant"
+    assert metadata.node_tag(copy) == "/M"  # the copy keeps the original's tag
+    original = next(n for n in model.graph if n.name == "n0_Constant").attributes["value"]
+    np.testing.assert_array_equal(
+        copy.attributes["value"].as_tensor().numpy(), original.as_tensor().numpy() * 2
+    )
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    assert not np.allclose(run_ort(model, FEEDS)[0], run_ort(reference, FEEDS)[0])
+
+
 class CastOutputPass(ir.passes.InPlacePass):
     """Turn the first graph output into float16 under the same name."""
 
