@@ -160,6 +160,40 @@ def test_a_constant_copy_the_pass_edited_stays_the_scope_own():
     assert not np.allclose(run_ort(model, FEEDS)[0], run_ort(reference, FEEDS)[0])
 
 
+class RecordHierarchyPass(ir.passes.InPlacePass):
+    """Record the modules and module names of the hierarchy each model carries."""
+
+    def __init__(self, seen: list) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        tree = graphtag.Hierarchy.from_model(model)
+        self.seen.append((list(tree.modules), sorted(tree.name_to_tag)))
+        return ir.passes.PassResult(model, False)
+
+
+def test_the_pass_sees_the_hierarchy_of_its_scope_only():
+    """The scope's subtree, the modules its nodes carry (the copied Constant's ``/M``) and
+    their ancestors: no module without a node in the extraction (outlining every module
+    of a scope would otherwise report every other module of the model)."""
+    model = layers(3)
+    seen: list = []
+    Scoped(RecordHierarchyPass(seen), "*/Layer.1|/M/Head")(model)
+    assert seen == [
+        (["/M", "/M/Layer.1"], ["", "layer.1"]),
+        (["/M", "/M/Head"], ["", "head"]),
+    ]
+    # The model's own hierarchy is untouched.
+    assert list(graphtag.Hierarchy.from_model(model).modules) == [
+        "/M",
+        "/M/Layer.0",
+        "/M/Layer.1",
+        "/M/Layer.2",
+        "/M/Head",
+    ]
+
+
 class CastOutputPass(ir.passes.InPlacePass):
     """Turn the first graph output into float16 under the same name."""
 
