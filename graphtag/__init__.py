@@ -20,6 +20,7 @@ _LAZY = {
     "load": "graphtag.core.io:load",
     "save": "graphtag.core.io:save",
     "analyze": "graphtag.analysis.summary:analyze",
+    "select": "graphtag.analysis.selection:select",
     "validate": "graphtag.checks.validation:validate",
     "extract_module": "graphtag.surgery.extraction:extract_module",
     "Pipeline": "graphtag.pipeline.manager:Pipeline",
@@ -28,6 +29,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from graphtag.analysis.selection import select
     from graphtag.analysis.summary import analyze
     from graphtag.checks.validation import validate
     from graphtag.core.errors import GraphtagError
@@ -50,6 +52,7 @@ __all__ = [
     "load",
     "retag",
     "save",
+    "select",
     "validate",
 ]
 

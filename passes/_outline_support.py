@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from graphtag.core import metadata
 from graphtag.core.graphs import node_reads, subgraphs_of
+from graphtag.core.patterns import tag_pattern  # noqa: F401  (re-exported for old callers)
 
 DOMAIN = metadata.FUNCTION_DOMAIN  # of every function graphtag creates
 
@@ -140,35 +141,6 @@ def iter_graphtag_calls(nodes: Iterable[ir.Node], functions) -> Iterator[ir.Node
 
 
 # -- selection and hoisting ----------------------------------------------------------------
-
-
-def tag_pattern(pattern: str) -> re.Pattern[str]:
-    """Glob over tags: ``*``/``?`` stay in one segment, ``**`` crosses segments, ``[..]``
-    is a character class; a pattern not starting with ``/`` may match any trailing part
-    of a tag (``*/Layer.*`` matches ``/M/Enc/Layer.0``, not ``/M/Enc/Layer.0/Attn``)."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and "]" in pattern[i + 2 :]:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1 : end]
-            body = "^" + body[1:] if body.startswith("!") else body
-            out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    prefix = "" if pattern.startswith("/") else "(?:.*/)?"
-    return re.compile(prefix + "".join(out))
 
 
 def hoist_shared(boundary, owner: dict[ir.Node, str]) -> None:

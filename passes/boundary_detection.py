@@ -33,6 +33,7 @@ class BoundaryDetectionPass(ir.passes.InPlacePass):
     """
 
     preserves = manager.ALL  # model metadata only
+    whole_model = "its result describes every module of the model"  # not scopable
 
     def __init__(
         self, *, store: Annotated[bool, "store a JSON summary in the model metadata"] = False

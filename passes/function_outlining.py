@@ -19,6 +19,7 @@ from graphtag.core.errors import GraphtagError, PipelineError
 from graphtag.core.graphs import node_reads
 from graphtag.core.hierarchy import Hierarchy, tag_segments
 from graphtag.core.pass_result import PassResult
+from graphtag.core.patterns import tag_pattern
 from graphtag.passes import _outline_support as sup
 from graphtag.passes.toposort import TopologicalSortPass
 
@@ -54,7 +55,8 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
 
     Selection (exactly one): ``pattern`` (glob over tags: ``*`` stays within a segment,
     ``**`` crosses segments, a pattern not starting with ``/`` matches a tag's tail, so
-    ``*/BertLayer.*`` selects the layers but not their children),
+    ``*/BertLayer.*`` selects the layers but not their children; ``A|B`` either;
+    :mod:`graphtag.core.patterns`),
     ``classes`` (comma-separated class names, short or fully qualified), ``depth``
     (modules that many levels below the root, 1 = the root's children) or ``all``
     (every module but the root). A module *contains* the main-graph nodes tagged with
@@ -132,7 +134,7 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
                 known.update(dict.fromkeys(ancestors_and_self(tag)))
         root = hierarchy.root if hierarchy else (min(known, key=len) if known else None)
         if self.pattern:
-            regex = sup.tag_pattern(self.pattern)
+            regex = tag_pattern(self.pattern)
             chosen = [t for t in known if regex.fullmatch(t)]
             what = f"pattern {self.pattern!r}"
         elif self.classes:

@@ -15,6 +15,7 @@ from graphtag.analysis.parameters import NameResolver, parameter_usage
 from graphtag.core import metadata
 from graphtag.core.graphs import iter_all_nodes, iter_initializers, iter_values
 from graphtag.core.pass_result import PassResult
+from graphtag.core.scoping import NodeScope
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,10 @@ class MultiConsumerPass(ir.passes.InPlacePass):
     Result statistics: ``values`` (values seen), ``multi_consumer`` (values used by two
     or more modules), ``origins`` (initializers given an origin), ``shared_parameters``
     and ``reused_parameters``. Invariants: only value metadata changes; linear in nodes
-    + edges; idempotent (a second run reports ``modified=False``).
+    + edges; idempotent (a second run reports ``modified=False``). Scoped
+    (``multi-consumer@PATTERN``) it writes, in place, the values the scope's nodes
+    compute and the graph inputs and initializers only the scope reads; the consumers
+    recorded still include those outside the scope.
     """
 
     preserves = manager.ALL  # value metadata only: no analysis reads it
@@ -71,6 +75,16 @@ class MultiConsumerPass(ir.passes.InPlacePass):
         self.include_unconsumed = include_unconsumed
 
     def call(self, model: ir.Model) -> PassResult:
+        return self._run(model, None)
+
+    def call_scoped(self, model: ir.Model, scope: NodeScope) -> PassResult:
+        """The scope's values only (graphtag.core.scoping): no extraction needed."""
+        return self._run(model, scope)
+
+    def _run(self, model: ir.Model, scope: NodeScope | None) -> PassResult:
+        def in_scope(value: ir.Value) -> bool:
+            return scope is None or scope.produces(value) or scope.reads_only(value)
+
         stats: Counter[str] = Counter()
         diagnostics: list[str] = []
         tagged = any(metadata.node_tag(node) is not None for node in iter_all_nodes(model))
@@ -80,6 +94,8 @@ class MultiConsumerPass(ir.passes.InPlacePass):
             diagnostics.append(note)
         modified = False
         for value in iter_values(model):
+            if not in_scope(value):
+                continue
             tags = _consumer_tags(value)
             stats["values"] += 1
             if len(tags) > 1:
@@ -92,6 +108,8 @@ class MultiConsumerPass(ir.passes.InPlacePass):
         elif self.origin:
             resolver = NameResolver(tree)
             for value in iter_initializers(model):
+                if not in_scope(value):
+                    continue
                 names = resolver.origin(value)  # exact names: validation sees renames
                 stats["origins"] += bool(names)
                 modified |= metadata.set_origin(value, names)

@@ -13,6 +13,7 @@ from graphtag.core import metadata
 from graphtag.core.graphs import subgraphs_of
 from graphtag.core.hierarchy import is_ancestor_or_self
 from graphtag.core.pass_result import PassResult
+from graphtag.core.scoping import NodeScope
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class NamespacePass(ir.passes.InPlacePass):
 
     Invariants: only node metadata changes; linear in the number of nodes; idempotent (a
     second run reports ``modified=False``). Stats: ``written`` (namespaces changed),
-    ``saved`` (originals recorded), ``untagged``, ``restored``.
+    ``saved`` (originals recorded), ``untagged``, ``restored``. Scoped
+    (``namespace@PATTERN``) it rewrites the scope's nodes (and their bodies) in place.
     """
 
     preserves = manager.ALL  # the 'namespace' node metadata only: no analysis reads it
@@ -51,13 +53,24 @@ class NamespacePass(ir.passes.InPlacePass):
         self.restore = restore
 
     def call(self, model: ir.Model) -> PassResult:
+        return self._run(model, None)
+
+    def call_scoped(self, model: ir.Model, scope: NodeScope) -> PassResult:
+        """The nodes of ``scope`` only (graphtag.core.scoping): no extraction needed."""
+        return self._run(model, scope)
+
+    def _run(self, model: ir.Model, scope: NodeScope | None) -> PassResult:
         stats = {"written": 0, "saved": 0, "untagged": 0, "restored": 0}
-        containers: list[ir.Graph | ir.Function] = [model.graph, *model.functions.values()]
+        containers: list[ir.Graph | ir.Function] = [model.graph]
+        if scope is None:
+            containers.extend(model.functions.values())
         # (graph, tag of the node enclosing it or None at the top level), walked iteratively.
         stack: list[tuple[ir.Graph | ir.Function, str | None]] = [(g, None) for g in containers]
         while stack:
             graph, enclosing = stack.pop()
             for node in graph:
+                if scope is not None and node not in scope:
+                    continue
                 if self.restore:
                     stats["restored"] += _restore(node)
                 else:

@@ -17,6 +17,7 @@ from graphtag.core import metadata
 from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self
 from graphtag.core.pass_result import PassResult
+from graphtag.core.scoping import NodeScope
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class ResidualResolutionPass(ir.passes.InPlacePass):
     :func:`contamination` checks that on any model. Result statistics: ``nodes`` (nodes
     given contexts) and the number of contexts by role. Invariants: only node metadata
     changes; linear in nodes + edges (times the tag depth); idempotent (a second run
-    reports ``modified=False``).
+    reports ``modified=False``). Scoped (``residual-resolution@PATTERN``) it writes the
+    scope's nodes (and their bodies) in place, still seeing their neighbours outside.
     """
 
     preserves = manager.ALL  # node contexts only: no analysis reads them
@@ -73,11 +75,18 @@ class ResidualResolutionPass(ir.passes.InPlacePass):
         self.shared = shared
 
     def call(self, model: ir.Model) -> PassResult:
+        return self._run(model, iter_all_nodes(model))
+
+    def call_scoped(self, model: ir.Model, scope: NodeScope) -> PassResult:
+        """The nodes of ``scope`` only (graphtag.core.scoping): no extraction needed."""
+        return self._run(model, scope.all_nodes)
+
+    def _run(self, model: ir.Model, nodes: Iterable[ir.Node]) -> PassResult:
         stats: Counter[str] = Counter()
         class_of = _class_lookup(manager.hierarchy(model))
         modified = False
         untagged = 0
-        for node in iter_all_nodes(model):
+        for node in nodes:
             tag = metadata.node_tag(node)
             untagged += tag is None
             contexts = self._contexts(node, tag, class_of) if tag else []

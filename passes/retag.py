@@ -129,6 +129,8 @@ class RetagPass(ir.passes.InPlacePass):
     ``modified=False``. Stats: nodes per match kind, matched/total values.
     """
 
+    whole_model = "it matches the whole model against its reference"  # not scopable
+
     def __init__(
         self,
         *,

@@ -13,8 +13,9 @@ import onnx_ir as ir
 from graphtag.analysis import manager
 from graphtag.core import metadata
 from graphtag.core.graphs import iter_all_nodes, subgraphs_of
-from graphtag.core.hierarchy import tag_lca, tag_parent
+from graphtag.core.hierarchy import is_ancestor_or_self, tag_lca, tag_parent
 from graphtag.core.pass_result import PassResult
+from graphtag.core.scoping import NodeScope
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class TagPropagationPass(ir.passes.InPlacePass):
     revisited only when a neighbour gains a tag); idempotent (a second run reports
     ``modified=False``). Result statistics: inferred nodes by rule; nodes left untagged
     (no tag anywhere to start from) are counted as ``untagged`` and logged.
+
+    Scoped (``tag-propagation@PATTERN``), in place: the tags are inferred as on the whole
+    model, and kept only on the untagged nodes inside the scope's bodies and those whose
+    inferred tag lies in one of the scope's modules; every other node stays untagged.
     """
 
     preserves = frozenset({manager.HIERARCHY})  # tags change: boundaries and parameter use go
@@ -58,6 +63,31 @@ class TagPropagationPass(ir.passes.InPlacePass):
         super().__init__()
         self.strategy = strategy
         self.allow_root = allow_root
+
+    def call_scoped(self, model: ir.Model, scope: NodeScope) -> PassResult:
+        """Infer on the whole model, keep the tags that fall in ``scope`` (see above)."""
+        untagged = [
+            (node, node.metadata_props.get(metadata.TAG_SOURCE))
+            for node in iter_all_nodes(model)
+            if metadata.node_tag(node) is None
+        ]
+        result = self.call(model)
+        stats: Counter[str] = Counter()
+        for node, old_source in untagged:
+            tag = metadata.node_tag(node)
+            if tag is None:
+                stats["untagged"] += 1
+            elif node in scope or any(is_ancestor_or_self(m, tag) for m in scope.modules):
+                rule = (metadata.tag_source(node) or "").removeprefix("inferred:")
+                stats[rule] += 1
+            else:  # inferred outside the scope: put the node back as it was
+                node.metadata_props.pop(metadata.MODULE, None)
+                node.metadata_props.pop(metadata.TAG_SOURCE, None)
+                if old_source is not None:
+                    node.metadata_props[metadata.TAG_SOURCE] = old_source
+                stats["outside_scope"] += 1
+        modified = sum(stats.values()) > stats["untagged"] + stats["outside_scope"]
+        return PassResult(model, modified, stats=dict(stats), diagnostics=result.diagnostics)
 
     def call(self, model: ir.Model) -> PassResult:
         stats: Counter[str] = Counter()

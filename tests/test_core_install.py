@@ -97,6 +97,8 @@ def test_onnx_commands_work_without_torch(core_env, tmp_path):
         ("analyze", model, "--format", "json"),
         ("run", model, "-p", "toposort,tag-propagation,multi-consumer", "-o", work / "run.onnx"),
         ("extract", model, "--all", "-o", work / "modules"),
+        ("nodes", model, "--module", "*/Block.shared"),
+        ("run", model, "-p", "function-outlining{all=true}@*/Block.shared", "-o", work / "s.onnx"),
         ("dag", model, "-o", work / "dag.json"),
         ("snapshot", model, "-o", work / "snap.json"),
         ("compare", "--topology", model, work / "run.onnx"),

@@ -18,7 +18,7 @@ hierarchy depth), computed for all modules in one walk.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import onnx_ir as ir
 
@@ -26,6 +26,7 @@ from graphtag.analysis.manager import BOUNDARIES, cached
 from graphtag.core import metadata
 from graphtag.core.graphs import node_reads, subgraph_owners
 from graphtag.core.hierarchy import tag_parent
+from graphtag.core.scoping import NodeScope
 
 
 @dataclasses.dataclass
@@ -164,3 +165,80 @@ def compute_boundaries(
                 else:
                     boundary(tag).internal.append(value)
     return result
+
+
+def boundary_of(tag: str, scope: NodeScope, graph: ir.Graph) -> ModuleBoundary:
+    """The boundary of any set of main-graph nodes of ``graph`` (``scope``), by the rules of
+    :func:`compute_boundaries`, labelled ``tag``.
+
+    For a module's own nodes it equals that module's boundary; it also serves node sets
+    that changed since the tags were read (a scoped pass's nested scopes). O(nodes of the
+    scope + their edges and uses).
+    """
+    result = ModuleBoundary(tag)
+    graph_outputs = {id(v) for v in graph.outputs}
+    seen: set[int] = set()
+    for node in scope.nodes:
+        result.nodes.append(node)
+        flagged = False
+        for value in node_reads(node):
+            producer = value.producer()
+            if producer is not None and producer in scope:
+                continue
+            if id(value) not in seen:
+                seen.add(id(value))
+                if is_constant_value(value):
+                    result.constants.append(value)
+                    continue
+                result.inputs.append(value)
+            elif is_constant_value(value):
+                continue
+            flagged = True
+        for value in node.outputs:
+            if id(value) in graph_outputs or any(use.node not in scope for use in value.uses()):
+                result.outputs.append(value)
+                flagged = True
+            else:
+                result.internal.append(value)
+        if flagged:
+            result.boundary_nodes.append(node)
+    return result
+
+
+def reentrant_inputs(
+    boundary: ModuleBoundary,
+    scope: NodeScope,
+    position: Mapping[ir.Node, int],
+    enclosing: Callable[[ir.Node], ir.Node | None],
+) -> dict[str, set[str]]:
+    """Inputs of a node set that are computed, outside it, from its own outputs.
+
+    ``input name -> names of the outputs it depends on``; empty when the set is convex
+    (no path leaves it and comes back), the usual case. Such paths exist when a module
+    runs more than once (one tag on every call) or hands a value to a sibling that hands
+    a result back. ``position`` is the graph order of the main graph's nodes (nodes
+    missing from it are walked, never pruned); ``enclosing`` maps a node to itself when
+    it is in the main graph, else to the main-graph node whose body holds it (or None). The walk follows outside nodes
+    placed before the set's last node only (nothing after it can feed the set): O(those
+    nodes and their edges).
+    """
+    last = max(position.get(node, -1) for node in boundary.nodes)
+    wanted = {id(v): v for v in boundary.inputs}
+    found: dict[str, set[str]] = {}
+    for output in boundary.outputs:
+        seen: set[int] = set()
+        stack = [output]
+        while stack:
+            value = stack.pop()
+            for use in value.uses():
+                main = enclosing(use.node)
+                if main is None or main in scope or id(main) in seen:
+                    continue
+                seen.add(id(main))
+                if position.get(main, -1) > last:
+                    continue
+                for produced in main.outputs:
+                    if id(produced) in wanted:
+                        found.setdefault(produced.name or "", set()).add(output.name or "")
+                    stack.append(produced)
+    return found

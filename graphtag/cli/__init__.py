@@ -70,6 +70,7 @@ def _optional_commands() -> list:
         "report_cmd",
         "zoo_cmd",
         "retag_cmd",
+        "nodes_cmd",
         "profile_cmd",
     ):
         try:

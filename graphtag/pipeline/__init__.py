@@ -9,6 +9,7 @@ from graphtag.pipeline.registry import (
     PassSpec,
     registry,
 )
+from graphtag.pipeline.scoped import Scoped, ScopedPassError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -19,6 +20,8 @@ __all__ = [
     "PassSpec",
     "Pipeline",
     "PipelineReport",
+    "Scoped",
+    "ScopedPassError",
     "load_pipeline_toml",
     "parse_pipeline",
     "registry",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from graphtag.core.errors import GraphtagError, VerificationError
 from graphtag.core.pass_result import diagnostics_of, stats_of
 from graphtag.pipeline.parse import PassInvocation, load_pipeline_toml, parse_pipeline
 from graphtag.pipeline.registry import PassRegistry, registry
+from graphtag.pipeline.scoped import Scoped, ScopedPassError
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class Pipeline(ir.passes.PassBase):
             step if isinstance(step, tuple) else (type(step).__name__, step) for step in steps
         ]
         names = {name for name, _ in self.steps}
+        names |= {name.partition("@")[0] for name in names}  # a scoped step answers to its pass
         missing = sorted(set(dump_after) - names)
         if missing:
             raise GraphtagError(
@@ -91,7 +94,13 @@ class Pipeline(ir.passes.PassBase):
         cls, invocations: Sequence[PassInvocation], reg: PassRegistry | None = None, **kwargs
     ) -> Pipeline:
         reg = reg or registry()
-        steps = [(inv.name, reg.get(inv.name).create(inv.options)) for inv in invocations]
+        steps: list[tuple[str, ir.passes.PassBase]] = []
+        for inv in invocations:
+            pass_ = reg.get(inv.name).create(inv.options)
+            if inv.scope is not None:  # PASS@PATTERN: that pass on those modules only
+                steps.append((f"{inv.name}@{inv.scope}", Scoped(pass_, inv.scope, name=inv.name)))
+            else:
+                steps.append((inv.name, pass_))
         return cls(steps, **kwargs)
 
     @classmethod
@@ -132,6 +141,8 @@ class Pipeline(ir.passes.PassBase):
         start = time.perf_counter()
         try:
             result = pass_(model)
+        except ScopedPassError:
+            raise  # names the pass and the module already
         except GraphtagError as exc:
             raise GraphtagError(f"pass '{name}': {exc}") from exc
         except ir.passes.InvariantError as exc:
@@ -162,8 +173,9 @@ class Pipeline(ir.passes.PassBase):
             problems = model_problems(result.model)
             if problems:
                 raise VerificationError(name, "; ".join(problems))
-        if name in self.dump_after:
+        if name in self.dump_after or name.partition("@")[0] in self.dump_after:
             from graphtag.core.io import save
 
-            save(result.model, self.dump_dir / f"after-{index:02d}-{name}.onnx")
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name)  # a scope pattern has '/', '*'
+            save(result.model, self.dump_dir / f"after-{index:02d}-{stem}.onnx")
         return result.model

@@ -1,7 +1,10 @@
 """Pipeline descriptions: the textual form and the TOML form.
 
 Text: ``toposort,tag-propagation{strategy=consumers,min-share=0.5}``; option values
-may be quoted ("..." or '...') to contain commas or braces.
+may be quoted ("..." or '...') to contain commas or braces. ``PASS@PATTERN`` runs the
+pass on the modules a tag pattern selects only (``A|B`` for several;
+:mod:`graphtag.pipeline.scoped`): ``ir.common-subexpression-elimination@*/Layer.0``; a
+pattern ends at the next ``,`` outside ``[...]`` and may be quoted.
 
 TOML::
 
@@ -11,6 +14,7 @@ TOML::
     [[pass]]
     name = "tag-propagation"
     strategy = "consumers"
+    scope = "*/Layer.0"   # optional: the PATTERN of PASS@PATTERN
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ class PassInvocation:
 
     name: str
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scope: str | None = None  # tag pattern: run the pass on those modules only
 
     def __str__(self) -> str:
-        if not self.options:
-            return self.name
-        inner = ",".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.name}{{{inner}}}"
+        text = self.name
+        if self.options:
+            text += "{" + ",".join(f"{k}={v}" for k, v in self.options.items()) + "}"
+        if self.scope is not None:
+            text += "@" + (repr(self.scope) if re.search(r"[,\s'\"{}]", self.scope) else self.scope)
+        return text
 
 
 def parse_pipeline(text: str) -> list[PassInvocation]:
@@ -92,6 +99,24 @@ class _Parser:
             raise self.error("expected a value")
         return value
 
+    def scope_pattern(self) -> str:
+        """A tag pattern after ``@``: quoted, or up to the next ``,`` outside ``[...]``."""
+        self.skip_ws()
+        if self.peek() in ("'", '"'):
+            pattern = self.value().strip()
+        else:
+            start = self.pos
+            while self.pos < len(self.text) and self.text[self.pos] != ",":
+                if self.text[self.pos] == "[" and "]" in self.text[self.pos + 2 :]:
+                    self.pos = self.text.index("]", self.pos + 2)
+                elif self.text[self.pos] in "{}@":
+                    raise self.error("unexpected character in a scope pattern (quote it)")
+                self.pos += 1
+            pattern = self.text[start : self.pos].strip()
+        if not pattern:
+            raise self.error("expected a tag pattern after '@'")
+        return pattern
+
     def parse(self) -> list[PassInvocation]:
         steps = []
         if not self.peek():
@@ -114,7 +139,11 @@ class _Parser:
                     elif self.peek() != "}":
                         raise self.error("expected ',' or '}'")
                 self.pos += 1
-            steps.append(PassInvocation(name, options))
+            scope = None
+            if self.peek() == "@":
+                self.pos += 1
+                scope = self.scope_pattern()
+            steps.append(PassInvocation(name, options, scope))
             nxt = self.peek()
             if not nxt:
                 return steps
@@ -139,6 +168,13 @@ def load_pipeline_toml(path: str | os.PathLike) -> list[PassInvocation]:
     for index, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise PipelineError(f"{path}: [[pass]] number {index} has no name")
-        options = {k.replace("-", "_"): v for k, v in entry.items() if k != "name"}
-        steps.append(PassInvocation(entry["name"], options))
+        scope = entry.get("scope")
+        if isinstance(scope, list) and scope and all(isinstance(s, str) for s in scope):
+            scope = "|".join(scope)
+        if scope is not None and (not isinstance(scope, str) or not scope.strip()):
+            raise PipelineError(
+                f"{path}: [[pass]] number {index}: scope must be a tag pattern (a string)"
+            )
+        options = {k.replace("-", "_"): v for k, v in entry.items() if k not in ("name", "scope")}
+        steps.append(PassInvocation(entry["name"], options, scope.strip() if scope else None))
     return steps

@@ -1,0 +1,119 @@
+"""Benchmark: a scoped pass against the same pass unscoped plus one extraction per scope.
+
+Exports GPT-2 (24 layers, hidden 256) with the exporter's optimizer off (the raw graph,
+where CSE has work to do) and tagged, then times, on freshly loaded copies, alternating
+in one process (median of ``--repeat`` runs):
+
+* ``unscoped``: the pass on the whole model;
+* ``scoped``: ``PASS@PATTERN`` through the pipeline, for one layer and for every layer;
+* ``extraction``: what extracting those scopes costs on its own (the boundaries of every
+  module once, then ``Extractor.extract`` per scope: ``graphtag extract``'s in-memory
+  work).
+
+Goal: scoped <= unscoped + extraction, for every pass and pattern.
+
+    python bench/bench_scoped.py [--repeat 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnx_ir as ir
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from graphtag.analysis.boundaries import module_boundaries
+from graphtag.analysis.selection import module_scopes
+from graphtag.pipeline import Pipeline
+from graphtag.surgery.extraction import Extractor
+
+PASSES = ["ir.common-subexpression-elimination", "torch-optimizer", "demo-stamp", "namespace"]
+PATTERNS = {"one layer": "*/GPT2Block.5", "every layer": "*/GPT2Block.*"}
+
+
+def _timed(fn) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def export_gpt2(folder: Path) -> Path:
+    from models import gpt2_24l
+
+    import graphtag
+
+    model, kwargs = gpt2_24l()
+    path = folder / "gpt2-24l-noopt.onnx"
+    graphtag.export(model, (), kwargs, path, optimize=False, verbose=False)
+    return path
+
+
+def _extract_scopes(model: ir.Model, pattern: str) -> None:
+    tags = [tag for tag, nodes in module_scopes(model, pattern) if nodes]
+    extractor = Extractor(model, module_boundaries(model))
+    for tag in tags:
+        extractor.extract(tag)
+
+
+def bench(path: Path, repeat: int) -> list[dict]:
+    rows = []
+    for pass_name in PASSES:
+        for label, pattern in PATTERNS.items():
+            whole, scoped, extraction = [], [], []
+            for _ in range(repeat):
+                model = ir.load(path)
+                whole.append(_timed(lambda m=model, p=pass_name: Pipeline.from_text(p)(m)))
+                model = ir.load(path)
+                text = f"{pass_name}@{pattern}"
+                scoped.append(_timed(lambda m=model, t=text: Pipeline.from_text(t)(m)))
+                model = ir.load(path)
+                extraction.append(_timed(lambda m=model, p=pattern: _extract_scopes(m, p)))
+            row = {
+                "pass": pass_name,
+                "scope": label,
+                "scopes": sum(1 for _, n in module_scopes(ir.load(path), pattern) if n),
+                "unscoped_s": statistics.median(whole),
+                "scoped_s": statistics.median(scoped),
+                "extraction_s": statistics.median(extraction),
+            }
+            row["budget_s"] = row["unscoped_s"] + row["extraction_s"]
+            row["ratio"] = row["scoped_s"] / row["budget_s"]
+            rows.append(row)
+            print(
+                f"| {pass_name} | {label} | {row['scopes']} | {row['unscoped_s']:.3f} | "
+                f"{row['extraction_s']:.3f} | {row['scoped_s']:.3f} | {row['ratio']:.2f} |",
+                flush=True,
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_gpt2(Path(tmp))
+        nodes = len(ir.load(path).graph)
+        print(f"GPT-2 24 layers, optimize=False: {nodes} nodes; median of {args.repeat}\n")
+        print(
+            "| pass | scope | scopes | unscoped s | extraction s | scoped s | "
+            "scoped / (unscoped + extraction) |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|")
+        rows = bench(path, args.repeat)
+    if args.json:
+        args.json.write_text(json.dumps({"nodes": nodes, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

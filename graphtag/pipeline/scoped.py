@@ -1,0 +1,344 @@
+"""Scoped passes: run any pass on the modules a tag pattern selects, nowhere else.
+
+``Scoped(pass_, "*/BertLayer.0")`` is itself an onnx_ir pass; pipeline text spells it
+``PASS{options}@PATTERN`` and TOML ``scope = "PATTERN"``. The pattern language is
+:mod:`graphtag.core.patterns` (``A|B`` names several). Each matched module is a
+*scope*: the main-graph nodes tagged with its tag or a descendant's.
+
+How a scope is rewritten (:mod:`graphtag.core.scoping` has the pass-side protocol):
+
+* generic (any pass): the scope is extracted as a standalone model
+  (:mod:`graphtag.surgery.extraction`), the pass runs on it, and when it reports
+  ``modified=True`` the result is spliced back in place of the scope's nodes
+  (:mod:`graphtag.surgery.splice`): boundary values keep their names, types and shapes
+  (a pass changing one is an error naming it), new nodes get the scope's tag, and
+  nothing outside the scope changes. The main graph is re-sorted (a no-op unless the
+  scope's nodes were interleaved with others);
+* native: a pass with ``call_scoped(model, scope)`` restricts itself on the whole model
+  (graphtag's tag passes); it runs once over the union of the scopes;
+* a pass whose class declares ``whole_model = "reason"`` cannot be scoped: building the
+  Scoped pass raises, naming the pass and the reason.
+
+Overlapping scopes (a pattern matching a module and a module inside it): each runs
+once, outermost first; the inner scope is then taken from the outer one's result
+(its nodes as the outer run left them), so the inner nodes are rewritten twice. Name
+only the outer module to rewrite them once. Cost: one walk of the model to select the
+scopes, then per scope one extraction, the pass on the extraction and one splice
+(each O(scope)), plus one O(model) name index and one sort check of the main graph.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Scoped", "ScopedPassError", "whole_model_reason"]
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+import onnx_ir as ir
+
+from graphtag.analysis import manager
+from graphtag.analysis.boundaries import (
+    ModuleBoundary,
+    ancestors_and_self,
+    boundary_of,
+    reentrant_inputs,
+)
+from graphtag.analysis.selection import module_scopes
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError, PipelineError
+from graphtag.core.graphs import subgraph_owners, subgraphs_of
+from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self
+from graphtag.core.pass_result import PassResult, diagnostics_of, stats_of
+from graphtag.core.patterns import split_patterns
+from graphtag.core.scoping import NodeScope, native_scoping
+from graphtag.core.scoping import whole_model_reason as declared_reason
+from graphtag.passes.toposort import TopologicalSortPass
+from graphtag.surgery.extraction import Extractor
+from graphtag.surgery.splice import ExtractedIO, Splicer
+
+logger = logging.getLogger(__name__)
+
+
+# Passes of other packages whose job is the model's own interface: they cannot run on a
+# part of it (their classes cannot declare ``whole_model`` themselves).
+_WHOLE_MODEL_CLASSES = {
+    "AddInitializersToInputsPass": "it makes the model's initializers graph inputs",
+    "RemoveInitializersFromInputsPass": "it changes the model's graph inputs",
+}
+
+
+def whole_model_reason(pass_: object) -> str | None:
+    """Why ``pass_`` cannot run scoped (its ``whole_model`` declaration, or onnx_ir's
+    graph-interface passes), None when it can."""
+    reason = declared_reason(pass_)
+    if reason is not None:
+        return reason
+    cls = pass_ if isinstance(pass_, type) else type(pass_)
+    if cls.__module__.startswith("onnx_ir."):
+        return _WHOLE_MODEL_CLASSES.get(cls.__name__)
+    return None
+
+
+class ScopedPassError(GraphtagError):
+    """A scoped run failed; the message already names the pass and the module."""
+
+
+class Scoped(ir.passes.InPlacePass):
+    """Run ``pass_`` on the modules ``pattern`` matches; every other node stays as it was.
+
+    Reads: node tags (``pkg.graphtag.module``) and the hierarchy, to select the scopes.
+    Writes: whatever the pass writes, inside the scopes only; nodes the pass creates get
+    the scope's tag (``pkg.graphtag.tag_source = inferred:scope``) unless it tagged them.
+
+    Invariants: every node outside the scopes keeps its op, inputs, outputs, attributes
+    and metadata; the boundary values of each scope keep their names, types and shapes;
+    a pattern matching no module raises (naming the closest tags). Statistics: the
+    pass's own, summed over the scopes, plus ``scopes`` (rewritten), ``unchanged``
+    (the pass reported no change), ``skipped`` (nothing to extract), ``nodes_removed``,
+    ``nodes_added``, ``retagged`` and ``renamed``.
+    """
+
+    def __init__(
+        self,
+        pass_: ir.passes.PassBase,
+        pattern: str | Sequence[str],
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.pass_ = pass_
+        self.pattern = pattern if isinstance(pattern, str) else "|".join(pattern)
+        self.name = name or type(pass_).__name__
+        if not split_patterns(self.pattern):
+            raise PipelineError(f"pass '{self.name}': empty scope pattern after '@'")
+        reason = whole_model_reason(pass_)
+        if reason is not None:
+            raise PipelineError(
+                f"pass '{self.name}' cannot run scoped (@{self.pattern}): it needs the whole "
+                f"model ({reason})"
+            )
+
+    @property
+    def preserves(self) -> frozenset[str]:
+        """A native run keeps what the pass keeps; a splice rewires nodes and values, so
+        only the hierarchy (model metadata, untouched) survives it."""
+        if native_scoping(self.pass_):
+            return frozenset(getattr(self.pass_, "preserves", ()))
+        return frozenset({manager.HIERARCHY})
+
+    def __repr__(self) -> str:
+        return f"Scoped({self.pass_!r}, {self.pattern!r})"
+
+    def call(self, model: ir.Model) -> PassResult:
+        scopes = module_scopes(model, self.pattern)
+        nested = _nested(scopes)
+        diagnostics = _overlaps(nested)
+        if native_scoping(self.pass_):
+            return self._native(model, scopes, diagnostics)
+        return self._generic(model, scopes, nested, diagnostics)
+
+    # -- native ------------------------------------------------------------------------
+
+    def _native(
+        self, model: ir.Model, scopes: list[tuple[str, list[ir.Node]]], diagnostics: list[str]
+    ) -> PassResult:
+        chosen = {id(n) for _, nodes in scopes for n in nodes}
+        nodes = [n for n in model.graph if id(n) in chosen]
+        scope = NodeScope(nodes, [tag for tag, _ in scopes])
+        self.pass_.requires(model)
+        result = self.pass_.call_scoped(model, scope)  # type: ignore[attr-defined]
+        self.pass_.ensures(result.model)
+        stats = stats_of(result)
+        stats["scopes"] = sum(1 for _, n in scopes if n)
+        return PassResult(
+            result.model,
+            result.modified,
+            stats=stats,
+            diagnostics=diagnostics + diagnostics_of(result),
+        )
+
+    # -- generic: extract, run, splice -------------------------------------------------
+
+    def _generic(
+        self,
+        model: ir.Model,
+        scopes: list[tuple[str, list[ir.Node]]],
+        nested: dict[str, list[str]],
+        diagnostics: list[str],
+    ) -> PassResult:
+        stats: Counter[str] = Counter(scopes=0, unchanged=0, skipped=0)
+        boundaries: dict[str, ModuleBoundary] = {}
+        extractor = Extractor(model, boundaries)  # reads ``boundaries`` as it fills up
+        splicer = Splicer(model)
+        order = _GraphOrder(model)
+        trees = _ScopeHierarchies(manager.hierarchy(model))
+        current = dict(scopes)
+        spliced = False
+        for tag, _ in scopes:
+            nodes = current[tag]
+            if not nodes:
+                self._skip(tag, "no nodes in the main graph", stats, diagnostics)
+                continue
+            boundary = boundary_of(tag, NodeScope(nodes), model.graph)
+            if not boundary.outputs:
+                self._skip(tag, "nothing outside it reads what it computes", stats, diagnostics)
+                continue
+            boundaries[tag] = boundary
+            try:
+                extracted = extractor.extract(tag)
+            except GraphtagError as exc:
+                raise ScopedPassError(f"pass '{self.name}': cannot extract {exc}") from exc
+            before = ExtractedIO.of(extracted, boundary, order.reentries(boundary, nodes))
+            trees.restrict(extracted, tag)
+            result = self._run_on(extracted, tag)
+            stats.update(stats_of(result))
+            diagnostics.extend(f"{tag}: {d}" for d in diagnostics_of(result))
+            if not result.modified:
+                stats["unchanged"] += 1
+                continue
+            try:
+                done = splicer.splice(boundary, before, result.model, tag=tag, pass_name=self.name)
+            except ScopedPassError:
+                raise
+            except GraphtagError as exc:
+                raise ScopedPassError(str(exc)) from exc
+            spliced = True
+            stats["scopes"] += 1
+            stats["nodes_removed"] += done.removed
+            stats["nodes_added"] += len(done.nodes)
+            stats["retagged"] += done.retagged
+            stats["renamed"] += done.renamed
+            for inner in nested.get(tag, ()):  # they continue from this scope's result
+                current[inner] = [
+                    n
+                    for n in done.nodes
+                    if (t := metadata.node_tag(n)) is not None and is_ancestor_or_self(inner, t)
+                ]
+        if spliced:
+            try:
+                TopologicalSortPass()(model)
+            except GraphtagError as exc:
+                raise ScopedPassError(
+                    f"pass '{self.name}' (@{self.pattern}): the rewritten modules do not fit "
+                    f"back into the graph: {exc}"
+                ) from exc
+        return PassResult(model, spliced, stats=dict(stats), diagnostics=diagnostics)
+
+    def _run_on(self, extracted: ir.Model, tag: str) -> ir.passes.PassResult:
+        try:
+            return self.pass_(extracted)
+        except GraphtagError as exc:
+            raise ScopedPassError(f"pass '{self.name}' on module {tag}: {exc}") from exc
+        except Exception as exc:  # a pass that cannot work on part of a model
+            text = str(exc).strip().splitlines()
+            detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+            raise ScopedPassError(
+                f"pass '{self.name}' failed on module {tag} extracted as a standalone model "
+                f"({detail}); a pass that needs the whole model cannot run scoped"
+            ) from exc
+
+    @staticmethod
+    def _skip(tag: str, reason: str, stats: Counter[str], diagnostics: list[str]) -> None:
+        logger.info("scope %s left alone: %s", tag, reason)
+        diagnostics.append(f"scope {tag} left alone: {reason}")
+        stats["skipped"] += 1
+
+
+class _ScopeHierarchies:
+    """The hierarchy each extraction carries, restricted to what the pass can see there.
+
+    An extraction keeps the whole model's hierarchy; a pass reading it (outlining every
+    module, say) would then speak of modules that have no node in the extraction, once
+    per scope. Each extraction gets the scope's subtree, the modules its nodes carry
+    (copied Constants keep their own tags) and their ancestors, in the model's order.
+    O(hierarchy) once, then O(kept modules + extraction nodes) per scope.
+    """
+
+    def __init__(self, tree: Hierarchy | None) -> None:
+        self.tree = tree
+        self._position: dict[str, int] = {}
+        self._children: dict[str, list[str]] = {}
+        self._names: dict[str, list[str]] = {}
+        if tree is None:
+            return
+        for i, (tag, info) in enumerate(tree.modules.items()):
+            self._position[tag] = i
+            if info.parent is not None:
+                self._children.setdefault(info.parent, []).append(tag)
+        for name, tag in tree.name_to_tag.items():
+            self._names.setdefault(tag, []).append(name)
+
+    def restrict(self, extracted: ir.Model, scope: str) -> None:
+        tree = self.tree
+        if tree is None or scope not in tree.modules:
+            return
+        keep: set[str] = set()
+        stack = [scope]
+        while stack:  # the scope's subtree
+            tag = stack.pop()
+            keep.add(tag)
+            stack.extend(self._children.get(tag, ()))
+        carried: set[str] = set()
+        nodes = list(extracted.graph)
+        while nodes:
+            node = nodes.pop()
+            tag = metadata.node_tag(node)
+            if tag is not None:
+                carried.add(tag)
+            if node.attributes:
+                for graph in subgraphs_of(node):
+                    nodes.extend(graph)
+        for tag in [scope, *carried]:
+            for ancestor in ancestors_and_self(tag):
+                if ancestor in tree.modules:
+                    keep.add(ancestor)
+        order = sorted(keep, key=self._position.__getitem__)
+        Hierarchy(
+            {tag: tree.modules[tag] for tag in order},
+            {name: tag for tag in order for name in self._names.get(tag, ())},
+            tree.filter_config,
+        ).attach(extracted)
+
+
+class _GraphOrder:
+    """Positions of the main graph's nodes, taken once, for the re-entry walks."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.graph = model.graph
+        self._position: dict[ir.Node, int] | None = None
+        self._owners: dict[ir.Node, ir.Node] | None = None
+
+    def _enclosing(self, node: ir.Node) -> ir.Node | None:
+        if node.graph is self.graph:
+            return node
+        if self._owners is None:
+            self._owners = subgraph_owners(self.graph)
+        return self._owners.get(node)
+
+    def reentries(self, boundary: ModuleBoundary, nodes: list[ir.Node]) -> dict[str, set[str]]:
+        if self._position is None:
+            self._position = {node: i for i, node in enumerate(self.graph)}
+        return reentrant_inputs(boundary, NodeScope(nodes), self._position, self._enclosing)
+
+
+def _nested(scopes: list[tuple[str, list[ir.Node]]]) -> dict[str, list[str]]:
+    """Scope -> the other scopes inside it (O(scopes x depth))."""
+    tags = {tag for tag, _ in scopes}
+    inside: dict[str, list[str]] = {}
+    for tag, _ in scopes:
+        for outer in ancestors_and_self(tag)[:-1]:
+            if outer in tags:
+                inside.setdefault(outer, []).append(tag)
+    return inside
+
+
+def _overlaps(nested: dict[str, list[str]]) -> list[str]:
+    """One note per scope lying inside another matched scope."""
+    notes = []
+    for outer, inners in nested.items():
+        for inner in inners:
+            note = f"scope {inner} lies inside scope {outer}: each runs once, {outer} first"
+            logger.info(note)
+            notes.append(note)
+    return notes

@@ -1,0 +1,498 @@
+"""Splice a rewritten extraction back into its model, in place of the nodes it came from.
+
+The inverse of :mod:`graphtag.surgery.extraction` for scoped passes: a module (any set
+of main-graph nodes) is extracted as a standalone model, a pass rewrites that model,
+and :meth:`Splicer.splice` puts the rewritten nodes where the original ones were.
+
+Rules:
+
+* the boundary stays: the rewritten model's outputs must be the extraction's outputs
+  (same names, element types, ranks and static sizes), its inputs a subset of the
+  extraction's inputs; anything else is a :class:`~graphtag.core.errors.GraphtagError`
+  naming the pass and the value. Outside nodes then read the new producers under the
+  same names; the boundary values keep the model's own types, shapes and metadata;
+* the rewritten nodes read the model's own values: inputs by name, initializers that
+  still hold the very tensor they were extracted with, and the model's Constant nodes
+  the extraction copied in (a copy left unchanged is dropped again);
+* initializers the pass created or changed are added (original initializers only the
+  replaced nodes read are removed); values and nodes whose names clash with the rest
+  of the model are renamed (names stay unique across the main graph and its bodies);
+* rewritten nodes (and nodes in their bodies) without a tag get the scope's tag
+  (``pkg.graphtag.tag_source = inferred:scope``); tags the pass left or wrote stay;
+* opset imports the pass added are merged; functions it added are added; a pass that
+  changes the version of an imported opset or the body of a function the model already
+  has raises (both are shared with the rest of the model). Model and graph metadata
+  the pass wrote on the extraction are not carried over.
+
+The rewritten nodes are inserted before the first original node; the caller sorts the
+graph afterwards when the original nodes were interleaved with outside nodes
+(:class:`graphtag.pipeline.scoped.Scoped` does). Cost: O(nodes, edges and uses of the
+scope and its rewrite), plus one O(model) walk to index names, once per
+:class:`Splicer`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCOPE_TAG_SOURCE", "ExtractedIO", "SpliceResult", "Splicer"]
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+import onnx_ir as ir
+
+from graphtag.analysis.boundaries import ModuleBoundary
+from graphtag.analysis.signature import Signer
+from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import subgraph_owners, subgraphs_of
+
+SCOPE_TAG_SOURCE = "inferred:scope"  # tag source of nodes tagged with their scope's module
+
+
+def _deep(nodes: Iterable[ir.Node]) -> Iterator[ir.Node]:
+    """``nodes`` and every node inside their bodies (pre-order)."""
+    return iter(_walk(nodes)[0])
+
+
+def _walk(nodes: Iterable[ir.Node]) -> tuple[list[ir.Node], list[ir.Value]]:
+    """``nodes`` and the nodes inside their bodies (pre-order), and every value they
+    define (node outputs, body inputs and initializers), in one walk."""
+    found: list[ir.Node] = []
+    values: list[ir.Value] = []
+    stack = list(nodes)[::-1]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        values.extend(node.outputs)
+        if node.attributes:
+            for graph in reversed(subgraphs_of(node)):
+                values.extend(graph.inputs)
+                values.extend(graph.initializers.values())
+                stack.extend(reversed(list(graph)))
+    return found, values
+
+
+@dataclasses.dataclass(frozen=True)
+class _Port:
+    name: str
+    type: ir.TypeProtocol | None
+    shape: ir.Shape | None
+
+    @classmethod
+    def of(cls, value: ir.Value) -> _Port:
+        shape = value.shape.copy() if value.shape is not None else None
+        return cls(value.name or "", value.type, shape)
+
+    def difference(self, value: ir.Value) -> str | None:
+        """How ``value`` differs from this port (symbolic dimension names may differ, and
+        an unknown type, rank or size matches anything), None when compatible."""
+        if self.type is not None and value.type is not None and self.type != value.type:
+            return f"type {self.type} -> {value.type}"
+        old, new = self.shape, value.shape
+        if old is None or new is None:
+            return None
+        if len(old) != len(new):
+            return f"shape {old} -> {new}"
+        for a, b in zip(old, new):
+            if isinstance(a, int) and isinstance(b, int) and a != b:
+                return f"shape {old} -> {new}"
+        return None
+
+
+@dataclasses.dataclass
+class ExtractedIO:
+    """An extraction as given to the pass: its inputs, outputs and the Constant nodes it
+    copied from outside the scope (taken before the pass runs; it may edit the model)."""
+
+    inputs: dict[str, _Port]
+    outputs: list[_Port]
+    # output name -> (the copy in the extraction, its fingerprint when it was made)
+    constant_copies: dict[str, tuple[ir.Node, tuple]]
+    functions: frozenset[ir.OperatorIdentifier] = frozenset()  # copied from the model
+    # input name -> the outputs it is computed from outside the scope (see
+    # graphtag.analysis.boundaries.reentrant_inputs): paths the pass must not close.
+    reentries: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        extracted: ir.Model,
+        boundary: ModuleBoundary,
+        reentries: dict[str, set[str]] | None = None,
+    ) -> ExtractedIO:
+        graph = extracted.graph
+        copied = {v.name for v in boundary.constants if not v.is_initializer()}
+        copies: dict[str, tuple[ir.Node, tuple]] = {}
+        if copied:
+            for node in graph:
+                if not node.inputs and node.outputs and all(v.name in copied for v in node.outputs):
+                    fingerprint = _fingerprint(node)
+                    for value in node.outputs:
+                        copies[value.name or ""] = (node, fingerprint)
+        return cls(
+            {v.name or "": _Port.of(v) for v in graph.inputs},
+            [_Port.of(v) for v in graph.outputs],
+            copies,
+            frozenset(extracted.functions),
+            dict(reentries or {}),
+        )
+
+
+def _fingerprint(node: ir.Node) -> tuple:
+    """The node's op and its attribute and output objects: the same while a pass has not
+    replaced or edited it (onnx_ir replaces attributes and values, it does not edit them).
+    The fingerprint holds the objects, so a replacement cannot reuse a freed one's id;
+    compare with :func:`_same_fingerprint`."""
+    attributes = tuple((k, a, a.value) for k, a in node.attributes.items())
+    outputs = tuple((v, v.name) for v in node.outputs)
+    return (node.domain, node.op_type, node.overload, attributes, outputs)
+
+
+def _same_fingerprint(a: tuple, b: tuple) -> bool:
+    """Equal op, the same attribute objects (by identity) and the same outputs."""
+    if a[:3] != b[:3] or len(a[3]) != len(b[3]) or len(a[4]) != len(b[4]):
+        return False
+    same_attributes = all(
+        k1 == k2 and x1 is x2 and y1 is y2 for (k1, x1, y1), (k2, x2, y2) in zip(a[3], b[3])
+    )
+    return same_attributes and all(v1 is v2 and n1 == n2 for (v1, n1), (v2, n2) in zip(a[4], b[4]))
+
+
+@dataclasses.dataclass
+class SpliceResult:
+    """What a splice did: the new main-graph nodes (graph order) and its counts."""
+
+    nodes: list[ir.Node]
+    removed: int  # original nodes taken out
+    retagged: int  # new nodes given the scope's tag
+    renamed: int  # values and nodes renamed to keep names unique
+    initializers_added: int
+    initializers_removed: int
+
+
+class Splicer:
+    """Splices rewritten extractions into one model; indexes its names once."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+        self._value_names: set[str] | None = None
+        self._node_names: set[str] | None = None
+
+    def _names(self) -> tuple[set[str], set[str]]:
+        if self._value_names is None or self._node_names is None:
+            graph = self.model.graph
+            values = {v.name for v in graph.inputs if v.name}
+            values.update(name for name in graph.initializers if name)
+            every, defined = _walk(graph)
+            values.update(v.name for v in defined if v.name)
+            self._value_names = values
+            self._node_names = {n.name for n in every if n.name}
+        return self._value_names, self._node_names
+
+    def splice(
+        self,
+        boundary: ModuleBoundary,
+        before: ExtractedIO,
+        rewritten: ir.Model,
+        *,
+        tag: str,
+        pass_name: str,
+    ) -> SpliceResult:
+        """Replace ``boundary.nodes`` by the nodes of ``rewritten`` (see the module doc).
+
+        ``before`` describes the extraction the pass received. Raises GraphtagError
+        before touching the model when the boundary, an opset or a function changed.
+        """
+        model, graph = self.model, self.model.graph
+        where = f"pass '{pass_name}' on module {tag}"
+        new_graph = rewritten.graph
+        outputs = self._check_outputs(where, before, new_graph)
+        self._check_inputs(where, before, new_graph)
+        _check_reentries(where, before, new_graph)
+        new_opsets = self._check_opsets(where, rewritten)
+        new_functions = self._check_functions(where, before, rewritten)
+
+        originals = {v.name: v for v in boundary.inputs}
+        constants = {v.name: v for v in boundary.constants}
+        mapping: list[tuple[ir.Value, ir.Value]] = [
+            (v, originals[v.name]) for v in new_graph.inputs
+        ]
+        created: list[ir.Value] = []  # initializers to add to the model
+        for value in new_graph.initializers.values():
+            old = constants.get(value.name)
+            if old is not None and old.is_initializer() and value.const_value is old.const_value:
+                mapping.append((value, old))
+            else:
+                created.append(value)
+        kept: list[ir.Node] = []
+        for node in new_graph:
+            copy = before.constant_copies.get(node.outputs[0].name or "") if node.outputs else None
+            if (
+                copy is not None
+                and copy[0] is node
+                and not node.inputs
+                and _same_fingerprint(_fingerprint(node), copy[1])
+            ):  # an outside Constant's copy the pass left alone: the original serves
+                mapping.extend((v, constants[v.name]) for v in node.outputs)
+            else:
+                kept.append(node)
+
+        # Detach everything from the rewritten model, then wire it to the model's values.
+        new_graph.outputs.clear()
+        new_graph.inputs.clear()
+        new_graph.initializers.clear()
+        new_graph.remove(list(new_graph))
+        for new, old in mapping:
+            ir.convenience.replace_all_uses_with(new, old)
+
+        old_nodes = boundary.nodes
+        (old_deep, old_values), (new_deep, new_values) = _walk(old_nodes), _walk(kept)
+        value_names, node_names = self._names()
+        freed_values = {v.name for v in old_values if v.name}
+        freed_nodes = {n.name for n in old_deep if n.name}
+        values_taken = _Taken(value_names, freed_values)
+        nodes_taken = _Taken(node_names, freed_nodes)
+        renamed = _unique_names(new_deep, new_values, values_taken, nodes_taken)
+
+        read_initializers = [v for v in boundary.constants if v.is_initializer()]
+        graph.insert_before(old_nodes[0], kept)
+        # The replaced nodes stop using the model's values and the outputs handed over
+        # below; the other values they read die with them.
+        dying = {id(n) for n in old_deep}
+        handed = {id(v) for v in boundary.outputs}
+        for node in old_deep:
+            for i, value in enumerate(node.inputs):
+                if value is not None and (id(value.producer()) not in dying or id(value) in handed):
+                    node.replace_input_with(i, None)
+        for old, (new, port) in zip(boundary.outputs, outputs):
+            del port  # checked above; the model's own view of the value wins
+            new.type, new.doc_string = old.type, old.doc_string
+            new.shape = old.shape.copy() if old.shape is not None else None
+            new.metadata_props.clear()
+            new.metadata_props.update(old.metadata_props)
+            ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+        graph.remove(old_nodes)
+
+        removed_initializers = 0
+        for value in read_initializers:
+            if not value.uses() and not value.is_graph_input() and not value.is_graph_output():
+                graph.initializers.pop(value.name)
+                value_names.discard(value.name)
+                removed_initializers += 1
+        for value in created:  # an output the pass made a constant is one of them
+            if value.name in values_taken or value.name in graph.initializers:
+                value.name = values_taken.fresh(value.name or "initializer", graph.initializers)
+                renamed += 1
+            graph.register_initializer(value)
+            values_taken.add(value.name)
+
+        for domain, version in new_opsets.items():
+            model.opset_imports[domain] = version
+        renamed += self._add_functions(new_functions, new_deep)
+        model.ir_version = max(model.ir_version, rewritten.ir_version)
+
+        retagged = 0
+        for node in new_deep:
+            if metadata.node_tag(node) is None:
+                metadata.set_tag(node, tag, SCOPE_TAG_SOURCE)
+                retagged += 1
+
+        values_taken.commit()
+        nodes_taken.commit()
+        return SpliceResult(
+            kept, len(old_nodes), retagged, renamed, len(created), removed_initializers
+        )
+
+    # -- checks (nothing is changed before they pass) -------------------------------------
+
+    @staticmethod
+    def _check_outputs(
+        where: str, before: ExtractedIO, graph: ir.Graph
+    ) -> list[tuple[ir.Value, _Port]]:
+        by_name = {v.name: v for v in graph.outputs}
+        expected = {p.name for p in before.outputs}
+        for value in graph.outputs:
+            if value.name not in expected:
+                raise GraphtagError(
+                    f"{where}: added the boundary output '{value.name}' (a scoped pass must "
+                    "keep the module's outputs)"
+                )
+        found = []
+        for port in before.outputs:
+            value = by_name.get(port.name)
+            if value is None:
+                raise GraphtagError(
+                    f"{where}: removed or renamed the boundary value '{port.name}' (a scoped "
+                    "pass must keep the module's outputs)"
+                )
+            change = port.difference(value)
+            if change:
+                raise GraphtagError(f"{where}: changed the boundary value '{port.name}': {change}")
+            if value.is_graph_input():
+                raise GraphtagError(
+                    f"{where}: made the boundary value '{port.name}' the module's input "
+                    "(outside nodes would read it under another name)"
+                )
+            found.append((value, port))
+        if len(graph.outputs) != len(before.outputs):
+            raise GraphtagError(f"{where}: changed the number of the module's outputs")
+        return found
+
+    @staticmethod
+    def _check_inputs(where: str, before: ExtractedIO, graph: ir.Graph) -> None:
+        for value in graph.inputs:
+            port = before.inputs.get(value.name or "")
+            if port is None:
+                raise GraphtagError(
+                    f"{where}: added the input '{value.name}' to the module (a scoped pass "
+                    "must keep the module's inputs)"
+                )
+            change = port.difference(value)
+            if change:
+                raise GraphtagError(f"{where}: changed the boundary value '{value.name}': {change}")
+
+    def _check_opsets(self, where: str, rewritten: ir.Model) -> dict[str, int]:
+        added = {}
+        for domain, version in rewritten.opset_imports.items():
+            current = self.model.opset_imports.get(domain)
+            if current is None:
+                added[domain] = version
+            elif current != version:
+                label = domain or "ai.onnx"
+                raise GraphtagError(
+                    f"{where}: changed the opset of domain '{label}' from {current} to "
+                    f"{version}; the rest of the model keeps {current}"
+                )
+        return added
+
+    def _check_functions(
+        self, where: str, before: ExtractedIO, rewritten: ir.Model
+    ) -> list[ir.Function]:
+        """The functions the pass created; raises when it changed one the model shares."""
+        added = []
+        for key, function in rewritten.functions.items():
+            if key not in before.functions:
+                added.append(function)
+                continue
+            current = self.model.functions.get(key)
+            if current is not None and _function_signature(current) != _function_signature(
+                function
+            ):
+                raise GraphtagError(
+                    f"{where}: changed the local function '{function.name}', which the "
+                    "rest of the model shares; a scoped pass leaves functions alone"
+                )
+        return added
+
+    def _add_functions(self, functions: list[ir.Function], deep_nodes: list[ir.Node]) -> int:
+        """Add the pass's new functions, renaming those whose name the model already uses
+        (another scope's function of the same name); returns how many were renamed."""
+        if not functions:
+            return 0
+        model = self.model
+        renames: dict[ir.OperatorIdentifier, str] = {}
+        taken = {key[:2] for key in model.functions}
+        for function in functions:
+            key = function.identifier()
+            if (key[0], key[1]) in taken:
+                suffix = 1
+                while (key[0], f"{key[1]}_{suffix}") in taken:
+                    suffix += 1
+                renames[key] = f"{key[1]}_{suffix}"
+                function.name = renames[key]
+            taken.add(function.identifier()[:2])
+        if renames:  # the calls follow their function
+            for node in [*deep_nodes, *(n for f in functions for n in _deep(f))]:
+                new_name = renames.get(node.op_identifier())
+                if new_name is not None:
+                    node.op_type = new_name
+        for function in functions:
+            model.functions[function.identifier()] = function
+        return len(renames)
+
+
+def _check_reentries(where: str, before: ExtractedIO, graph: ir.Graph) -> None:
+    """Raise when the rewrite reads an input on the way to an output that, outside the
+    scope, computes that input: spliced back, the graph would have a cycle."""
+    if not before.reentries:
+        return
+    owners: dict[ir.Node, ir.Node] | None = None
+    for value in graph.inputs:
+        targets = before.reentries.get(value.name or "")
+        if not targets:
+            continue
+        seen: set[int] = set()
+        stack = [value]
+        while stack:
+            current = stack.pop()
+            if current.name in targets and current.is_graph_output():
+                raise GraphtagError(
+                    f"{where}: made the output '{current.name}' depend on the input "
+                    f"'{value.name}', which outside the module is computed from that output "
+                    "(the module runs more than once, or its data leaves and re-enters it); "
+                    "spliced back, the graph would have a cycle"
+                )
+            for use in current.uses():
+                node = use.node
+                if node.graph is not graph:
+                    if owners is None:
+                        owners = subgraph_owners(graph)
+                    node = owners.get(node, node)
+                if id(node) not in seen:
+                    seen.add(id(node))
+                    stack.extend(node.outputs)
+
+
+class _Taken:
+    """The names in use in the model while a splice runs: the indexed ``names`` minus the
+    ``freed`` ones of the replaced nodes, plus those the splice adds (no O(model) copy)."""
+
+    def __init__(self, names: set[str], freed: set[str]) -> None:
+        self.names, self.freed = names, freed
+        self.added: set[str] = set()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.added or (name in self.names and name not in self.freed)
+
+    def add(self, name: str | None) -> None:
+        if name:
+            self.added.add(name)
+
+    def fresh(self, name: str, *also: Iterable[str]) -> str:
+        """``name_1``, ``name_2``, ... the first not in use (nor in ``also``)."""
+        suffix = 1
+        while (candidate := f"{name}_{suffix}") in self or any(candidate in s for s in also):
+            suffix += 1
+        self.added.add(candidate)
+        return candidate
+
+    def commit(self) -> None:
+        """Make the index the model's names after the splice."""
+        self.names -= self.freed
+        self.names |= self.added
+
+
+def _unique_names(
+    deep_nodes: list[ir.Node], defined: list[ir.Value], values: _Taken, node_names: _Taken
+) -> int:
+    """Rename the values ``defined`` by ``deep_nodes`` (a :func:`_walk`), and the nodes,
+    whose names the rest of the model uses; record every name kept. Returns the renames."""
+    renamed = 0
+    own = {v.name for v in defined if v.name}
+    for value in defined:
+        if value.name and value.name in values:
+            value.name = values.fresh(value.name, own)
+            renamed += 1
+        else:
+            values.add(value.name)
+    for node in deep_nodes:
+        if node.name and node.name in node_names:
+            node.name = node_names.fresh(node.name)
+            renamed += 1
+        else:
+            node_names.add(node.name)
+    return renamed
+
+
+def _function_signature(function: ir.Function) -> str:
+    return Signer(by_name=True).graph(function)
