@@ -472,7 +472,8 @@ def markdown(results: dict) -> str:
             "| step | s | wall s | peak RSS | data file read | load | note |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
-        for step, row in rows.items():
+        # The JSON file sorts its keys: list the steps in the order they run.
+        for step, row in sorted(rows.items(), key=lambda item: _step_order(item[0])):
             if step in ("facts", "export-ratio"):
                 continue
             seconds = row.get("s", row.get("export_s"))
@@ -486,6 +487,26 @@ def markdown(results: dict) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+STEP_ORDER = (
+    "export-plain",
+    "export-graphtag",
+    "analyze",
+    "validate",
+    "snapshot",
+    "dag",
+    "pipeline-beside",
+    "pipeline-elsewhere",
+    "pipeline-vs-load",
+    "extract-layer",
+    "extract-all",
+    "outline-layers",
+)
+
+
+def _step_order(step: str) -> int:
+    return STEP_ORDER.index(step) if step in STEP_ORDER else len(STEP_ORDER)
 
 
 def _note(step: str, row: dict, rows: dict) -> str:
