@@ -7,8 +7,8 @@ Usage::
                                 [--max-load 3 --max-wait 900]
 
 Models (bench/large_models.py, built from configs, random weights): ``weights`` (a
-Llama-shaped decoder of 0.66 B parameters, 2.6 GB of float32 weights), ``nodes`` (530 thin
-layers, about 102k nodes) and ``nodes-10k`` (53 layers, for the scaling ratios);
+Llama-shaped decoder of 0.66 B parameters, 2.6 GB of float32 weights), ``nodes`` (550 thin
+layers, about 100k nodes) and ``nodes-10k`` (53 layers, for the scaling ratios);
 ``tiny-weights``/``tiny-nodes`` try the whole benchmark in a minute.
 
 Stages (``--only`` picks some; the saved models are cached in DIR, so each stage can be
