@@ -304,6 +304,21 @@ def test_a_failed_data_write_leaves_the_old_pair_and_no_temporary_file(tmp_path,
     np.testing.assert_array_equal(run_ort(path, feeds(loaded))[0], expected)
 
 
+def test_a_short_write_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    # On a full tmpfs numpy's tofile raises OSError("N requested and M written"), no errno.
+    path = _mlp_with_data(tmp_path, seed=1)
+    before = {p.name: digest(p) for p in tmp_path.iterdir()}
+
+    def short_write(self, file):
+        file.write(b"\0" * 100)
+        raise OSError(f"{self.nbytes} requested and 100 written")
+
+    monkeypatch.setattr(ir.Tensor, "tofile", short_write)
+    with pytest.raises(graphtag.GraphtagError, match=r"disk full .*short write.*unchanged"):
+        graphtag.save(tagged_mlp(seed=2, hidden=256), path, external_data=True)
+    assert {p.name: digest(p) for p in tmp_path.iterdir()} == before
+
+
 def test_a_failed_model_write_removes_the_new_data_file(tmp_path, monkeypatch):
     path = _mlp_with_data(tmp_path, seed=1)
     before = {p.name: digest(p) for p in tmp_path.iterdir()}

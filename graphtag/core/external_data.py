@@ -356,7 +356,8 @@ def _check_space(folder: Path, path: Path, size: int) -> None:
         return  # unknown: the write itself reports a full disk
     if free < size + _SPACE_MARGIN_BYTES:
         raise GraphtagError(
-            f"{path}: not enough disk space in {folder}: the weights need {_mb(size)}, "
+            f"{path}: not enough disk space in {folder}: the weights need {_mb(size)} "
+            f"(and {_mb(_SPACE_MARGIN_BYTES)} are kept free for the model file), "
             f"{_mb(free)} free; nothing was written"
         )
 
@@ -365,6 +366,13 @@ def _write_error(path: Path, data_path: Path, exc: OSError) -> GraphtagError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return GraphtagError(
             f"{path}: disk full while writing {data_path.name} ({exc.strerror}); "
+            f"{path.name} and its data are unchanged"
+        )
+    if exc.errno is None:
+        # numpy's tofile reports a short write ("N requested and M written") without an
+        # errno: on a regular file that is a full disk or quota (seen on a full tmpfs).
+        return GraphtagError(
+            f"{path}: disk full while writing {data_path.name} (short write: {exc}); "
             f"{path.name} and its data are unchanged"
         )
     return GraphtagError(f"{path}: could not write {data_path.name} ({exc})")
