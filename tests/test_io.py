@@ -61,12 +61,19 @@ def test_external_data_switches_on_above_threshold(tmp_path, monkeypatch):
     loaded = graphtag.load(path)
     weight = loaded.graph.initializers["fc1.weight"].const_value
     assert isinstance(weight, ir.ExternalTensor)
-    # Saving elsewhere (below threshold) embeds the data and the result still runs.
+    # Saving elsewhere (below threshold) keeps the weights in a data file of its own...
     monkeypatch.setattr(gio, "EXTERNAL_DATA_THRESHOLD_BYTES", 10**12)
     (tmp_path / "elsewhere").mkdir()
     copy = graphtag.save(loaded, tmp_path / "elsewhere" / "copy.onnx")
-    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["copy.onnx"]
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == [
+        "copy.onnx",
+        "copy.onnx.data",
+    ]
     np.testing.assert_allclose(run_ort(copy, feeds(model))[0], expected, rtol=0, atol=0)
+    # ... and external_data=False embeds them.
+    embedded = graphtag.save(loaded, tmp_path / "elsewhere" / "embedded.onnx", external_data=False)
+    assert not (tmp_path / "elsewhere" / "embedded.onnx.data").exists()
+    np.testing.assert_allclose(run_ort(embedded, feeds(model))[0], expected, rtol=0, atol=0)
 
 
 def test_load_errors(tmp_path):

@@ -80,7 +80,7 @@ def _extract_one(model: ir.Model, tag: str, output: Path) -> int:
     from graphtag.surgery.extraction import extract_module
 
     extracted = extract_module(model, tag)
-    save(extracted, output)  # weights beside the source are read in: the file stands alone
+    save(extracted, output)  # its weights only: copied from the source's data file, if any
     print(render_table(_HEADERS, [_row(tag, extracted, output.name)], align="lrrrrl"))
     print(f"wrote {output}", file=sys.stderr)
     return 0

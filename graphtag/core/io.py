@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from graphtag.core.errors import GraphtagError
+from graphtag.core.external_data import check_external_data, save_external
 from graphtag.core.graphs import iter_initializers
 
 # protobuf refuses messages of 2 GiB; leave room for the graph itself.
@@ -18,17 +19,23 @@ EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
 
 
 def load(path: str | os.PathLike) -> ir.Model:
-    """Load an ONNX file. External weights stay on disk until a pass reads their values."""
+    """Load an ONNX file. External weights stay on disk until a pass reads their values.
+
+    Their locations are checked first (inside the model's folder, files present and long
+    enough: :func:`graphtag.core.external_data.check_external_data`).
+    """
     path = Path(path)
     if not path.exists():
         raise GraphtagError(f"{path}: no such file")
     if path.is_dir():
         raise GraphtagError(f"{path}: is a directory, expected an .onnx file")
     try:
-        return ir.load(path)
+        model = ir.load(path)
     except Exception as exc:  # protobuf raises several unrelated types on bad bytes
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GraphtagError(f"{path}: not a readable ONNX model ({reason})") from exc
+    check_external_data(model, path)
+    return model
 
 
 def initializer_bytes(model: ir.Model) -> int:
@@ -46,23 +53,37 @@ def save(
 
     The model goes to a temporary file in the destination folder that replaces
     ``path`` only once complete, so a failed save never leaves a partial file and
-    an existing output survives. ``external_data=None`` switches to a
-    ``<name>.data`` file beside the model when the weights would not fit in a
-    protobuf message; True or False forces the choice.
+    an existing output survives. ``external_data=None`` keeps the weights in data
+    files when they came from one and switches to them when the weights would not
+    fit in a protobuf message; True forces data files, False embeds the weights
+    unless they are too large for protobuf. With data files (see
+    :func:`graphtag.core.external_data.save_external`) weights already in a data file
+    in the destination folder are referenced, not rewritten, and no existing file
+    changes before the model file is replaced.
     """
     path = Path(path)
-    if external_data is None:
-        external_data = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
-    if not external_data and has_external_tensors(model):
+    if use_external_data(model, external_data):
+        save_external(model, path, commit=lambda write: _commit(path, write))
+        return path
+    if has_external_tensors(model):
         # Embedding needs the values; references would point next to the old file.
         ir.external_data.load_to_model(model)
     with atomic_output(path) as tmp_name:
-        if external_data:
-            # The data file is referenced by its final name; onnx_ir writes it atomically.
-            ir.save(model, tmp_name, external_data=f"{path.name}.data")
-        else:
-            ir.save(model, tmp_name)
+        ir.save(model, tmp_name)
     return path
+
+
+def use_external_data(model: ir.Model, requested: bool | None) -> bool:
+    """Whether :func:`save` writes data files (weights over the protobuf limit always do)."""
+    too_large = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+    if requested is None:
+        return too_large or has_external_tensors(model)
+    return requested or too_large
+
+
+def _commit(path: Path, write) -> None:
+    with atomic_output(path) as tmp_name:
+        write(tmp_name)
 
 
 def has_external_tensors(model: ir.Model) -> bool:

@@ -14,7 +14,8 @@ The extracted model of module ``T`` (see :mod:`graphtag.analysis.boundaries`):
 
 The source model is never modified: the result is a clone (``ir.GraphView.clone``),
 O(size of the module). Weights loaded lazily from a data file beside the source stay
-references to that file (``graphtag.save`` reads them into the files it writes).
+references to that file: nothing reads them here, and ``graphtag.save`` copies the ones
+the module uses (only those byte ranges) into the extracted model's own data file.
 
 A module called more than once carries the same tag on every call (the exporter records
 the same scope), so its extraction holds all the calls: the first call's output feeds
