@@ -5,6 +5,12 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
 
 ``onnx-checker``
     ``onnx.checker.check_model(full_check=True)`` accepts the model.
+``strings``
+    Every string field (names, domains, op types, doc strings, metadata keys and values,
+    symbolic dimensions, string attributes; subgraphs and functions included) is valid
+    UTF-8, so the model can be saved: onnx.proto is proto2, protobuf reads invalid UTF-8
+    in a string field without complaint and the checker accepts it, but serializing the
+    model fails (:mod:`graphtag.core.strings`).
 ``tag-format``
     Some node is tagged, and every ``pkg.graphtag.module`` is a well-formed tag.
 ``tags-in-hierarchy``
@@ -74,6 +80,7 @@ from graphtag.core.graphs import (
     subgraphs_of,
 )
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, tag_parent
+from graphtag.core.strings import invalid_strings
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -165,6 +172,13 @@ def _checker(ctx: _Context) -> Outcome:
     else:
         problem = run_onnx_checker(ctx.model)
     return (FAIL, problem, [problem]) if problem else (PASS, "full_check passed", [])
+
+
+def _strings(ctx: _Context) -> Outcome:
+    bad = invalid_strings(ctx.model)
+    if bad:
+        return FAIL, listing(len(bad), "strings are not valid UTF-8", bad), bad
+    return PASS, "every string is valid UTF-8", []
 
 
 def _tag_format(ctx: _Context) -> Outcome:
@@ -383,6 +397,7 @@ def _consumers(ctx: _Context) -> Outcome:
 
 RULES: dict[str, Callable[[_Context], Outcome]] = {
     "onnx-checker": _checker,
+    "strings": _strings,
     "tag-format": _tag_format,
     "tags-in-hierarchy": _tags_in_hierarchy,
     "node-coverage": _node_coverage,
