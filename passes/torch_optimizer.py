@@ -60,7 +60,7 @@ import onnx_ir as ir
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import iter_all_nodes, iter_graphs
+from graphtag.core.graphs import iter_all_nodes, iter_graphs, iter_values
 from graphtag.core.hierarchy import tag_lca
 from graphtag.core.pass_result import PassResult
 
@@ -121,6 +121,8 @@ class TorchOptimizerPass(ir.passes.InPlacePass):
         modified = bool(stats.created or stats.removed) or not _unchanged(
             optimized, snapshot, before
         )
+        if modified:  # nodes were replaced: recorded consumers follow the new graph
+            metadata.refresh_consumers(iter_values(optimized))
         return PassResult(optimized, modified, stats=dataclasses.asdict(stats))
 
 
