@@ -99,6 +99,7 @@ class _Parser:
         while True:
             name = self.name("pass name")
             options: dict[str, Any] = {}
+            spelled: dict[str, str] = {}
             if self.peek() == "{":
                 self.pos += 1
                 while self.peek() != "}":
@@ -106,9 +107,14 @@ class _Parser:
                     if self.peek() != "=":
                         raise self.error(f"expected '=' after option '{key}'")
                     self.pos += 1
-                    if key in options:
-                        raise self.error(f"option '{key}' given twice")
-                    options[key.replace("-", "_")] = self.value()
+                    # group-by-tag and group_by_tag name one option: twice is an error.
+                    name = key.replace("-", "_")
+                    if name in spelled:
+                        raise self.error(
+                            f"option '{name}' given twice (as '{spelled[name]}' and '{key}')"
+                        )
+                    spelled[name] = key
+                    options[name] = self.value()
                     if self.peek() == ",":
                         self.pos += 1
                     elif self.peek() != "}":
@@ -139,6 +145,18 @@ def load_pipeline_toml(path: str | os.PathLike) -> list[PassInvocation]:
     for index, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise PipelineError(f"{path}: [[pass]] number {index} has no name")
-        options = {k.replace("-", "_"): v for k, v in entry.items() if k != "name"}
+        options: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        for key, value in entry.items():
+            if key == "name":
+                continue
+            option = key.replace("-", "_")
+            if option in spelled:
+                raise PipelineError(
+                    f"{path}: [[pass]] number {index} ({entry['name']}) gives option "
+                    f"'{option}' twice (as '{spelled[option]}' and '{key}')"
+                )
+            spelled[option] = key
+            options[option] = value
         steps.append(PassInvocation(entry["name"], options))
     return steps
