@@ -108,13 +108,13 @@ class _Parser:
                         raise self.error(f"expected '=' after option '{key}'")
                     self.pos += 1
                     # group-by-tag and group_by_tag name one option: twice is an error.
-                    name = key.replace("-", "_")
-                    if name in spelled:
+                    option = key.replace("-", "_")
+                    if option in spelled:
                         raise self.error(
-                            f"option '{name}' given twice (as '{spelled[name]}' and '{key}')"
+                            f"option '{option}' given twice (as '{spelled[option]}' and '{key}')"
                         )
-                    spelled[name] = key
-                    options[name] = self.value()
+                    spelled[option] = key
+                    options[option] = self.value()
                     if self.peek() == ",":
                         self.pos += 1
                     elif self.peek() != "}":
