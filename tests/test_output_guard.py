@@ -102,6 +102,10 @@ CASES = [
     ("export-input-specs", "specs.json", ["export", "f.py:factory", "OUT", "--input-specs", "specs.json"]),
     ("export-model-dir", "hf/config.json", ["export", "hf", "OUT", "--random-init"]),
     ("export-module", "pkgx/mod.py", ["export", "pkgx.mod:factory", "OUT"]),
+    ("profile", "m.onnx", ["profile", "m.onnx", "--runs", "1", "--warmup", "0", "-o", "OUT"]),
+    ("profile-optimized", "m.onnx", ["profile", "m.onnx", "--runs", "1", "--save-optimized", "OUT"]),
+    ("profile-trace", "m.onnx", ["profile", "m.onnx", "--runs", "1", "--save-trace", "OUT"]),
+    ("profile-factory-file", "f.py", ["profile", "f.py:factory", "--runs", "1", "-o", "OUT"]),
 ]  # fmt: skip
 
 

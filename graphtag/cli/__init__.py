@@ -50,6 +50,7 @@ COMMANDS = (
     "report_cmd",
     "zoo_cmd",
     "retag_cmd",
+    "profile_cmd",
 )
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
