@@ -56,11 +56,18 @@ def model_files(path: str | os.PathLike, model: Any) -> list[Path]:
 def load_input(path: str | os.PathLike, outputs: Mapping[str, Any] | None = None) -> Any:
     """Load the ONNX model ``path`` for a command: refuse outputs that are its files
     (external data included), and a corrupt model (strings that are not UTF-8: every
-    command but ``validate``, which reports them, refuses it with exit status 2)."""
+    command but ``validate``, which reports them, refuses it with exit status 2), and a
+    hierarchy record that cannot be read (likewise)."""
+    from graphtag.core.errors import GraphtagError
+    from graphtag.core.hierarchy import Hierarchy
     from graphtag.core.io import load, require_serializable
 
     model = load(path)
     if outputs:
         guard(outputs, model_files(path, model), writable=False)
     require_serializable(model, path)
+    try:  # a damaged hierarchy is the input's problem, said once, naming the file
+        Hierarchy.from_model(model)
+    except GraphtagError as exc:
+        raise GraphtagError(f"{path}: {exc}") from exc
     return model
