@@ -64,3 +64,33 @@ def test_no_mutant_causes_an_internal_error(tmp_path):
     assert counts["validate"].get("exit 1", 0) + counts["validate"].get("exit 2", 0) > 0
     assert counts["save"]["ok"] > 0
     assert sum(counts["load"].values()) == 2 * MUTANTS_PER_MODEL
+
+
+# Mutants bench/bench_fuzz.py (seed 0) found internal errors in, fixed since: ONNX
+# Runtime's symbolic shape inference giving up (returns None), and a flipped name that
+# wires a subgraph's value into the main graph (onnx_ir refuses to clone it).
+FOUND_BY_THE_LONG_RUN = {1305: ("mlp", "duplicate"), 2847: ("control-flow", "flip")}
+
+
+def test_mutants_found_by_the_long_run(tmp_path):
+    import numpy as np
+    from fuzzing import check_mutant
+
+    seeds = seed_models(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    rng = np.random.default_rng(0)  # replay bench_fuzz.py's sequence (2500 per model)
+    index = 0
+    checked = 0
+    for name, (data, module) in seeds.items():
+        for _ in range(2500):
+            edit, mutant = mutate(data, rng)
+            if index in FOUND_BY_THE_LONG_RUN:
+                assert (name, edit) == FOUND_BY_THE_LONG_RUN[index]
+                path = work / f"m{index}.onnx"
+                path.write_bytes(mutant)
+                outcomes = list(check_mutant(index, edit, path, module, work))
+                assert not [o for o in outcomes if o.problem], outcomes
+                checked += 1
+            index += 1
+    assert checked == len(FOUND_BY_THE_LONG_RUN)

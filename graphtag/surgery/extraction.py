@@ -28,7 +28,9 @@ says so), nor can a module whose outputs nothing outside it reads.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 from collections.abc import Iterable, Iterator, Mapping
 
 import onnx_ir as ir
@@ -123,7 +125,16 @@ class Extractor:
             name=tag,
             metadata_props=dict(source.graph.metadata_props),
         )
-        graph = view.clone()
+        try:
+            graph = view.clone()
+        except (RuntimeError, ValueError) as exc:
+            # onnx_ir refuses a value owned by two graphs: the input wires a value of a
+            # subgraph into another graph (a damaged file), the model's problem, not ours.
+            cause = exc.__cause__ or exc
+            reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            raise GraphtagError(
+                f"module {tag}: cannot be extracted, the graph is malformed ({reason})"
+            ) from exc
         self._complete_types(tag, [*graph.inputs, *graph.outputs])
         props = {k: v for k, v in source.metadata_props.items() if k not in _SOURCE_ONLY_KEYS}
         extracted = ir.Model(
@@ -249,7 +260,10 @@ def infer_main_graph_types(
         if symbolic:
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-            proto = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints why it gives up
+                proto = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+            if proto is None:  # it returns None when it gives up
+                return {}
         else:
             proto = onnx.shape_inference.infer_shapes(proto)
     except Exception:  # inference is best effort; the caller names what stays untyped
