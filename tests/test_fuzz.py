@@ -69,7 +69,15 @@ def test_no_mutant_causes_an_internal_error(tmp_path):
 # Mutants bench/bench_fuzz.py (seed 0) found internal errors in, fixed since: ONNX
 # Runtime's symbolic shape inference giving up (returns None), and a flipped name that
 # wires a subgraph's value into the main graph (onnx_ir refuses to clone it).
-FOUND_BY_THE_LONG_RUN = {1305: ("mlp", "duplicate"), 2847: ("control-flow", "flip")}
+FOUND_BY_THE_LONG_RUN = {
+    1305: ("mlp", "duplicate"),
+    2847: ("control-flow", "flip"),
+    2887: ("control-flow", "flip"),
+    3238: ("control-flow", "flip"),
+    3544: ("control-flow", "set"),
+    4518: ("control-flow", "set"),
+    4798: ("control-flow", "flip"),
+}
 
 
 def test_mutants_found_by_the_long_run(tmp_path):
