@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from graphtag.analysis import manager
 from graphtag.core import metadata
-from graphtag.core.graphs import iter_all_nodes
+from graphtag.core.graphs import iter_all_nodes, iter_values
 from graphtag.core.pass_result import PassResult
 from graphtag.passes import _outline_support as sup
 from graphtag.passes.toposort import TopologicalSortPass
@@ -62,6 +62,8 @@ class FunctionInliningPass(ir.passes.InPlacePass):
                 inlined += 1
         if inlined:
             _restore_order(model)
+            # The module's own nodes read its values again (see function-outlining).
+            metadata.refresh_consumers(iter_values(model))
         removed = _remove_unused(model, functions)
         stats = {"inlined": inlined, "removed_functions": removed}
         return PassResult(model, bool(inlined or removed), stats=stats)

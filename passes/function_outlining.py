@@ -16,7 +16,7 @@ from graphtag.analysis.kahn import collapsed_cycle
 from graphtag.analysis.signature import body_signature
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, PipelineError
-from graphtag.core.graphs import node_reads
+from graphtag.core.graphs import iter_values, node_reads
 from graphtag.core.hierarchy import Hierarchy, tag_segments
 from graphtag.core.pass_result import PassResult
 from graphtag.core.patterns import tag_pattern
@@ -82,7 +82,12 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
       another selected module (a mask computed by the first layer and reused by the
       next) is computed, with its producers, in the main graph before the call;
     * ``pkg.graphtag.order`` (original position) on every main-graph node, and the
-      ``pkg.graphtag`` opset (version 1) in the model's imports.
+      ``pkg.graphtag`` opset (version 1) in the model's imports;
+    * ``pkg.graphtag.consumers``, where a value carries it, is rewritten from the new
+      graph: a value the module read is now used by the call node (its instance tag), a
+      value inside a function body by the body's nodes only. The record stays true (what
+      ``multi-consumer`` would write now, and what ``validate`` checks); inlining
+      rewrites it back.
 
     Invariants: outputs of the model are unchanged (ORT runs the functions); the main
     graph stays topologically sorted; :class:`FunctionInliningPass` restores the
@@ -168,6 +173,9 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
         if run.outlined:
             model.opset_imports.setdefault(sup.DOMAIN, 1)
             modified = TopologicalSortPass()(model).modified or True
+            # A call node now reads what the module's nodes read, and a body's values
+            # are used inside the body only: the records say so.
+            metadata.refresh_consumers(iter_values(model))
         else:
             for node in stamped:
                 metadata.set_order(node, None)

@@ -12,7 +12,7 @@ import onnx_ir as ir
 from graphtag.analysis.attribution import TorchScriptScopeResolver, tag_from_name_scopes
 from graphtag.analysis.boundaries import ancestors_and_self
 from graphtag.core import metadata
-from graphtag.core.graphs import iter_all_nodes
+from graphtag.core.graphs import iter_all_nodes, iter_values
 from graphtag.core.hierarchy import Hierarchy
 from graphtag.core.pass_result import PassResult
 
@@ -35,6 +35,8 @@ class ScopeTaggingPass(ir.passes.InPlacePass):
     (``retag=true``: on every such node, replacing tags and dropping their
     ``tag_source``), in the main graph, subgraphs and functions; and ``executed`` of every
     module in the stored hierarchy: true when a node carries its tag or a descendant's.
+    Where tags change, ``pkg.graphtag.consumers`` records are rewritten from the graph
+    (on values that carry one; none is added).
 
     Invariants: graph structure untouched; existing tags kept unless ``retag``; linear
     in nodes; idempotent (a second run reports ``modified=False``).
@@ -82,6 +84,8 @@ class ScopeTaggingPass(ir.passes.InPlacePass):
                 tagged += 1
         if unknown:
             logger.info("scope-tagging: %d nodes have no scope naming a known module", unknown)
+        if tagged:  # new tags change who consumes what: keep those records true
+            metadata.refresh_consumers(iter_values(model))
         executed = _mark_executed(model, hierarchy, nodes)
         stats = {
             "nodes": len(nodes),

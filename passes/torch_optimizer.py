@@ -60,7 +60,7 @@ import onnx_ir as ir
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import connected_groups, iter_all_nodes, iter_graphs
+from graphtag.core.graphs import connected_groups, iter_all_nodes, iter_graphs, iter_values
 from graphtag.core.hierarchy import tag_lca
 from graphtag.core.pass_result import PassResult
 
@@ -121,7 +121,34 @@ class TorchOptimizerPass(ir.passes.InPlacePass):
         modified = bool(stats.created or stats.removed) or not _unchanged(
             optimized, snapshot, before
         )
+        if modified:  # nodes were replaced: recorded consumers follow the new graph
+            metadata.refresh_consumers(iter_values(optimized))
+            # The optimizer may append a node before its producer (seen on TorchScript
+            # exports): ONNX wants graphs sorted. onnx_ir's sort is stable (sorted stays).
+            _register_dangling_constants(optimized.graph)
+            try:
+                optimized.graph.sort()
+            except ValueError as exc:  # a cycle: not ours to fix; validate reports it
+                logger.info("torch-optimizer: graph left unsorted (%s)", exc)
         return PassResult(optimized, modified, stats=dataclasses.asdict(stats))
+
+
+def _register_dangling_constants(graph: ir.Graph) -> None:
+    """Make initializers of values the optimizer gave a constant value but neither a
+    producer nor a place in the graph (seen on TorchScript exports: a folded shape):
+    saved as they are, their readers would read an undefined name."""
+    for node in graph:
+        for value in node.inputs:
+            if (
+                value is not None
+                and value.const_value is not None
+                and value.producer() is None
+                and value.name
+                and not value.is_initializer()
+                and not value.is_graph_input()
+                and value.name not in graph.initializers
+            ):
+                graph.register_initializer(value)
 
 
 def _optimizer(framework_api: str):

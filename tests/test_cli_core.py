@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -42,8 +44,16 @@ def test_passes_list_json_has_docs_and_options():
         "description": "which neighbours decide: both sides, or one first",
     }
     assert all(o["description"] == "" for o in entries["ir.checker"]["options"])
-    table = run_cli("passes", "list").stdout
-    assert "strategy: lca|producers|consumers = 'lca'  which neighbours decide" in table
+    wide = run_cli("passes", "list", columns=200).stdout
+    assert "strategy: lca|producers|consumers = 'lca'  which neighbours decide" in wide
+    # At the default 80 columns (output not a terminal) every line fits: text wraps.
+    narrow = run_cli("passes", "list").stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert "which neighbours decide" in " ".join(narrow.split())
+    rows = list(csv.DictReader(io.StringIO(run_cli("passes", "list", "--format", "csv").stdout)))
+    by_option = {(r["pass"], r["option"]): r for r in rows}
+    assert by_option["tag-propagation", "strategy"]["default"] == "lca"
+    assert by_option["strip-torch-metadata", ""]["doc"]  # a pass without options: one row
 
 
 # Every command that works on an ONNX file, with arguments (MODEL and OUT are filled in).
@@ -119,9 +129,17 @@ def test_time_passes_shows_statistics_and_diagnostics_and_verbose_logs(mlp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()[2:]}
-    assert "values=8 shared_parameters=0 reused_parameters=0" in rows["multi-consumer"]
-    assert "outlined=2 functions=2 skipped=0" in rows["function-outlining"]
+    assert "values=8 shared_parameters=0" in rows["multi-consumer"]  # wraps at 80 columns
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
     assert "INFO" not in proc.stderr  # quiet without -v
+    proc = run_cli(
+        "run", mlp_path, "-p", "multi-consumer,function-outlining{all=true}", "-o", out,
+        "--format", "json",
+    )  # fmt: skip
+    data = json.loads(proc.stdout)
+    stats = {p["name"]: p["stats"] for p in data["passes"]}
+    assert stats["multi-consumer"] == {"values": 8, "shared_parameters": 0, "reused_parameters": 0}
+    assert stats["function-outlining"] == {"outlined": 2, "functions": 2, "skipped": 0}
     # Without tags there is nothing to record: the pass says so, in the table and with -v.
     model = graphtag.load(mlp_path)
     for node in model.graph:
@@ -198,6 +216,6 @@ def test_unwritable_output_paths(mlp_path, tmp_path):
 def test_output_over_input_is_refused(mlp_path):
     before = digest(mlp_path)
     assert_clean_failure(
-        run_cli("run", mlp_path, "-p", "toposort", "-o", mlp_path), "overwrite the input"
+        run_cli("run", mlp_path, "-p", "toposort", "-o", mlp_path), "overwrite an input"
     )
     assert digest(mlp_path) == before

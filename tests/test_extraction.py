@@ -351,7 +351,9 @@ def siblings_file() -> Path:
 
 def test_cli_all_writes_index_and_one_file_per_module(siblings_file, tmp_path):
     out = tmp_path / "modules"
-    proc = run_cli("extract", siblings_file, "--all", "-o", out, "--progress-every", "5")
+    proc = run_cli(
+        "extract", siblings_file, "--all", "-o", out, "--progress-every", "5", columns=200
+    )
     assert proc.returncode == 0, proc.stderr
     index = json.loads((out / "index.json").read_text())
     assert set(index) == set(compute_boundaries(graphtag.load(siblings_file)))

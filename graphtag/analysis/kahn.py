@@ -17,7 +17,13 @@ walking in the original numbering.
 
 from __future__ import annotations
 
-__all__ = ["CycleError", "collapsed_cycle", "reverse_kahn", "unorderable_nodes"]
+__all__ = [
+    "CycleError",
+    "collapsed_cycle",
+    "reverse_kahn",
+    "topological_order",
+    "unorderable_nodes",
+]
 
 from array import array
 
@@ -220,6 +226,29 @@ def unorderable_nodes(nodes: list[ir.Node]) -> list[ir.Node]:
     ]
     error = _cycle_of(len(nodes), edges)
     return [] if error is None else [nodes[i] for i in error.stuck]
+
+
+def topological_order(nodes: list[ir.Node]) -> list[ir.Node]:
+    """``nodes`` (a part of one graph) in an order where each comes after the nodes among
+    them it depends on (a node holding subgraphs depends on what they read from
+    outside), as close to the given order as possible; the given list itself when it
+    is already ordered. Raises :class:`CycleError` (node indices) on a cycle."""
+    index = {node: i for i, node in enumerate(nodes)}
+    edges = [
+        (i, j)
+        for i, node in enumerate(nodes)
+        for value in node_reads(node)
+        if (j := index.get(value.producer())) is not None
+    ]
+    if all(j < i for i, j in edges):
+        return nodes
+    pairs = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    n = len(nodes)
+    start = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(pairs[:, 0], minlength=n), out=start[1:])
+    preds = pairs[np.argsort(pairs[:, 0], kind="stable"), 1]
+    order = reverse_kahn(preds, start, np.zeros(n, np.intc), 1)
+    return [nodes[i] for i in order]
 
 
 def collapsed_cycle(nodes: list[ir.Node], group: dict[ir.Node, int]) -> list[int] | None:

@@ -5,6 +5,12 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
 
 ``onnx-checker``
     ``onnx.checker.check_model(full_check=True)`` accepts the model.
+``strings``
+    Every string field (names, domains, op types, doc strings, metadata keys and values,
+    symbolic dimensions, string attributes; subgraphs and functions included) is valid
+    UTF-8, so the model can be saved: onnx.proto is proto2, protobuf reads invalid UTF-8
+    in a string field without complaint and the checker accepts it, but serializing the
+    model fails (:mod:`graphtag.core.strings`).
 ``tag-format``
     Some node is tagged, and every ``pkg.graphtag.module`` is a well-formed tag.
 ``tags-in-hierarchy``
@@ -54,7 +60,7 @@ import dataclasses
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import onnx
@@ -66,6 +72,7 @@ from graphtag.analysis.parameters import parameter_usage, recorded_origins, reco
 from graphtag.analysis.summary import node_label
 from graphtag.checks.invariants import TagCheck, check_tags, listing, run_onnx_checker
 from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import (
     iter_all_nodes,
     iter_graphs,
@@ -74,6 +81,7 @@ from graphtag.core.graphs import (
     subgraphs_of,
 )
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, tag_parent
+from graphtag.core.strings import invalid_strings
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -131,6 +139,8 @@ def validate(model: ir.Model, *, path: str | os.PathLike | None = None) -> Valid
         tree, error = None, None
         try:
             tree = hierarchy(model)
+        except GraphtagError as exc:  # says what is unreadable and why
+            error = str(exc)
         except Exception as exc:
             error = f"unreadable {metadata.HIERARCHY} ({type(exc).__name__}: {exc})"
         where = Path(path) if path is not None else None
@@ -165,6 +175,13 @@ def _checker(ctx: _Context) -> Outcome:
     else:
         problem = run_onnx_checker(ctx.model)
     return (FAIL, problem, [problem]) if problem else (PASS, "full_check passed", [])
+
+
+def _strings(ctx: _Context) -> Outcome:
+    bad = invalid_strings(ctx.model)
+    if bad:
+        return FAIL, listing(len(bad), "strings are not valid UTF-8", bad), bad
+    return PASS, "every string is valid UTF-8", []
 
 
 def _tag_format(ctx: _Context) -> Outcome:
@@ -212,10 +229,13 @@ def _parameter_coverage(ctx: _Context) -> Outcome:
         present.update(n[len(prefix) :] for n in list(present) if n.startswith(prefix))
     folded = recorded_origins(model)
     renamed = _by_dotted_suffix(present)
+    extracted = model.metadata_props.get(metadata.EXTRACTED_MODULE)
     kinds: dict[str, str] = {}
     pending: dict[str, list[str]] = {}  # owner tag -> parameters to explain structurally
     for name, owner in owners.items():
-        if name in present:
+        if extracted and not is_ancestor_or_self(extracted, owner):
+            kinds[name] = "outside"  # an extracted module keeps the whole hierarchy
+        elif name in present:
             kinds[name] = "initializer"
         elif name in folded:
             kinds[name] = "folded"
@@ -256,6 +276,7 @@ _KIND_LABELS = (
     ("tied", "tied to a shared parameter"),
     ("unused", "of modules that did not run"),
     ("removed", "removed by the optimizer"),
+    ("outside", "of modules outside the extracted one"),
     ("renamed", "stored under another name"),
     ("missing", "missing"),
 )
@@ -282,21 +303,94 @@ def _owner_evidence(
                     result[tag] = kind
             tag = tag_parent(tag)
 
-    for tag in {metadata.node_tag(node) for node in iter_all_nodes(model)}:
+    readers = _Readers(model)
+    for tag in readers.node_tags(iter_all_nodes(model)):
         credit(tag, None)
+    values = {v.name: v for v in iter_initializers(model)}
+    extracted = model.metadata_props.get(metadata.EXTRACTED_MODULE)
     for name, use in parameter_usage(model).items():
-        if name in owners and use.shared:  # modules other than its owner tie to it
-            for tag in use.tags:
-                credit(tag, "tied", owners[name])
+        if name not in owners:
+            continue
+        owner = owners[name]
+        tags: set[str] = set()
+        for held in use.initializers:
+            if held in values:
+                tags |= readers.tags(values[held])
+        # Evidence of a tie (torch.export keeps one name for a tied weight): two or more
+        # modules read it, or it belongs outside the module extracted here and a module
+        # inside reads it (the other side of the tie stayed behind).
+        if len(tags) >= 2 or (extracted and not is_ancestor_or_self(extracted, owner)):
+            for tag in tags:
+                credit(tag, "tied", owner)
     for value in iter_initializers(model):
         if value.name not in owners and value.name not in buffers and _is_derived_weight(value):
             # A fused node acts for the modules it fused (its ``fused`` contexts).
-            for tag in _consumer_tags(value) | _fused_modules(value):
+            for tag in readers.tags(value) | _fused_modules(value):
                 credit(tag, "removed")
     for tag in wanted:
         if tag not in has_nodes:
             result.setdefault(tag, "removed")  # its computation was folded or fused away
     return {tag: result.get(tag, "missing") for tag in wanted}
+
+
+class _Readers:
+    """Tags of the nodes reading a value, seen through calls of local functions, as if
+    the calls were inlined: a value passed to a function (an outlined module) is read by
+    the body's nodes that read that input, each tag moved from the template instance
+    the body was copied from (``pkg.graphtag.template``) to the calling instance.
+    Memoised per function input: linear in the size of the inlined model's tag sets."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self._functions = model.functions
+        self._inputs: dict[tuple[ir.OperatorIdentifier, int], set[str]] = {}
+        self._bodies: dict[ir.OperatorIdentifier, set[str]] = {}
+
+    def _function(self, node: ir.Node) -> ir.Function | None:
+        return self._functions.get((node.domain, node.op_type, node.overload))
+
+    @staticmethod
+    def _moved(tags: set[str], function: ir.Function, call: ir.Node) -> set[str]:
+        template = function.metadata_props.get(metadata.FUNCTION_TEMPLATE)
+        instance = metadata.node_tag(call)
+        if not template or not instance or template == instance:
+            return tags
+        return {
+            instance + tag[len(template) :] if is_ancestor_or_self(template, tag) else tag
+            for tag in tags
+        }
+
+    def tags(self, value: ir.Value) -> set[str]:
+        found: set[str] = set()
+        for use in value.uses():
+            node = use.node
+            function = self._function(node)
+            if function is None or use.idx >= len(function.inputs):
+                if (tag := metadata.node_tag(node)) is not None:
+                    found.add(tag)
+                continue
+            slot = (function.identifier(), use.idx)
+            if slot not in self._inputs:
+                self._inputs[slot] = set()  # a recursive call reads nothing more
+                self._inputs[slot] = self.tags(function.inputs[use.idx])
+            found |= self._moved(self._inputs[slot], function, node)
+        return found
+
+    def node_tags(self, nodes: Iterable[ir.Node]) -> set[str]:
+        """Tags of ``nodes`` and, for calls, of the called bodies' nodes (moved)."""
+        found: set[str] = set()
+        for node in nodes:
+            if (tag := metadata.node_tag(node)) is not None:
+                found.add(tag)
+            function = self._function(node)
+            if function is not None:
+                key = function.identifier()
+                if key not in self._bodies:
+                    self._bodies[key] = set()  # recursion guard
+                    self._bodies[key] = self.node_tags(
+                        ir.traversal.RecursiveGraphIterator(function)
+                    )
+                found |= self._moved(self._bodies[key], function, node)
+        return found
 
 
 def _fused_modules(value: ir.Value) -> set[str]:
@@ -383,6 +477,7 @@ def _consumers(ctx: _Context) -> Outcome:
 
 RULES: dict[str, Callable[[_Context], Outcome]] = {
     "onnx-checker": _checker,
+    "strings": _strings,
     "tag-format": _tag_format,
     "tags-in-hierarchy": _tags_in_hierarchy,
     "node-coverage": _node_coverage,

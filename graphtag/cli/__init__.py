@@ -1,4 +1,13 @@
-"""The ``graphtag`` command. Subcommands import torch only when they export."""
+"""The ``graphtag`` command.
+
+Each command is a module ``graphtag/cli/<name>_cmd.py`` listed in :data:`COMMANDS`, with
+``add_parser(commands)``; it imports nothing heavy at module level (argparse and the
+light ``graphtag.core.errors``/``outputs`` only): onnx, onnx_ir, torch and the rest are
+imported inside the function that runs the command, so parsing arguments and ``--help``
+are instant. Exit status: 0 ok, 1 a check failed (validate, verify, compare, zoo
+check, an export no route can make), 2 bad input or usage, 3 an internal error (a bug
+in graphtag; ``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from graphtag.core.errors import GraphtagError
@@ -25,9 +35,29 @@ Run 'graphtag COMMAND --help' for a command's options.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from graphtag.cli import passes_cmd, run_cmd
+# Command modules, in --help order (graphtag.cli.<name>); a module missing from this
+# installation is skipped. A new command is one more name here.
+COMMANDS = (
+    "passes_cmd",
+    "run_cmd",
+    "export_cmd",
+    "compare_cmd",
+    "analyze_cmd",
+    "validate_cmd",
+    "extract_cmd",
+    "verify_cmd",
+    "dag_cmd",
+    "report_cmd",
+    "zoo_cmd",
+    "retag_cmd",
+    "nodes_cmd",
+    "profile_cmd",
+)
 
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphtag",
         description=DESCRIPTION,
@@ -49,30 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for module in (passes_cmd, run_cmd, *_optional_commands()):
+    for module in _command_modules():
         module.add_parser(commands)
     return parser
 
 
-def _optional_commands() -> list:
-    """Commands whose modules exist in this version (the export edge is optional)."""
+def _command_modules() -> list:
+    """The command modules of :data:`COMMANDS` present in this installation."""
     import importlib
 
     found = []
-    for name in (
-        "export_cmd",
-        "compare_cmd",
-        "analyze_cmd",
-        "validate_cmd",
-        "extract_cmd",
-        "verify_cmd",
-        "dag_cmd",
-        "report_cmd",
-        "zoo_cmd",
-        "retag_cmd",
-        "nodes_cmd",
-        "profile_cmd",
-    ):
+    for name in COMMANDS:
         try:
             found.append(importlib.import_module(f"graphtag.cli.{name}"))
         except ModuleNotFoundError as exc:
@@ -90,37 +107,84 @@ def _version() -> str:
 _LOG_HANDLER: logging.Handler | None = None
 
 
+# Libraries whose log records reach the user: with graphtag's prefix, warnings and up.
+_LIBRARY_LOGGERS = ("onnx_ir", "onnxscript", "onnx")
+
+
+class _Formatter(logging.Formatter):
+    """``graphtag: WARNING: onnx_ir.serde: ...``: one line per record (a library's
+    multi-line warning keeps its first line; a traceback is reduced to its message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info:
+            text += f" ({record.exc_info[1]})"
+        if record.levelno >= logging.WARNING:
+            text = text.strip().split("\n", 1)[0]
+        return f"graphtag: {record.levelname}: {record.name}: {text}"
+
+
 def configure_logging(verbosity: int) -> None:
-    """graphtag's loggers to stderr: warnings only, INFO with -v, DEBUG with -vv."""
+    """graphtag's loggers to stderr: warnings only, INFO with -v, DEBUG with -vv; the
+    libraries' warnings and Python warnings (onnx_ir's among them) one line each, with
+    the same prefix."""
     global _LOG_HANDLER
-    logger = logging.getLogger("graphtag")
+    names = ("graphtag", *_LIBRARY_LOGGERS)
     if _LOG_HANDLER is not None:  # main() may run several times in one process
-        logger.removeHandler(_LOG_HANDLER)
+        for name in names:
+            logging.getLogger(name).removeHandler(_LOG_HANDLER)
     _LOG_HANDLER = logging.StreamHandler(sys.stderr)
-    _LOG_HANDLER.setFormatter(logging.Formatter("graphtag: %(levelname)s: %(name)s: %(message)s"))
-    logger.addHandler(_LOG_HANDLER)
-    logger.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)])
+    _LOG_HANDLER.setFormatter(_Formatter())
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.addHandler(_LOG_HANDLER)
+        logger.propagate = False  # no second copy through a root handler
+    logging.getLogger("graphtag").setLevel(
+        [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
+    )
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    print(f"graphtag: warning: {category.__name__}: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbosity)
+    from graphtag.cli.startup import defer_sympy
+
+    defer_sympy()
     try:
         return int(args.func(args) or 0)
     except GraphtagError as exc:
         if args.debug:
             raise
         print(f"graphtag: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, as other command-line tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        return EXIT_OK
     except KeyboardInterrupt:
         print("graphtag: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the file system refused (permissions, a full disk): not a bug
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"graphtag: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        if args.debug:
+            raise
+        print("graphtag: error: out of memory", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:  # an unexpected failure still gets one line, not a traceback
         if args.debug or os.environ.get("GRAPHTAG_DEBUG"):
             raise
@@ -129,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"graphtag: internal error: {type(exc).__name__}: {first} (rerun with --debug)",
             file=sys.stderr,
         )
-        return 3
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -50,9 +50,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphtag.analysis.summary import analyze
-    from graphtag.core.io import load
+    from graphtag.cli.outputs import load_input
 
-    analysis = analyze(load(args.model))
+    analysis = analyze(load_input(args.model))
     if args.filter is not None:
         analysis = _apply_filter(analysis, args.filter)
     render = {"summary": _summary, "detailed": _detailed, "json": _json, "csv": _csv}

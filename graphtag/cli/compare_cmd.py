@@ -29,8 +29,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphtag.checks.compare import compare_topology
-    from graphtag.core.io import load
+    from graphtag.cli.outputs import load_input
 
-    diff = compare_topology(load(args.a), load(args.b))
+    diff = compare_topology(load_input(args.a), load_input(args.b))
     print(diff.report())
     return 0 if diff.identical else 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from pathlib import Path
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -31,15 +30,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from graphtag.cli.outputs import guard
+
+    outputs = {"-o": args.output, "--ops": args.ops}
+    guard(outputs, [args.model])  # before the work: a bad path fails at once
+
+    from graphtag.cli.outputs import load_input
     from graphtag.core import metadata
     from graphtag.core.errors import GraphtagError
-    from graphtag.core.io import check_writable, load
     from graphtag.tools.dag import module_dags, operation_metadata, write_json
 
-    for path in (args.output, args.ops):
-        if path is not None:
-            check_writable(Path(path))  # before the work: a bad path fails at once
-    model = load(args.model)
+    model = load_input(args.model, outputs)
     if not any(metadata.node_tag(node) for node in model.graph):
         raise GraphtagError(f"{args.model}: no node carries a module tag (export it with graphtag)")
     dags = module_dags(model)

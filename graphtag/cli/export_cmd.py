@@ -15,8 +15,9 @@ from graphtag.cli.model_args import (
     filter_config_from_args,
     inputs_from_args,
     load_from_args,
+    source_files,
 )
-from graphtag.cli.tables import render_table
+from graphtag.cli.tables import add_format_option, emit
 from graphtag.core.errors import GraphtagError
 
 
@@ -80,6 +81,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="show torch's own progress messages, logs and warnings during the export",
     )
+    add_format_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -87,9 +89,20 @@ def _step(index: int, total: int, text: str) -> None:
     print(f"[{index}/{total}] {text}", file=sys.stderr, flush=True)
 
 
+def _guard(args: argparse.Namespace, *, loaded: bool = False) -> None:
+    """Refuse an output that is a file loading MODEL reads (its factory's source, a file
+    of its directory), the input specs, or the other output."""
+    from graphtag.cli.outputs import guard
+
+    files, folders = source_files(args.model, loaded=loaded)
+    output = Path(args.output)
+    outputs = {"OUTPUT": output, "--sidecar": _sidecar_path(output) if args.sidecar else None}
+    guard(outputs, [*files, args.input_specs], folders_read=folders)
+
+
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
-    _check_output(output)  # before importing torch: a bad output path fails in an instant
+    _guard(args)  # before importing torch: a bad output path fails in an instant
 
     from graphtag.exporter.exporters import ExportFailed
     from graphtag.exporter.noise import quiet_torch
@@ -98,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _step(1, 4, f"loading {args.model}")
     loaded = load_from_args(args)
+    _guard(args, loaded=True)  # the factory's module is known now
     _step(2, 4, "preparing example inputs")
     inputs = inputs_from_args(args, loaded)
     options: dict = {}
@@ -137,9 +151,10 @@ def run(args: argparse.Namespace) -> int:
         for line in record.diagnostics:
             print(f"graphtag: warning: {record.name}: {line}", file=sys.stderr)
     _step(4, 4, f"writing {output}")
-    result.save(output)
     if args.sidecar:
-        _write_sidecar(result, output)
+        _save_with_sidecar(result, output)
+    else:
+        result.save(output)
     elapsed = time.perf_counter() - started
     stats = result.stats
     rows = [
@@ -157,7 +172,15 @@ def run(args: argparse.Namespace) -> int:
         (outlining,) = [r for r in result.report.records if r.name == "function-outlining"]
         modules = outlining.stats.get("outlined", 0)
         rows.insert(-2, ("functions", f"{len(result.model.functions)} for {modules} modules"))
-    print(render_table(("", ""), rows))
+    if args.format == "table":
+        emit(("", ""), rows, "table")
+    else:
+        emit(
+            ("field", "value"),
+            rows,
+            args.format,
+            json_data={k.replace(" ", "_"): v for k, v in rows},
+        )
     return 0
 
 
@@ -200,18 +223,17 @@ def print_route(result) -> None:
         print(f"graphtag: exported by the {result.route} route", file=sys.stderr)
 
 
-def _check_output(output: Path) -> None:
-    """Fail before the (slow) export when the output cannot be written."""
-    from graphtag.core.io import check_writable
-
-    check_writable(output)
+def _sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name + ".graphtag.json")
 
 
-def _write_sidecar(result, output: Path) -> Path:
+def _save_with_sidecar(result, output: Path) -> None:
+    """The model and its sidecar, both or neither: the sidecar is renamed into place
+    only after the model was written."""
     from graphtag.core import metadata
     from graphtag.core.graphs import iter_all_nodes
+    from graphtag.core.io import atomic_output
 
-    sidecar = output.with_name(output.name + ".graphtag.json")
     data = {
         "version": result.model.metadata_props.get(metadata.VERSION),
         "hierarchy": result.hierarchy.to_json_dict(),
@@ -220,7 +242,6 @@ def _write_sidecar(result, output: Path) -> Path:
             for node in iter_all_nodes(result.model)
         },
     }
-    from graphtag.core.io import write_text_atomic
-
-    write_text_atomic(sidecar, json.dumps(data, indent=1))
-    return sidecar
+    with atomic_output(_sidecar_path(output)) as tmp_name:
+        Path(tmp_name).write_text(json.dumps(data, indent=1), encoding="utf-8")
+        result.save(output)

@@ -13,11 +13,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx_ir as ir
-
-from graphtag.cli.tables import render_table
+from graphtag.cli.tables import add_format_option, emit
 from graphtag.core.errors import GraphtagError
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
 
 INDEX_NAME = "index.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -58,30 +60,34 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="with --all, report progress on stderr every N modules (default: about 10 reports)",
     )
+    add_format_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.core.io import load
+    from graphtag.cli.outputs import guard
 
     source, output = Path(args.model), Path(args.output)
+    label = "-o (--all)" if args.all else "-o"
+    guard({label: output}, [source], writable=not args.all)
     if args.all:
         _check_output_dir(output)
-    elif output.exists() and source.exists() and output.resolve() == source.resolve():
-        raise GraphtagError(f"{output}: output would overwrite the input; choose another path")
-    model = load(source)
+
+    from graphtag.cli.outputs import load_input
+
+    model = load_input(source, {label: output})
     if args.all:
-        return _extract_all(model, output, args.progress_every)
-    return _extract_one(model, args.module, output)
+        return _extract_all(model, output, args.progress_every, args.format)
+    return _extract_one(model, args.module, output, args.format)
 
 
-def _extract_one(model: ir.Model, tag: str, output: Path) -> int:
+def _extract_one(model: ir.Model, tag: str, output: Path, fmt: str) -> int:
     from graphtag.core.io import save
     from graphtag.surgery.extraction import extract_module
 
     extracted = extract_module(model, tag)
     save(extracted, output)  # its weights only: copied from the source's data file, if any
-    print(render_table(_HEADERS, [_row(tag, extracted, output.name)], align="lrrrrl"))
+    emit(_HEADERS, [_row(tag, extracted, output.name)], fmt, align="lrrrrl")
     print(f"wrote {output}", file=sys.stderr)
     return 0
 
@@ -101,7 +107,7 @@ def _row(tag: str, extracted: ir.Model, file: str) -> tuple:
     )
 
 
-def _extract_all(model: ir.Model, output: Path, every: int) -> int:
+def _extract_all(model: ir.Model, output: Path, every: int, fmt: str) -> int:
     from graphtag.analysis.boundaries import module_boundaries
     from graphtag.core.io import save
     from graphtag.surgery.extraction import Extractor
@@ -143,7 +149,7 @@ def _extract_all(model: ir.Model, output: Path, every: int) -> int:
         if isinstance(exc, OSError):
             raise GraphtagError(f"{output}: could not write ({exc})") from exc
         raise
-    print(render_table(_HEADERS, rows, align="lrrrrl"))
+    emit(_HEADERS, rows, fmt, align="lrrrrl")
     seconds = time.perf_counter() - start
     note = f", {len(skipped)} skipped" if skipped else ""
     print(f"wrote {len(rows)} modules to {output} in {seconds:.1f}s{note}", file=sys.stderr)

@@ -7,6 +7,7 @@ import torch (through graphtag.exporter) when they run.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 MODEL_HELP = (
@@ -80,3 +81,28 @@ def filter_config_from_args(args: argparse.Namespace) -> Any:
     return FilterConfig.create(
         add=args.keep_torch_class, remove=args.drop_torch_class, keep_all=args.keep_all_modules
     )
+
+
+def source_files(spec: str, *, loaded: bool = False) -> tuple[list[Path], list[Path]]:
+    """(files, folders) that loading MODEL ``spec`` reads, for the output guard.
+
+    ``file.py:factory`` reads the file, a directory is read as a whole; a
+    ``package.module:factory`` module's file is known once it is imported
+    (``loaded=True``: after loading); a hub id reads nothing local.
+    """
+    import re
+    import sys
+
+    spec = spec.strip()
+    path = Path(spec).expanduser()
+    match = re.match(r"^(?P<target>.+):(?P<attr>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)$", spec)
+    if match and not path.exists():
+        target = match["target"]
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            return [Path(target).expanduser()], []
+        module = sys.modules.get(target) if loaded else None
+        origin = getattr(module, "__file__", None)
+        return ([Path(origin)] if origin else []), []
+    if path.is_dir():
+        return [], [path]
+    return [], []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import textwrap
 
-from graphtag.pipeline import registry
+from graphtag.cli.tables import add_format_option, emit, render_table, terminal_width
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -17,23 +17,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     sub = parser.add_subparsers(dest="passes_command", metavar="SUBCOMMAND")
     sub.required = True
-    listing = sub.add_parser("list", help="list passes, their options and one-line docs")
-    listing.add_argument("--format", choices=("table", "json"), default="table")
+    listing = sub.add_parser(
+        "list",
+        help="list passes, their options and one-line docs",
+        description="One entry per pass: its name, origin and one-line doc, then one line "
+        "per option (type, default, description). csv: one row per option.",
+    )
+    add_format_option(listing)
     listing.set_defaults(func=run_list)
 
 
-def _describe(spec) -> list[str]:
-    """The pass's line, its doc, then one line per option (type, default, description)."""
+def _describe(spec, width: int) -> list[str]:
+    """The pass's line, its doc, then its options (type, default, description)."""
     lines = [f"{spec.name}  ({spec.origin})"]
     if spec.doc:
-        lines.append(f"    {spec.doc}")
+        lines += textwrap.wrap(spec.doc, width, initial_indent="    ", subsequent_indent="    ")
     options = [(f"{o.name}: {o.type_name} = {o.default!r}", o.description) for o in spec.options]
-    width = max((len(head) for head, _ in options), default=0)
-    lines += [f"    {head.ljust(width)}  {text}".rstrip() for head, text in options]
+    if options:
+        table = render_table(("option", "description"), options, width=width - 4)
+        lines += [f"    {line}".rstrip() for line in table.splitlines()[2:]]  # no header
     return lines
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from graphtag.pipeline import registry
+
     reg = registry()
     specs = reg.specs()
     if args.format == "json":
@@ -55,11 +63,19 @@ def run_list(args: argparse.Namespace) -> int:
             for s in specs
         ]
         print(json.dumps(data, indent=2, default=str))
+    elif args.format == "csv":
+        rows = [
+            (s.name, s.origin, s.doc, o.name, o.type_name, o.default, o.description)
+            for s in specs
+            for o in (s.options or [None])
+            if o is not None
+        ]
+        rows += [(s.name, s.origin, s.doc, "", "", "", "") for s in specs if not s.options]
+        order = {s.name: i for i, s in enumerate(specs)}
+        rows.sort(key=lambda row: order[row[0]])
+        headers = ("pass", "origin", "doc", "option", "type", "default", "description")
+        emit(headers, rows, "csv")
     else:
-        print("\n".join(line for spec in specs for line in _describe(spec)))
-    for broken in reg.broken:
-        print(
-            f"graphtag: warning: pass '{broken.name}' ({broken.origin}) not loaded: {broken.error}",
-            file=sys.stderr,
-        )
-    return 0
+        width = terminal_width()
+        print("\n".join(line for spec in specs for line in _describe(spec, width)))
+    return 0  # the registry has warned about plugins it could not load

@@ -121,11 +121,7 @@ def run(args: argparse.Namespace) -> int:
         return _compare(args)
     if args.model is None:
         raise GraphtagError("give a MODEL to profile, or --compare A.json B.json")
-    from graphtag.core.io import check_writable
-
-    for target in (args.output, args.save_optimized, args.save_trace):
-        if target is not None:
-            check_writable(Path(target))  # fail before the runs, not after
+    _guard(args)  # fail before the imports and the runs, not after
     from graphtag.tools.profile import RunSettings, resolve_providers
 
     settings = RunSettings(
@@ -153,6 +149,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_table(profile, args))
     return 0
+
+
+def _guard(args: argparse.Namespace, *, loaded: bool = False) -> None:
+    """Refuse an output that is a file profiling reads (the model, its factory's source or
+    folder, the input specs) or another output."""
+    from graphtag.cli.model_args import source_files
+    from graphtag.cli.outputs import guard
+
+    outputs = {
+        "-o": args.output,
+        "--save-optimized": args.save_optimized,
+        "--save-trace": args.save_trace,
+    }
+    if _is_onnx(args.model):
+        files, folders = [Path(args.model)], []
+    else:
+        files, folders = source_files(args.model, loaded=loaded)
+    guard(outputs, [*files, args.input_specs], folders_read=folders)
 
 
 def _is_onnx(model: str) -> bool:
@@ -187,6 +201,7 @@ def _profile_source(args, settings):
 
     _say(f"loading {args.model}")
     loaded = load_from_args(args)
+    _guard(args, loaded=True)  # the factory's module is known now
     inputs = inputs_from_args(args, loaded)
     return profile_source(
         loaded.module,

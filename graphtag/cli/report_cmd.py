@@ -40,9 +40,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from graphtag.tools.report import write_report
+    from graphtag.cli.outputs import guard
 
-    data = write_report(args.model, args.output, profile_path=args.profile, title=args.title)
+    guard({"-o": args.output}, [args.model, args.profile])
+
+    from graphtag.cli.outputs import load_input
+    from graphtag.core.io import write_text_atomic
+    from graphtag.tools.report import load_profile, render_html, report_data
+
+    profile = load_profile(args.profile) if args.profile is not None else None
+    model = load_input(args.model, {"-o": args.output})
+    title = args.title or Path(args.model).name
+    data = report_data(model, title=title, profile=profile)
+    write_text_atomic(args.output, render_html(data))
     size = Path(args.output).stat().st_size
     model = data["model"]
     print(

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from graphtag.cli.tables import render_table
+from graphtag.cli.tables import add_format_option, emit
 from graphtag.core.errors import GraphtagError
 
 _MAX_LISTED = 50
@@ -56,24 +56,26 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="copy every metadata entry of matched nodes and values, not only the tags",
     )
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.core.io import check_writable, load, save
-    from graphtag.passes.retag import DEFAULT_MIN_MATCH_RATE, retag
+    from graphtag.cli.outputs import guard
 
     reference, rewritten, output = Path(args.reference), Path(args.rewritten), Path(args.output)
-    for source in (reference, rewritten):
-        if output.exists() and source.exists() and output.resolve() == source.resolve():
-            raise GraphtagError(f"{output}: output would overwrite an input; choose another path")
-    check_writable(output)  # fail before the work, not after
-    rate = DEFAULT_MIN_MATCH_RATE if args.min_match_rate is None else args.min_match_rate
-    if not 0.0 <= rate <= 1.0:
+    guard({"-o": output}, [reference, rewritten])  # fail before the work, not after
+    rate = args.min_match_rate
+    if rate is not None and not 0.0 <= rate <= 1.0:
         raise GraphtagError(f"--min-match-rate must lie between 0 and 1, got {rate}")
-    ref_model = load(reference)
-    model = load(rewritten)
+
+    from graphtag.cli.outputs import load_input
+    from graphtag.core.io import save
+    from graphtag.passes.retag import DEFAULT_MIN_MATCH_RATE, retag
+
+    rate = DEFAULT_MIN_MATCH_RATE if rate is None else rate
+    ref_model = load_input(reference, {"-o": output})
+    model = load_input(rewritten, {"-o": output})
     report = retag(
         ref_model,
         model,
@@ -98,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
             "unmatched": report.unmatched,
         }
         print(json.dumps(data, indent=2))
+    elif args.format == "csv":
+        emit(("match", "nodes"), sorted(report.counts.items()), "csv")
     else:
         _print_table(report, rewritten, reference)
     print(f"wrote {output}", file=sys.stderr)
@@ -111,7 +115,7 @@ def _print_table(report, rewritten: Path, reference: Path) -> None:
         for kind, count in sorted(report.counts.items(), key=lambda item: (-item[1], item[0]))
     ]
     print(f"{rewritten}: {report.nodes} nodes tagged from {reference}")
-    print(render_table(("match", "nodes", "share"), rows, align="lrr"))
+    emit(("match", "nodes", "share"), rows, "table", align="lrr")
     print(
         f"\nvalues found in the reference: {report.values_matched} of {report.values_total} "
         f"({report.match_rate:.0%})"

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from graphtag.cli.tables import render_table
-from graphtag.core.errors import GraphtagError
+from graphtag.cli.tables import add_format_option, emit
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,7 +32,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--time-passes",
         action="store_true",
-        help="print per pass its wall time, modified flag, statistics and diagnostics",
+        help="print per pass its wall time, modified flag, statistics and diagnostics "
+        "(--format json or csv prints them as data, and implies this option)",
     )
     parser.add_argument(
         "--verify-each",
@@ -50,16 +50,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dump-dir", default=".", metavar="DIR", help="folder for --dump-after files"
     )
+    add_format_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from graphtag.core.io import load, save
-    from graphtag.pipeline import Pipeline
+    from graphtag.cli.outputs import guard
 
     source, output = Path(args.model), Path(args.output)
-    if output.exists() and source.exists() and output.resolve() == source.resolve():
-        raise GraphtagError(f"{output}: output would overwrite the input; choose another path")
+    guard({"-o": output}, [source, args.pipeline_file])  # before any import or work
+
+    from graphtag.cli.outputs import load_input
+    from graphtag.core.io import save
+    from graphtag.pipeline import Pipeline
+
     options = {
         "verify_each": args.verify_each,
         "dump_after": args.dump_after,
@@ -70,29 +74,55 @@ def run(args: argparse.Namespace) -> int:
         pipeline = Pipeline.from_text(args.pipeline, **options)
     else:
         pipeline = Pipeline.from_toml(args.pipeline_file, **options)
-    model = load(source)
+    dumps = {f"--dump-after {p.name}": p for p in pipeline.dump_paths()}
+    guard({"-o": output, **dumps}, [source, args.pipeline_file])
+    model = load_input(source, {"-o": output, **dumps})
     result = pipeline(model)
     save(result.model, output)
-    if args.time_passes:
-        print(time_passes_table(pipeline.report))
+    if args.time_passes or args.format != "table":
+        print_time_passes(pipeline.report, args.format)
     print(f"wrote {output}", file=sys.stderr)
     return 0
 
 
-def time_passes_table(report) -> str:
+def print_time_passes(report, fmt: str = "table") -> None:
     """One row per pass (ms, modified, statistics), then each pass's diagnostics."""
+    if fmt == "json":
+        data = {
+            "passes": [
+                {
+                    "name": r.name,
+                    "ms": round(r.seconds * 1000, 3),
+                    "modified": r.modified,
+                    "stats": r.stats,
+                    "diagnostics": r.diagnostics,
+                }
+                for r in report.records
+            ],
+            "total_ms": round(report.total_seconds * 1000, 3),
+        }
+        emit((), [], "json", json_data=data)
+        return
+    stats = [" ".join(f"{k}={v}" for k, v in r.stats.items()) for r in report.records]
+    if fmt == "csv":
+        rows = [
+            (
+                r.name,
+                f"{r.seconds * 1000:.3f}",
+                str(r.modified).lower(),
+                text,
+                "; ".join(r.diagnostics),
+            )
+            for r, text in zip(report.records, stats)
+        ]
+        emit(("pass", "ms", "modified", "stats", "diagnostics"), rows, "csv")
+        return
     rows = [
-        (
-            r.name,
-            f"{r.seconds * 1000:.1f}",
-            "yes" if r.modified else "no",
-            " ".join(f"{k}={v}" for k, v in r.stats.items()),
-        )
-        for r in report.records
+        (r.name, f"{r.seconds * 1000:.1f}", "yes" if r.modified else "no", text)
+        for r, text in zip(report.records, stats)
     ]
     rows.append(("total", f"{report.total_seconds * 1000:.1f}", "", ""))
-    lines = [render_table(("pass", "ms", "modified", "stats"), rows, align="lrll")]
+    emit(("pass", "ms", "modified", "stats"), rows, "table", align="lrll")
     notes = [f"  {r.name}: {note}" for r in report.records for note in r.diagnostics]
     if notes:
-        lines += ["diagnostics:", *notes]
-    return "\n".join(lines)
+        print("\n".join(["diagnostics:", *notes]))

@@ -18,7 +18,7 @@ from graphtag.cli.model_args import (
     inputs_from_args,
     load_from_args,
 )
-from graphtag.cli.tables import render_table
+from graphtag.cli.tables import add_format_option, emit
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -75,7 +75,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_loading_options(parser)
     add_filter_options(parser)
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_option(parser)
     parser.add_argument(
         "--verbose",
         action="store_true",
@@ -137,6 +137,14 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(data, indent=2))
         return 1 if failed else 0
+    if args.format == "csv":
+        header = ("module", "status", "matched", "total", "max_abs_diff", "max_rel_diff", "reason")
+        rows = [
+            (c.tag, c.status, c.matched, c.total, c.max_abs_diff, c.max_rel_diff, c.reason)
+            for c in checks
+        ]
+        emit(header, rows, "csv")
+        return 1 if failed else 0
     rows = [
         (
             check.tag,
@@ -148,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         for check in checks
     ]
     header = ("module", "outputs matched", "max abs diff", "max rel diff", "status")
-    print(render_table(header, rows))
+    emit(header, rows, "table")
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     elapsed = time.perf_counter() - started
     print(f"\n{len(checks)} modules: {summary} (rtol {rtol:g}, atol {atol:g}; {elapsed:.1f} s)")

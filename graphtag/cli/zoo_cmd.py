@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from graphtag.cli.tables import render_table
+from graphtag.cli.tables import add_format_option, emit
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -42,14 +42,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="check only shard K of N: the models at positions K, K+N, K+2N, ... of the zoo "
         "file (1-based); the N shards are disjoint and together cover the zoo",
     )
+    add_format_option(check)
     check.set_defaults(func=run_zoo_check)
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    from graphtag.core.io import load, write_text_atomic
+    from graphtag.cli.outputs import guard
+
+    guard({"-o": args.output}, [args.model])
+
+    from graphtag.cli.outputs import load_input
+    from graphtag.core.io import write_text_atomic
     from graphtag.tools.snapshot import dumps, snapshot
 
-    text = dumps(snapshot(load(args.model)))
+    model = load_input(args.model, {"-o": args.output})
+    text = dumps(snapshot(model))
     if args.output:
         write_text_atomic(Path(args.output), text)
     else:
@@ -79,12 +86,18 @@ def run_zoo_check(args: argparse.Namespace) -> int:
     if not results:
         print(f"no models in shard {args.shard}", file=sys.stderr)
         return 0
-    for result in results:
-        if result.diff:
-            print(f"{result.name}:")
-            print("\n".join(f"  {line}" for line in result.diff))
-    rows = [(r.name, r.status, f"{r.seconds:.1f}", r.route or "-", r.error) for r in results]
-    print(render_table(("model", "status", "s", "route", "detail"), rows, align="llrl"))
+    headers = ("model", "status", "s", "route", "detail")
+    if args.format == "table":
+        for result in results:
+            if result.diff:
+                print(f"{result.name}:")
+                print("\n".join(f"  {line}" for line in result.diff))
+        rows = [(r.name, r.status, f"{r.seconds:.1f}", r.route or "-", r.error) for r in results]
+        emit(headers, rows, "table", align="llrl")
+    else:
+        rows = [(r.name, r.status, round(r.seconds, 3), r.route, r.error) for r in results]
+        data = [{**dict(zip(headers, row)), "diff": r.diff} for row, r in zip(rows, results)]
+        emit(headers, rows, args.format, json_data=data)
     bad = [
         r
         for r in results

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 import onnx_ir as ir
 
 from graphtag.core import metadata
+from graphtag.core.errors import GraphtagError
 
 SCHEMA_VERSION = 1
 
@@ -115,13 +116,24 @@ class Hierarchy:
 
     @classmethod
     def from_json(cls, text: str) -> Hierarchy:
-        data = json.loads(text)
-        fields = {f.name for f in dataclasses.fields(ModuleInfo)}
-        modules = {}
-        for entry in data["modules"]:
-            info = ModuleInfo(**{k: v for k, v in entry.items() if k in fields})
-            modules[info.tag] = info
-        return cls(modules, dict(data.get("names", {})), dict(data.get("filter", {})))
+        """Read :meth:`to_json`'s text; text that is not such a hierarchy (a damaged
+        file) raises GraphtagError saying so."""
+        try:
+            data = json.loads(text)
+            fields = {f.name for f in dataclasses.fields(ModuleInfo)}
+            modules = {}
+            for entry in data["modules"]:
+                info = ModuleInfo(**{k: v for k, v in entry.items() if k in fields})
+                if not isinstance(info.tag, str):
+                    raise TypeError(f"a module's tag is {type(info.tag).__name__}")
+                modules[info.tag] = info
+            return cls(modules, dict(data.get("names", {})), dict(data.get("filter", {})))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # json.JSONDecodeError is a ValueError; the others: JSON of the wrong shape.
+            raise GraphtagError(
+                f"unreadable {metadata.HIERARCHY} (the module hierarchy stored in the "
+                f"model): {type(exc).__name__}: {exc}"
+            ) from exc
 
     @classmethod
     def from_model(cls, model: ir.Model) -> Hierarchy | None:

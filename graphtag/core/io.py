@@ -10,9 +10,11 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from graphtag.core import outputs
 from graphtag.core.errors import GraphtagError
 from graphtag.core.external_data import check_external_data, save_external
 from graphtag.core.graphs import iter_initializers
+from graphtag.core.strings import invalid_strings
 
 # protobuf refuses messages of 2 GiB; leave room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -29,13 +31,49 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise GraphtagError(f"{path}: no such file")
     if path.is_dir():
         raise GraphtagError(f"{path}: is a directory, expected an .onnx file")
+    reject_empty_file(path)
     try:
         model = ir.load(path)
     except Exception as exc:  # protobuf raises several unrelated types on bad bytes
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GraphtagError(f"{path}: not a readable ONNX model ({reason})") from exc
+    reject_graphless(path, model)
     check_external_data(model, path)
     return model
+
+
+def reject_empty_file(path: Path) -> None:
+    """An empty file parses as an empty ModelProto: refuse it as what it is."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise GraphtagError(f"{path}: cannot read ({exc.strerror})") from exc
+    if size == 0:
+        raise GraphtagError(f"{path}: empty file, not an ONNX model")
+
+
+def reject_graphless(path: str | os.PathLike, model: ir.Model) -> None:
+    """Refuse a ModelProto without a graph (protobuf reads many byte strings as one).
+
+    onnx_ir gives a missing graph as an empty one: no node, no output. A model
+    without outputs computes nothing, so nothing is lost by refusing it.
+    """
+    graph = model.graph
+    if len(graph) == 0 and not graph.outputs:
+        what = "no graph" if not graph.inputs and not graph.initializers else "an empty graph"
+        raise GraphtagError(f"{path}: not an ONNX model: it has {what} (no nodes, no outputs)")
+
+
+def require_serializable(model: ir.Model, path: str | os.PathLike) -> None:
+    """Refuse a model that could not be saved (strings that are not valid UTF-8), before
+    a command works on it; ``path`` is the file it came from. ``graphtag validate``
+    lists every such field (its ``strings`` rule)."""
+    problems = invalid_strings(model, limit=2)
+    if problems:
+        more = " (and more)" if len(problems) > 1 else ""
+        raise GraphtagError(
+            f"{path}: corrupt model, a string is not valid UTF-8: {problems[0]}{more}"
+        )
 
 
 def initializer_bytes(model: ir.Model) -> int:
@@ -62,14 +100,19 @@ def save(
     changes before the model file is replaced.
     """
     path = Path(path)
-    if use_external_data(model, external_data):
-        save_external(model, path, commit=lambda write: _commit(path, write))
-        return path
-    if has_external_tensors(model):
-        # Embedding needs the values; references would point next to the old file.
-        ir.external_data.load_to_model(model)
-    with atomic_output(path) as tmp_name:
-        ir.save(model, tmp_name)
+    try:
+        if use_external_data(model, external_data):
+            save_external(model, path, commit=lambda write: _commit(path, write))
+            return path
+        if has_external_tensors(model):
+            # Embedding needs the values; references would point next to the old file.
+            ir.external_data.load_to_model(model)
+        with atomic_output(path) as tmp_name:
+            ir.save(model, tmp_name)
+    except GraphtagError as exc:
+        if isinstance(exc.__cause__, ir.serde.SerdeError):
+            raise unserializable_error(model, path, exc.__cause__) from exc.__cause__
+        raise
     return path
 
 
@@ -93,13 +136,7 @@ def has_external_tensors(model: ir.Model) -> bool:
 
 def check_writable(path: Path) -> None:
     """Fail early, with one line, when ``path`` cannot be written as a file."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise GraphtagError(f"{path}: is a directory, expected a file name")
-    if not folder.is_dir():
-        raise GraphtagError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise GraphtagError(f"{path}: output folder {folder} is not writable")
+    outputs.check_writable(path)
 
 
 @contextlib.contextmanager
@@ -120,6 +157,15 @@ def atomic_output(path: Path) -> Iterator[str]:
         if isinstance(exc, GraphtagError) or not isinstance(exc, Exception):
             raise
         raise GraphtagError(f"{path}: could not write ({exc})") from exc
+
+
+def unserializable_error(model: ir.Model, path: Path, exc: BaseException) -> GraphtagError:
+    """Why ``model`` could not be serialized, said about the model, not the output path."""
+    problems = invalid_strings(model, limit=1)
+    if problems:
+        return GraphtagError(f"{path}: not written: a string is not valid UTF-8: {problems[0]}")
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return GraphtagError(f"{path}: not written: the model cannot be serialized ({reason})")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

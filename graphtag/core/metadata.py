@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+from collections.abc import Iterable
 
 import onnx_ir as ir
 
@@ -197,6 +198,26 @@ def set_consumers(value: ir.Value, tags: set[str] | list[str] | None) -> bool:
     """Record the consuming modules (sorted); None removes the key. True when changed."""
     text = None if tags is None else _compact(sorted(set(tags)))
     return _put(value.metadata_props, CONSUMERS, text)
+
+
+def consumer_tags(value: ir.Value) -> set[str]:
+    """Tags of the nodes using ``value`` now (nodes of nested subgraphs included): what
+    ``pkg.graphtag.consumers`` records."""
+    return {tag for use in value.uses() if (tag := node_tag(use.node)) is not None}
+
+
+def refresh_consumers(values: Iterable[ir.Value]) -> int:
+    """Rewrite ``pkg.graphtag.consumers`` from the graph on those ``values`` that carry it.
+
+    The record is kept true, never invented: a rewrite that changes who uses a value
+    (outlining, inlining, extraction, an optimizer) calls this on the values it may have
+    touched; values without the key stay without it. Returns how many records changed.
+    """
+    changed = 0
+    for value in values:
+        if CONSUMERS in value.metadata_props:
+            changed += set_consumers(value, consumer_tags(value))
+    return changed
 
 
 def origin(value: ir.Value) -> list[str] | None:

@@ -121,8 +121,19 @@ class Pipeline(ir.passes.PassBase):
         first = self.steps[0][1]
         return first.in_place or first.changes_input
 
+    def dump_path(self, index: int, name: str) -> Path:
+        """Where ``dump_after`` saves the model after step ``index`` (named ``name``)."""
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name)  # a scope pattern has '/', '*'
+        return self.dump_dir / f"after-{index:02d}-{stem}.onnx"
+
+    def dump_paths(self) -> list[Path]:
+        """Every file ``dump_after`` will write."""
+        return [self.dump_path(i, n) for i, (n, _) in enumerate(self.steps) if n in self.dump_after]
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.report = PipelineReport()
+        if self.verify_each:
+            _check_input(model)
         with analysis_scope(model) as analyses:
             for index, (name, pass_) in enumerate(self.steps):
                 model = self._run_step(index, name, pass_, model, analyses)
@@ -176,6 +187,18 @@ class Pipeline(ir.passes.PassBase):
         if name in self.dump_after or name.partition("@")[0] in self.dump_after:
             from graphtag.core.io import save
 
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name)  # a scope pattern has '/', '*'
-            save(result.model, self.dump_dir / f"after-{index:02d}-{stem}.onnx")
+            save(result.model, self.dump_path(index, name))
         return result.model
+
+
+def _check_input(model: ir.Model) -> None:
+    """verify-each blames a pass only for what it broke: an input already invalid is
+    reported as such, before any pass runs."""
+    from graphtag.checks.invariants import model_problems
+
+    problems = model_problems(model)
+    if problems:
+        raise GraphtagError(
+            f"the input model is invalid before any pass ran: {'; '.join(problems)} "
+            "(verify-each checks what each pass leaves; fix the input, or run without it)"
+        )

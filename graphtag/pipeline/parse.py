@@ -124,6 +124,7 @@ class _Parser:
         while True:
             name = self.name("pass name")
             options: dict[str, Any] = {}
+            spelled: dict[str, str] = {}
             if self.peek() == "{":
                 self.pos += 1
                 while self.peek() != "}":
@@ -131,9 +132,14 @@ class _Parser:
                     if self.peek() != "=":
                         raise self.error(f"expected '=' after option '{key}'")
                     self.pos += 1
-                    if key in options:
-                        raise self.error(f"option '{key}' given twice")
-                    options[key.replace("-", "_")] = self.value()
+                    # group-by-tag and group_by_tag name one option: twice is an error.
+                    option = key.replace("-", "_")
+                    if option in spelled:
+                        raise self.error(
+                            f"option '{option}' given twice (as '{spelled[option]}' and '{key}')"
+                        )
+                    spelled[option] = key
+                    options[option] = self.value()
                     if self.peek() == ",":
                         self.pos += 1
                     elif self.peek() != "}":
@@ -175,6 +181,18 @@ def load_pipeline_toml(path: str | os.PathLike) -> list[PassInvocation]:
             raise PipelineError(
                 f"{path}: [[pass]] number {index}: scope must be a tag pattern (a string)"
             )
-        options = {k.replace("-", "_"): v for k, v in entry.items() if k not in ("name", "scope")}
+        options: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        for key, value in entry.items():
+            if key in ("name", "scope"):
+                continue
+            option = key.replace("-", "_")
+            if option in spelled:
+                raise PipelineError(
+                    f"{path}: [[pass]] number {index} ({entry['name']}) gives option "
+                    f"'{option}' twice (as '{spelled[option]}' and '{key}')"
+                )
+            spelled[option] = key
+            options[option] = value
         steps.append(PassInvocation(entry["name"], options, scope.strip() if scope else None))
     return steps

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import logging
 import re
 import typing
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import onnx_ir as ir
 
 from graphtag.core.errors import PipelineError
+
+logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "graphtag.passes"
 _SIMPLE_TYPES = (bool, int, float, str)
@@ -94,8 +97,22 @@ class PassSpec:
         raise PipelineError(f"pass '{self.name}' has no option '{name}' (valid options: {valid})")
 
     def create(self, raw_options: dict[str, Any] | None = None) -> ir.passes.PassBase:
-        """Instantiate the pass with options checked against the declaration."""
-        kwargs = {k: self.option(k).convert(self.name, v) for k, v in (raw_options or {}).items()}
+        """Instantiate the pass with options checked against the declaration.
+
+        Option names may be spelled with ``-`` or ``_`` (``group-by-tag``); one option
+        given twice, in any spelling, is an error.
+        """
+        kwargs: dict[str, Any] = {}
+        given: dict[str, str] = {}
+        for key, value in (raw_options or {}).items():
+            name = key.replace("-", "_")
+            if name in given:
+                raise PipelineError(
+                    f"pass '{self.name}': option '{name}' given twice "
+                    f"(as '{given[name]}' and '{key}')"
+                )
+            given[name] = key
+            kwargs[name] = self.option(name).convert(self.name, value)
         try:
             return self.factory(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -204,6 +221,10 @@ class PassRegistry:
         self._specs: dict[str, PassSpec] = {}
         self.broken: list[BrokenPlugin] = []
         self._specs.update(_builtin_specs(self.broken))
+        for broken in self.broken:
+            logger.warning(
+                "pass '%s' (%s) not loaded: %s", broken.name, broken.origin, broken.error
+            )
         self._specs.update(_onnx_ir_specs())
         self._load_plugins()
 
@@ -212,14 +233,25 @@ class PassRegistry:
             dist = getattr(ep.dist, "name", None) or "unknown distribution"
             origin = f"plugin {dist}"
             if ep.name in self._specs:
-                self.broken.append(
-                    BrokenPlugin(ep.name, origin, f"name taken by {self._specs[ep.name].origin}")
-                )
+                self._disable(ep.name, origin, f"name taken by {self._specs[ep.name].origin}")
                 continue
             try:
                 self._specs[ep.name] = spec_for_class(ep.name, ep.load(), origin)
-            except Exception as exc:  # a broken plugin must not break the others
-                self.broken.append(BrokenPlugin(ep.name, origin, f"{type(exc).__name__}: {exc}"))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                # A broken plugin must not break the others, nor the command: whatever
+                # its import raises (SystemExit from a sys.exit() at import included)
+                # disables that plugin only, and says which.
+                why = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, SystemExit):
+                    why = f"called sys.exit({exc.code!r}) while being imported"
+                self._disable(ep.name, origin, why)
+
+    def _disable(self, name: str, origin: str, why: str) -> None:
+        """Record a pass that cannot be used, and warn (``-p`` naming it gets the reason)."""
+        logger.warning("pass '%s' (%s) not loaded: %s", name, origin, why)
+        self.broken.append(BrokenPlugin(name, origin, why))
 
     def register(self, name: str, cls: type, origin: str = "python") -> PassSpec:
         """Register a pass class from Python code (for scripts and notebooks)."""

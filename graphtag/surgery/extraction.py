@@ -10,7 +10,10 @@ The extracted model of module ``T`` (see :mod:`graphtag.analysis.boundaries`):
   source model, never copied); outputs of input-free nodes outside ``T`` (Constant) are
   copied in as nodes, so they never become inputs;
 * the model's opset imports, ir_version, producer, metadata and node/value metadata, the
-  local functions its nodes call (transitively), plus ``pkg.graphtag.extracted_module``.
+  local functions its nodes call (transitively), plus ``pkg.graphtag.extracted_module``;
+  ``pkg.graphtag.consumers``, where a value carries it, is rewritten for the extracted
+  graph (the modules outside are gone: an output is used by nothing inside it), so the
+  extracted model validates like any other.
 
 The source model is never modified: the result is a clone (``ir.GraphView.clone``),
 O(size of the module). Weights loaded lazily from a data file beside the source stay
@@ -26,7 +29,9 @@ says so), nor can a module whose outputs nothing outside it reads.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 from collections.abc import Iterable, Iterator, Mapping
 
 import onnx_ir as ir
@@ -37,10 +42,11 @@ from graphtag.analysis.boundaries import (
     compute_boundaries,
     module_boundaries,
 )
+from graphtag.analysis.kahn import CycleError, topological_order
 from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import subgraph_owners, subgraphs_of
+from graphtag.core.graphs import iter_values, subgraph_owners, subgraphs_of
 
 __all__ = ["EXTRACTED_MODULE", "Extractor", "extract_all", "extract_module"]
 
@@ -88,7 +94,7 @@ class Extractor:
     def __init__(self, model: ir.Model, boundaries: Mapping[str, ModuleBoundary]) -> None:
         self.model = model
         self.boundaries = boundaries
-        self._inferred: dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]] | None = None
+        self._inferred: dict[str, dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]] = {}
 
     def extract(self, tag: str) -> ir.Model:
         boundary = self.boundaries.get(tag)
@@ -114,13 +120,22 @@ class Extractor:
         view = ir.GraphView(
             boundary.inputs,
             boundary.outputs,
-            nodes=[*constant_nodes, *boundary.nodes],
+            nodes=_ordered(tag, [*constant_nodes, *boundary.nodes]),
             initializers=initializers,
             opset_imports=dict(source.graph.opset_imports),
             name=tag,
             metadata_props=dict(source.graph.metadata_props),
         )
-        graph = view.clone()
+        try:
+            graph = view.clone()
+        except (RuntimeError, ValueError) as exc:
+            # onnx_ir refuses a value owned by two graphs: the input wires a value of a
+            # subgraph into another graph (a damaged file), the model's problem, not ours.
+            cause = exc.__cause__ or exc
+            reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            raise GraphtagError(
+                f"module {tag}: cannot be extracted, the graph is malformed ({reason})"
+            ) from exc
         self._complete_types(tag, [*graph.inputs, *graph.outputs])
         props = {k: v for k, v in source.metadata_props.items() if k not in _SOURCE_ONLY_KEYS}
         extracted = ir.Model(
@@ -135,6 +150,8 @@ class Extractor:
             metadata_props=props,
         )
         metadata.set_extracted_module(extracted, tag)
+        # Only the module's nodes use its values now (its outputs: nothing inside it).
+        metadata.refresh_consumers(iter_values(extracted))
         return extracted
 
     def _functions_called(self, nodes: Iterable[ir.Node]) -> list[ir.Function]:
@@ -155,40 +172,64 @@ class Extractor:
         return [f for key, f in functions.items() if key in needed]
 
     def _complete_types(self, tag: str, values: list[ir.Value]) -> None:
-        """Give boundary values lacking a type or shape the ones shape inference finds."""
-        missing = [v for v in values if v.type is None or v.shape is None]
-        if not missing:
-            return
-        inferred = self._inferred_types()
-        untyped = []
-        for value in missing:
-            found_type, found_shape = inferred.get(value.name or "", (None, None))
-            if value.type is None:
-                value.type = found_type
-            if value.shape is None and found_shape is not None:
-                value.shape = found_shape
-            if value.type is None:
-                untyped.append(value.name)
-        if untyped:
-            shown = ", ".join(untyped[:5]) + (" ..." if len(untyped) > 5 else "")
-            raise GraphtagError(
-                f"module {tag}: no type known for boundary value(s) {shown}, even after ONNX "
-                "shape inference on the full model; add value_info for them"
-            )
+        """Give boundary values lacking a type or shape the ones shape inference finds.
 
-    def _inferred_types(self) -> dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]:
-        if self._inferred is None:
-            self._inferred = infer_main_graph_types(self.model)
-        return self._inferred
+        ONNX requires both of a model's inputs and outputs (a shape may have unknown
+        dimensions, not an unknown rank). ONNX's inference first; for what it leaves
+        without a shape (a Loop's loop-carried outputs), ONNX Runtime's symbolic one.
+        """
+        missing = [v for v in values if v.type is None or v.shape is None]
+        for symbolic in (False, True):
+            if not missing:
+                return
+            inferred = self._inferred_types(symbolic)
+            for value in missing:
+                found_type, found_shape = inferred.get(value.name or "", (None, None))
+                if value.type is None:
+                    value.type = found_type
+                if value.shape is None and found_shape is not None:
+                    value.shape = found_shape
+            missing = [v for v in missing if v.type is None or v.shape is None]
+        untyped = [v.name for v in missing if v.type is None]
+        unshaped = [v.name for v in missing if v.type is not None]
+        for names, what in ((untyped, "type"), (unshaped, "shape (rank)")):
+            if names:
+                shown = ", ".join(map(str, names[:5])) + (" ..." if len(names) > 5 else "")
+                raise GraphtagError(
+                    f"module {tag}: no {what} known for boundary value(s) {shown}, even after "
+                    "shape inference on the full model; add value_info for them"
+                )
+
+    def _inferred_types(
+        self, symbolic: bool = False
+    ) -> dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]:
+        key = "symbolic" if symbolic else "onnx"
+        if key not in self._inferred:
+            self._inferred[key] = infer_main_graph_types(self.model, symbolic=symbolic)
+        return self._inferred[key]
+
+
+def _ordered(tag: str, nodes: list[ir.Node]) -> list[ir.Node]:
+    """The module's nodes in dependency order (the source graph may not be sorted)."""
+    try:
+        return topological_order(nodes)
+    except CycleError as error:
+        names = ", ".join(nodes[i].name or nodes[i].op_type for i in error.cycle[:5])
+        raise GraphtagError(
+            f"module {tag}: its nodes form a cycle ({names}); the graph is not a valid "
+            "ONNX model (graphtag validate: cycles)"
+        ) from None
 
 
 def infer_main_graph_types(
-    model: ir.Model,
+    model: ir.Model, *, symbolic: bool = False
 ) -> dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]:
     """Value name -> (type, shape) from ONNX shape inference, without touching ``model``.
 
-    Large initializers are passed as typed graph inputs so no weight is serialized. On
-    failure the result is empty (callers then report the untyped values).
+    Large initializers are passed as typed graph inputs so no weight is serialized. With
+    ``symbolic``, ONNX Runtime's symbolic shape inference runs instead: slower, but it
+    keeps the rank of a Loop's loop-carried outputs, which ONNX's drops. On failure the
+    result is empty (callers then report the untyped values).
     """
     import onnx
 
@@ -216,7 +257,16 @@ def infer_main_graph_types(
         functions=list(model.functions.values()),
     )
     try:
-        proto = onnx.shape_inference.infer_shapes(ir.serde.serialize_model(light))
+        proto = ir.serde.serialize_model(light)
+        if symbolic:
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints why it gives up
+                proto = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+            if proto is None:  # it returns None when it gives up
+                return {}
+        else:
+            proto = onnx.shape_inference.infer_shapes(proto)
     except Exception:  # inference is best effort; the caller names what stays untyped
         return {}
     found: dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]] = {}
