@@ -35,6 +35,7 @@ from collections.abc import Iterable
 import onnx_ir as ir
 
 from graphtag.core import metadata
+from graphtag.core.graphs import connected_groups
 from graphtag.core.hierarchy import tag_lca
 
 
@@ -58,26 +59,7 @@ class Region:
 
 def groups(residual: Iterable[ir.Node], values: dict[int, ir.Value]) -> list[list[ir.Node]]:
     """Residual nodes joined through values without a reference counterpart."""
-    members = {id(node): node for node in residual}
-    parent = {key: key for key in members}
-
-    def find(key: int) -> int:
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    for node in members.values():
-        for value in node.inputs:
-            if value is None or id(value) in values:
-                continue
-            producer = value.producer()
-            if producer is not None and id(producer) in members:
-                parent[find(id(producer))] = find(id(node))
-    found: dict[int, list[ir.Node]] = {}
-    for key, node in members.items():
-        found.setdefault(find(key), []).append(node)
-    return list(found.values())
+    return connected_groups(residual, lambda value: id(value) not in values)
 
 
 def region_of(

@@ -60,7 +60,7 @@ import onnx_ir as ir
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import iter_all_nodes, iter_graphs
+from graphtag.core.graphs import connected_groups, iter_all_nodes, iter_graphs
 from graphtag.core.hierarchy import tag_lca
 from graphtag.core.pass_result import PassResult
 
@@ -270,24 +270,7 @@ def _groups(created: list[ir.Node]) -> list[list[ir.Node]]:
     join (their values cannot be told apart when no surviving node consumes them): the
     group then gets the LCA of both, which is coarser but never wrong.
     """
-    members = {id(node): node for node in created}
-    parent = {key: key for key in members}
-
-    def find(key: int) -> int:
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    for node in created:
-        for value in node.inputs:
-            producer = value.producer() if value is not None else None
-            if producer is not None and id(producer) in members:
-                parent[find(id(producer))] = find(id(node))
-    groups: dict[int, list[ir.Node]] = {}
-    for node in created:
-        groups.setdefault(find(id(node)), []).append(node)
-    return list(groups.values())
+    return connected_groups(created)
 
 
 def _sources(group, snapshot: Snapshot, alive, old_values, graph_outputs) -> list[int]:

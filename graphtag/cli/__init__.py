@@ -70,6 +70,7 @@ def _optional_commands() -> list:
         "report_cmd",
         "zoo_cmd",
         "retag_cmd",
+        "profile_cmd",
     ):
         try:
             found.append(importlib.import_module(f"graphtag.cli.{name}"))

@@ -18,3 +18,7 @@ class VerificationError(GraphtagError):
         super().__init__(f"pass '{pass_name}' broke the model: {problem}")
         self.pass_name = pass_name
         self.problem = problem
+
+
+class MissingDependencyError(GraphtagError, ImportError):
+    """An optional dependency is not installed (e.g. torch for the export edge)."""

@@ -23,7 +23,7 @@ __all__ = [
     "subgraphs_of",
 ]
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import onnx_ir as ir
 
@@ -149,3 +149,34 @@ def iter_values(model: ir.Model) -> Iterator[ir.Value]:
                 if id(value) not in seen:
                     seen.add(id(value))
                     yield value
+
+
+def connected_groups(
+    nodes: Iterable[ir.Node], joins: Callable[[ir.Value], bool] = lambda value: True
+) -> list[list[ir.Node]]:
+    """``nodes`` split into groups joined through the values one of them produces.
+
+    Two nodes of ``nodes`` share a group when one reads a value the other produces and
+    ``joins(value)`` holds. Union-find: near-linear in the nodes' inputs. Groups and their
+    members keep the order of ``nodes``.
+    """
+    members = {id(node): node for node in nodes}
+    parent = {key: key for key in members}
+
+    def find(key: int) -> int:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for node in members.values():
+        for value in node.inputs:
+            if value is None or not joins(value):
+                continue
+            producer = value.producer()
+            if producer is not None and id(producer) in members:
+                parent[find(id(producer))] = find(id(node))
+    found: dict[int, list[ir.Node]] = {}
+    for key, node in members.items():
+        found.setdefault(find(key), []).append(node)
+    return list(found.values())

@@ -9,23 +9,21 @@ the user is pointed at ``--input-specs``.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from graphtag.core.errors import GraphtagError
+from graphtag.core.input_specs import DTYPES, load_input_specs  # noqa: F401 (re-exported)
 
 _SEED = 0
 _DEFAULT_IMAGE_SIZE = 224  # what vision configs without an image_size (convnets) are trained at
 _DEFAULT_AUDIO_SAMPLES = 16000  # one second at the usual 16 kHz
 
-_DTYPES = {n: getattr(torch, n) for n in ("bool", "uint8", "int8", "int16", "int32", "int64")}
-_DTYPES.update({n: getattr(torch, n) for n in ("float16", "bfloat16", "float32", "float64")})
+_DTYPES = {n: getattr(torch, n) for n in DTYPES}
 
 
 @dataclass
@@ -449,53 +447,7 @@ def check_inputs_fit(model: nn.Module, inputs: ExampleInputs) -> Any:
 
 
 # ---------------------------------------------------------------------------- spec files
-
-
-def load_input_specs(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read and validate ``{name: {"shape": [...], "dtype": ..., "low"?, "high"?, "value"?}}``."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GraphtagError(f"input specs file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GraphtagError(f"cannot read input specs file {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise GraphtagError(f"input specs file {path} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict) or not raw:
-        raise GraphtagError(
-            f"input specs file {path} must be a non-empty JSON object: name -> spec"
-        )
-    return {name: _validate_spec(path, name, spec) for name, spec in raw.items()}
-
-
-def _validate_spec(path: Path, name: str, spec: Any) -> dict[str, Any]:
-    where = f"input specs {path}: input '{name}'"
-    if not isinstance(spec, dict):
-        raise GraphtagError(f"{where} must be an object with 'shape' and 'dtype'")
-    extra = set(spec) - {"shape", "dtype", "low", "high", "value"}
-    if extra:
-        raise GraphtagError(f"{where} has unknown key(s): {', '.join(sorted(extra))}")
-    shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise GraphtagError(f"{where}: 'shape' must be a list of non-negative integers")
-    dtype = spec.get("dtype", "float32")
-    if dtype not in _DTYPES:
-        raise GraphtagError(f"{where}: unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-    for key in ("low", "high", "value"):
-        v = spec.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise GraphtagError(f"{where}: '{key}' must be a number")
-    low, high = spec.get("low"), spec.get("high")
-    if low is not None and high is not None and not low < high:
-        raise GraphtagError(f"{where}: 'low' must be less than 'high'")
-    return {
-        "shape": list(shape),
-        "dtype": dtype,
-        **{k: spec[k] for k in ("low", "high", "value") if k in spec},
-    }
+# The file format is read by graphtag.core.input_specs (load_input_specs, re-exported here).
 
 
 def inputs_from_specs(specs: dict[str, dict[str, Any]]) -> ExampleInputs:

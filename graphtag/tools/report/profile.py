@@ -10,7 +10,7 @@ A profile is a JSON object::
         "/Model/Layer.0": {
           "self_ms": 0.4,               # time of the nodes tagged exactly with this tag
           "total_ms": 3.1,              # time of the module and all its descendants
-          "calls": 1,                   # optional, int: forward calls (default 1)
+          "calls": 1,                   # optional, int: times its work ran per inference
           "nodes": 12                   # optional, int: nodes that were timed
         }
       }
@@ -18,6 +18,12 @@ A profile is a JSON object::
 
 Times are non-negative numbers. Unknown keys are ignored (so later versions of the
 same schema can add fields); a different ``schema`` value is refused.
+
+``graphtag profile`` (graphtag.tools.profile) writes this schema from ONNX Runtime's
+profiler: ``total_ms`` is one inference's wall time, a module's ``calls`` the kernel
+executions of its own nodes and ``nodes`` its own nodes in the graph ONNX Runtime ran;
+it adds fields the report does not read (``kernel_ms``, per-module spreads, op types
+and, with ``--torch``, PyTorch's figures under ``"torch"``; see the README).
 """
 
 from __future__ import annotations
