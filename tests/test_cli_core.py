@@ -90,6 +90,23 @@ FILE_COMMANDS: dict[str, tuple[list[str], set[str], bool]] = {
         True,
     ),
     "compare": (["compare", "--topology", "IN/m.onnx", "IN/r.onnx"], set(), True),
+    "profile": (
+        [
+            "profile",
+            "IN/m.onnx",
+            "--warmup",
+            "1",
+            "--runs",
+            "2",
+            "-o",
+            "OUT/profile.json",
+            "--save-trace",
+            "OUT/trace.json",
+        ],
+        {"profile.json", "trace.json"},
+        True,
+    ),
+    "profile-compare": (["profile", "--compare", "IN/p.json", "IN/p.json"], set(), True),
     "snapshot": (["snapshot", "IN/m.onnx", "-o", "OUT/snap.json"], {"snap.json"}, True),
     "retag": (
         ["retag", "IN/m.onnx", "IN/r.onnx", "-o", "OUT/retagged.onnx"],
