@@ -228,3 +228,31 @@ def test_command_exits_1_with_the_diff(tmp_path):
     ]
     same = run_cli("compare", "--topology", paths[0], paths[0])
     assert same.returncode == 0 and same.stdout.strip() == "topology identical"
+
+
+def _one_op(**attributes) -> ir.Model:
+    x = _value("x")
+    node = _node("Op", [x], "op", domain="pkg.test", **attributes)
+    graph = ir.Graph([x], node.outputs, nodes=[node], opset_imports={"pkg.test": 1}, name="g")
+    return ir.Model(graph, ir_version=10)
+
+
+def test_attribute_values_of_every_kind_are_shown():
+    a = _one_op(alpha=0.5, scales=[0.1, 0.2], axes=[1, 2], mode="a")
+    b = _one_op(alpha=0.25, scales=[0.1, 0.3], axes=[1, 3], mode="b")
+    assert compare_topology(a, b).report().splitlines()[1:] == [
+        "  graph: node #0 pkg.test::Op: attribute alpha: 0.5 != 0.25",
+        "  graph: node #0 pkg.test::Op: attribute axes: (1, 2) != (1, 3)",
+        "  graph: node #0 pkg.test::Op: attribute mode: 'a' != 'b'",
+        "  graph: node #0 pkg.test::Op: attribute scales: [0.1, 0.2] != [0.1, 0.3]",
+    ]
+    assert compare_topology(
+        a, _one_op(alpha=0.5, scales=[0.1, 0.2], axes=[1, 2], mode="a")
+    ).identical
+
+
+def test_long_attribute_values_are_cut_at_80_characters():
+    exact = compare_topology(_one_op(mode="x" * 78), _one_op(mode="y" * 78)).report()
+    assert f"'{'x' * 78}' != '{'y' * 78}'" in exact  # 80 characters each: shown whole
+    cut = compare_topology(_one_op(mode="x" * 79), _one_op(mode="y" * 79)).report()
+    assert f": '{'x' * 76}... != '{'y' * 76}..." in cut
