@@ -256,3 +256,17 @@ def test_long_attribute_values_are_cut_at_80_characters():
     assert f"'{'x' * 78}' != '{'y' * 78}'" in exact  # 80 characters each: shown whole
     cut = compare_topology(_one_op(mode="x" * 79), _one_op(mode="y" * 79)).report()
     assert f": '{'x' * 76}... != '{'y' * 76}..." in cut
+
+
+def test_node_count_and_initializer_lists_are_reported():
+    a, b = base(), base()
+    b.graph.remove(_by_name(b)["const"], safe=True)  # the unread Constant
+    assert "graph: 8 nodes in A, 7 nodes in B" in compare_topology(a, b).report()
+    c = base()
+    v = ir.Value(name="v", shape=ir.Shape([1]), type=FLOAT)
+    v.const_value = ir.tensor(np.zeros(1, np.float32), name="v")
+    c.graph.register_initializer(v)
+    assert "initializers only in A: [], only in B: ['v']" in compare_topology(a, c).report()
+    d = base()
+    d.graph.initializers["w"].const_value = None
+    assert "initializer w: value present in only one model" in compare_topology(a, d).report()
