@@ -270,3 +270,13 @@ def test_node_count_and_initializer_lists_are_reported():
     d = base()
     d.graph.initializers["w"].const_value = None
     assert "initializer w: value present in only one model" in compare_topology(a, d).report()
+
+
+def test_graph_inputs_and_outputs_are_named_when_they_differ():
+    a, b = base(), base()
+    b.graph.inputs[0].shape = ir.Shape([3, 4])
+    report = compare_topology(a, b).report()
+    assert "graph: graph inputs differ: A (('x', 'FLOAT', ('2', '4'))" in report, report
+    c = base()
+    c.graph.outputs[0].name = "renamed"
+    assert "graph: graph outputs differ: A" in compare_topology(a, c).report()
