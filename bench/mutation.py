@@ -11,6 +11,7 @@ not mutated (they change no result).
 
     python bench/mutation.py [--modules hierarchy,compare] [--sample N] [--seed 0]
                              [--json out.json] [--list]
+                             [--mutants hierarchy#2,compare#12]
 
 ``MODULES`` maps each module to the test files that exercise it; ``--sample`` runs a
 random sample of each module's mutants (all when omitted). Prints every survivor with
@@ -210,12 +211,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument("--mutants", help="only these, e.g. hierarchy#2,compare#12 (a re-run)")
     args = parser.parse_args()
+    picked = set(args.mutants.split(",")) if args.mutants else None
+    if picked:
+        args.modules = ",".join(dict.fromkeys(m.split("#")[0] for m in picked))
     names = args.modules.split(",")
     chosen: list[Mutant] = []
     for name in names:
         found = mutants(name)
-        if args.sample and len(found) > args.sample:
+        if picked:
+            found = [m for m in found if f"{name}#{m.index}" in picked]
+        elif args.sample and len(found) > args.sample:
             found = sorted(
                 random.Random(args.seed).sample(found, args.sample), key=lambda m: m.index
             )
