@@ -280,3 +280,24 @@ def test_graph_inputs_and_outputs_are_named_when_they_differ():
     c = base()
     c.graph.outputs[0].name = "renamed"
     assert "graph: graph outputs differ: A" in compare_topology(a, c).report()
+
+
+def test_attribute_type_reference_and_graph_lists_are_reported():
+    a = _one_op(alpha=0.5)
+    assert "attribute alpha: FLOAT != INT" in compare_topology(a, _one_op(alpha=1)).report()
+    ref = _one_op()
+    ref.graph.node(0).attributes["alpha"] = ir.RefAttr("alpha", "outer", ir.AttributeType.FLOAT)
+    assert "attribute alpha: FLOAT != FLOAT" in compare_topology(a, ref).report()
+
+    def bodies(*ops: str) -> list[ir.Graph]:
+        graphs = []
+        for op in ops:
+            v = _value(f"b{len(graphs)}")
+            node = _node(op, [v], f"n{len(graphs)}")
+            graphs.append(ir.Graph([v], node.outputs, nodes=[node], name=f"g{len(graphs)}"))
+        return graphs
+
+    one, two = _one_op(branches=bodies("Relu")), _one_op(branches=bodies("Relu", "Neg"))
+    assert "attribute branches: 1 != 2 graphs" in compare_topology(one, two).report()
+    changed = compare_topology(two, _one_op(branches=bodies("Relu", "Abs"))).report()
+    assert "pkg.test::Op branches[1]: node #0 differs" in changed, changed
