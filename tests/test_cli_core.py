@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import csv
+import getpass
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -56,46 +61,179 @@ def test_passes_list_json_has_docs_and_options():
     assert by_option["strip-torch-metadata", ""]["doc"]  # a pass without options: one row
 
 
-# Every command that works on an ONNX file, with arguments (MODEL and OUT are filled in).
-ONNX_ONLY_COMMANDS = {
-    "run": [
-        "run",
-        "MODEL",
-        "-p",
-        "toposort,tag-propagation,multi-consumer,residual-resolution,boundary-detection,"
-        "function-outlining{all=true},function-inlining",
-        "-o",
-        "OUT/o.onnx",
-    ],
-    "passes-list": ["passes", "list"],
-    "analyze": ["analyze", "MODEL", "--format", "detailed"],
-    "validate": ["validate", "MODEL"],
-    "extract": ["extract", "MODEL", "--all", "-o", "OUT/modules"],
-    "dag": ["dag", "MODEL", "-o", "OUT/dag.json", "--ops", "OUT/ops.json"],
-    "compare": ["compare", "--topology", "MODEL", "MODEL"],
-    "snapshot": ["snapshot", "MODEL"],
+# Every command that reads a file: its arguments (IN/ and OUT/ are folders filled in by
+# the test), the entries it writes into OUT/, and whether it works on ONNX files only
+# (then it must never import torch). IN/ holds m.onnx (tagged), r.onnx (the same model
+# with every node's metadata dropped, as ONNX Runtime writes it), p.json (a profile),
+# factories.py, specs.json, ZOO.toml and golden/.
+FILE_COMMANDS: dict[str, tuple[list[str], set[str], bool]] = {
+    "run": (
+        [
+            "run",
+            "IN/m.onnx",
+            "-p",
+            "toposort,tag-propagation,multi-consumer,residual-resolution,boundary-detection,"
+            "function-outlining{all=true},function-inlining",
+            "-o",
+            "OUT/o.onnx",
+        ],
+        {"o.onnx"},
+        True,
+    ),
+    "passes-list": (["passes", "list"], set(), True),
+    "analyze": (["analyze", "IN/m.onnx", "--format", "detailed"], set(), True),
+    "validate": (["validate", "IN/m.onnx"], set(), True),
+    "extract-all": (["extract", "IN/m.onnx", "--all", "-o", "OUT/modules"], {"modules"}, True),
+    "extract-one": (
+        ["extract", "IN/m.onnx", "--module", "/MLP/Layer.fc1", "-o", "OUT/one.onnx"],
+        {"one.onnx"},
+        True,
+    ),
+    "dag": (
+        ["dag", "IN/m.onnx", "-o", "OUT/dag.json", "--ops", "OUT/ops.json"],
+        {"dag.json", "ops.json"},
+        True,
+    ),
+    "report": (
+        ["report", "IN/m.onnx", "--profile", "IN/p.json", "-o", "OUT/report.html"],
+        {"report.html"},
+        True,
+    ),
+    "compare": (["compare", "--topology", "IN/m.onnx", "IN/r.onnx"], set(), True),
+    "nodes": (["nodes", "IN/m.onnx", "--module", "*/Layer.fc1", "--initializers"], set(), True),
+    "profile": (
+        [
+            "profile",
+            "IN/m.onnx",
+            "--warmup",
+            "1",
+            "--runs",
+            "2",
+            "-o",
+            "OUT/profile.json",
+            "--save-trace",
+            "OUT/trace.json",
+        ],
+        {"profile.json", "trace.json"},
+        True,
+    ),
+    "profile-compare": (["profile", "--compare", "IN/p.json", "IN/p.json"], set(), True),
+    "snapshot": (["snapshot", "IN/m.onnx", "-o", "OUT/snap.json"], {"snap.json"}, True),
+    "retag": (
+        ["retag", "IN/m.onnx", "IN/r.onnx", "-o", "OUT/retagged.onnx"],
+        {"retagged.onnx"},
+        True,
+    ),
+    "export": (
+        [
+            "export",
+            "IN/factories.py:net",
+            "OUT/e.onnx",
+            "--input-specs",
+            "IN/specs.json",
+            "--sidecar",
+        ],
+        {"e.onnx", "e.onnx.graphtag.json"},
+        False,
+    ),
+    "verify": (["verify", "IN/factories.py:net"], set(), False),
+    "zoo-check": (["zoo", "check", "IN/ZOO.toml", "--golden", "IN/golden"], set(), False),
 }
 
+# What torch and onnxruntime themselves leave in TMPDIR (import onnxruntime writes .ses,
+# torch's dynamo exporter creates its inductor cache folder): not graphtag's files.
+THIRD_PARTY_TMP = {".ses", f"torchinductor_{getpass.getuser()}"}
 
-@pytest.mark.parametrize("command", list(ONNX_ONLY_COMMANDS))
-def test_onnx_only_commands_do_not_import_torch(command, tmp_path):
+FACTORY = """
+import torch
+
+
+def net():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3)).eval()
+    return model, (torch.randn(2, 4),)
+"""
+
+
+@pytest.fixture(scope="module")
+def file_command_inputs(tmp_path_factory):
+    """IN/ built once (exporting the golden costs a torch export); each test copies it."""
     from test_analysis import mlp_with_hierarchy
 
-    model = tmp_path / "m.onnx"
-    graphtag.save(mlp_with_hierarchy(), model)
+    from graphtag.exporter.zoo import export_snapshot, load_zoo
+    from graphtag.tools.snapshot import dumps
+
+    folder = tmp_path_factory.mktemp("file-commands") / "IN"
+    folder.mkdir()
+    model = mlp_with_hierarchy()
+    graphtag.save(model, folder / "m.onnx")
+    for node in model.graph:
+        node.metadata_props.clear()
+    graphtag.save(model, folder / "r.onnx")
+    timing = {"self_ms": 0.5, "total_ms": 1.0}
+    profile = {"schema": "graphtag.profile/1", "total_ms": 1.0, "modules": {"/MLP": timing}}
+    (folder / "p.json").write_text(json.dumps(profile))
+    (folder / "factories.py").write_text(FACTORY)
+    (folder / "specs.json").write_text(json.dumps({"input": {"shape": [2, 4], "dtype": "float32"}}))
+    (folder / "ZOO.toml").write_text('[[model]]\nname = "net"\nsource = "factories.py:net"\n')
+    (folder / "golden").mkdir()
+    (entry,) = load_zoo(folder / "ZOO.toml")
+    with contextlib.chdir(folder):  # as zoo check's worker: sources relative to the file
+        snapshot = export_snapshot(entry, folder)["snapshot"]
+    (folder / "golden" / "net.json").write_text(dumps(snapshot))
+    return folder
+
+
+def _tree(folder) -> dict[str, str]:
+    """Relative path -> sha256 of every file below ``folder`` (folders end with '/')."""
+    return {
+        str(p.relative_to(folder)) + ("/" if p.is_dir() else ""): "" if p.is_dir() else digest(p)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("command", list(FILE_COMMANDS))
+def test_commands_leave_inputs_alone_and_onnx_ones_never_import_torch(
+    command, tmp_path, file_command_inputs
+):
+    """Inputs byte-identical and nothing added beside them, only the named outputs
+    written, no temporary file left anywhere (the working folder and TMPDIR stay empty),
+    and for the commands working on ONNX files, torch and transformers never imported."""
+    args, outputs, onnx_only = FILE_COMMANDS[command]
+    folders = {name: tmp_path / name for name in ("IN", "OUT", "cwd", "tmp")}
+    shutil.copytree(file_command_inputs, folders["IN"])
+    for name in ("OUT", "cwd", "tmp"):
+        folders[name].mkdir()
     args = [
-        a.replace("MODEL", str(model)).replace("OUT", str(tmp_path))
-        for a in ONNX_ONLY_COMMANDS[command]
+        a.replace("IN/", f"{folders['IN']}/").replace("OUT/", f"{folders['OUT']}/") for a in args
     ]
+    before = _tree(folders["IN"])
     code = (
         "import sys\n"
         "from graphtag.cli import main\n"
-        f"assert main({args!r}) == 0\n"
+        f"status = main({args!r})\n"
         "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
-        "assert not heavy, heavy\n"
+        f"assert status == 0, status\n"
+        f"assert {not onnx_only} or not heavy, heavy\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = {**os.environ, "TMPDIR": str(folders["tmp"])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=folders["cwd"], env=env
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _tree(folders["IN"]) == before
+    assert {p.name for p in folders["OUT"].iterdir()} == outputs
+    assert not list(folders["cwd"].iterdir())
+    assert {p.name for p in folders["tmp"].iterdir()} <= THIRD_PARTY_TMP
+
+
+def test_every_command_is_in_the_file_command_test():
+    from graphtag.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    covered = {args[0] for args, _, _ in FILE_COMMANDS.values()}
+    assert set(commands.choices) == covered
 
 
 def test_run_with_time_passes_and_verify_each(mlp_path, tmp_path):

@@ -373,9 +373,26 @@ def test_cli_one_module_runs(siblings_file, tmp_path):
     out = tmp_path / "left.onnx"
     proc = run_cli("extract", siblings_file, "--module", "/SiblingsNet/Block.left", "-o", out)
     assert proc.returncode == 0, proc.stderr
+    # The extracted module, fed the full model's values at its inputs, must compute the
+    # full model's values at its outputs (ONNX Runtime on both; value names are kept).
+    import oracles
+
+    full = onnx.load(siblings_file)
+    rng = np.random.default_rng(0)
+    feeds = {
+        i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(
+            np.float32
+        )
+        for i in full.graph.input
+    }
+    values = oracles.all_values(full, feeds)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    (spec,) = sess.get_inputs()
-    sess.run(None, {spec.name: np.ones([d for d in spec.shape], np.float32)})
+    inputs = [i.name for i in sess.get_inputs()]
+    got = sess.run(None, {name: values[name] for name in inputs})
+    outputs = [o.name for o in sess.get_outputs()]
+    assert outputs and not set(outputs) & set(feeds)  # computed inside the module
+    for name, value in zip(outputs, got, strict=True):
+        np.testing.assert_allclose(value, values[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_cli_unknown_tag(siblings_file, tmp_path):
@@ -386,16 +403,55 @@ def test_cli_unknown_tag(siblings_file, tmp_path):
     assert proc.returncode == 2 and not (tmp_path / "x.onnx").exists()
 
 
+def _run_unprivileged(model: Path, parent: Path, tmp_path: Path):
+    """``graphtag extract --all`` into read-only ``parent``, as an unprivileged user.
+
+    Root ignores directory permissions, and the tests run as root here: the child then
+    drops to ``nobody`` with os.setuid before the command (after one warm-up run as root
+    that imports what it needs: the interpreter's files under /root are unreadable to
+    nobody). The model is copied beside ``parent``, readable by all.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    copy = parent.parent / model.name
+    for path in model.parent.glob(model.name + "*"):  # with its external data file
+        shutil.copyfile(path, parent.parent / path.name)
+        (parent.parent / path.name).chmod(0o644)
+    code = (
+        "import os, sys\n"
+        "from graphtag.cli import main\n"
+        f"assert main(['extract', {str(copy)!r}, '--all', '-o', {str(tmp_path / 'warm')!r}]) == 0\n"
+        "if os.geteuid() == 0:\n"
+        "    import pwd\n"
+        "    user = pwd.getpwnam('nobody')\n"
+        "    os.setgroups([]); os.setgid(user.pw_gid); os.setuid(user.pw_uid)\n"
+        f"sys.exit(main(['extract', {str(copy)!r}, '--all', '-o', {str(parent / 'modules')!r}]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+
+
 @pytest.mark.parametrize("where", ["readonly", "proc", "nonempty", "file"])
 def test_cli_unwritable_output_leaves_nothing(siblings_file, tmp_path, where):
     parent = tmp_path / "parent"
     parent.mkdir()
     out = parent / "modules"
     if where == "readonly":
-        if os.geteuid() == 0:
-            pytest.skip("root ignores directory permissions")
-        parent.chmod(0o555)
-    elif where == "proc":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:  # reachable by nobody, unlike tmp_path
+            Path(folder).chmod(0o755)
+            parent = Path(folder) / "parent"
+            parent.mkdir(mode=0o555)
+            proc = _run_unprivileged(siblings_file, parent, tmp_path)
+            parent.chmod(0o755)
+            assert_clean_failure(proc, "is not writable")
+            assert os.listdir(parent) == []
+        return
+    if where == "proc":
         out = Path("/proc/graphtag-extract-test")
     elif where == "nonempty":
         out.mkdir()

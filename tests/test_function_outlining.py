@@ -346,6 +346,29 @@ def test_bert_layers_share_one_function(tmp_path):
     assert_round_trip(before, outlined)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_bert_outline_by_depth_runs_and_round_trips(depth, tmp_path):
+    """The depth selection, like all/pattern/classes above, checked by ONNX Runtime: every
+    module exactly ``depth`` levels below the root is a call, the rest stays inline."""
+    model, feeds = zoo_model("bert")
+    before = _copy(model)
+    expected = run_ort(before, feeds)
+    result = FunctionOutliningPass(depth=depth)(model)
+    assert result.modified and result.skipped == []
+    at_depth = {t for t in Hierarchy.from_model(before).modules if t.count("/") == depth + 1}
+    called = {c.metadata_props[metadata.MODULE] for c in calls(model)}
+    assert called and called == {t for t in at_depth if any(_contains(before, t))}
+    assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
+    assert_round_trip(before, model)
+
+
+def _contains(model: ir.Model, tag: str):
+    for node in model.graph:
+        own = node.metadata_props.get(metadata.MODULE, "")
+        if own == tag or own.startswith(tag + "/"):
+            yield node
+
+
 def test_bert_nested_layer_and_attention(tmp_path):
     model, feeds = zoo_model("bert")
     before = _copy(model)

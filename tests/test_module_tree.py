@@ -416,3 +416,90 @@ def test_bert_dynamo_and_torchscript(tmp_path) -> None:
         (node.op_type, tags[node.name]) for node in nodes if node.op_type == "LayerNormalization"
     )
     assert script == {k: v for k, v in dynamo.items() if k[0] == "LayerNormalization"}
+
+
+# ---------------------------------------------------------------- the kept torch classes
+
+# One instance of every torch.nn class the README keeps by default, and an input for it.
+KEPT_EXAMPLES: dict[str, tuple[nn.Module, tuple[int, ...]]] = {
+    "LayerNorm": (nn.LayerNorm(4), (2, 4)),
+    "Embedding": (nn.Embedding(5, 4), (2,)),
+    "BatchNorm1d": (nn.BatchNorm1d(4), (2, 4, 3)),
+    "BatchNorm2d": (nn.BatchNorm2d(4), (2, 4, 3, 3)),
+    "BatchNorm3d": (nn.BatchNorm3d(4), (2, 4, 3, 3, 3)),
+    "GroupNorm": (nn.GroupNorm(2, 4), (2, 4, 3)),
+    "InstanceNorm1d": (nn.InstanceNorm1d(4, affine=True), (2, 4, 3)),
+    "InstanceNorm2d": (nn.InstanceNorm2d(4, affine=True), (2, 4, 3, 3)),
+    "InstanceNorm3d": (nn.InstanceNorm3d(4, affine=True), (2, 4, 3, 3, 3)),
+}
+
+
+class Wraps(nn.Module):
+    """A user module around one torch.nn module and a Linear (always filtered out)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(self.inner(x).transpose(1, -1)).sum()
+
+
+def test_kept_classes_are_the_readme_s():
+    import re
+    from pathlib import Path
+
+    import oracles
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    listed = re.search(r"Kept anyway by default: (.*?)\.\n", readme, re.S).group(1)
+    names = set()
+    for item in re.findall(r"`([^`]+)`", listed):
+        base, *variants = item.split("/")
+        names |= {base} | {base[:-2] + v for v in variants}  # BatchNorm1d/2d/3d
+    assert names == set(KEPT_EXAMPLES) == oracles.KEPT_TORCH_CLASSES == DEFAULT_KEEP_TORCH_CLASSES
+
+
+@pytest.mark.parametrize("name", list(KEPT_EXAMPLES))
+def test_every_kept_class_is_kept_by_default_and_droppable(name):
+    inner, _ = KEPT_EXAMPLES[name]
+    model = Wraps(inner)
+    default = build_hierarchy(model)
+    assert default.name_to_tag["inner"] == f"/Wraps/{name}"
+    assert default.name_to_tag["lin"] == "/Wraps"
+    for spelling in (name, f"{type(inner).__module__}.{name}"):  # short or qualified
+        dropped = build_hierarchy(model, FilterConfig.create(remove=[spelling]))
+        assert dropped.name_to_tag["inner"] == "/Wraps", spelling
+        assert list(dropped.modules) == ["/Wraps"]
+        assert f"inner.{next(iter(dict(inner.named_parameters())))}" in (
+            dropped.modules["/Wraps"].inherited_parameters
+        )
+
+
+def test_every_kept_class_tags_its_nodes_in_a_real_export():
+    """Exported (dynamo) with all of them: each class's nodes carry its own tag by default
+    and its parent's when dropped; never the filtered Linear's."""
+    import graphtag
+
+    class All(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(Wraps(m) for m, _ in KEPT_EXAMPLES.values())
+
+        def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+            return sum(block(x) for block, x in zip(self.blocks, xs, strict=True))
+
+    torch.manual_seed(0)
+    model = All().eval()
+    inputs = tuple(
+        torch.randint(0, 5, shape) if name == "Embedding" else torch.randn(shape)
+        for name, (_, shape) in KEPT_EXAMPLES.items()
+    )
+    for config in (None, FilterConfig.create(remove=list(KEPT_EXAMPLES))):
+        result = graphtag.export(model, inputs, exporter="dynamo", filter_config=config)
+        tags = Counter(n.metadata_props.get(metadata.MODULE) for n in result.model.graph)
+        for i, name in enumerate(KEPT_EXAMPLES):
+            kept = f"/All/Wraps.{i}/{name}"
+            assert (tags[kept] > 0) == (config is None), (name, tags)
+            assert tags[f"/All/Wraps.{i}"] > 0, (name, tags)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 
 import numpy as np
 import onnx
@@ -375,9 +374,11 @@ def test_foreign_roles_are_kept():
     assert [c["role"] for c in contexts(node)] == ["fused", "fused"]
 
 
-def test_large_graph_is_near_linear():
-    """30k nodes in 50 layers, every node reading the previous one and a CSE-shared mask."""
-    n = 30_000
+def test_value_shared_by_every_node_is_resolved_per_layer():
+    """3000 nodes in 50 layers, every node reading the previous one and a CSE-shared mask:
+    one consumer entry and one shared context per layer, not per node. (Its cost at 30k
+    and 300k nodes is bench/bench_shared_value.py's.)"""
+    n = 3000
     x = ir.Value(name="x", shape=ir.Shape([4]), type=FLOAT)
     mask = _op("Neg", [x], "mask", "/M/Layer.0/Attn", ["", "layers.0", "layers.0.attn", "neg"])
     nodes, previous = [mask], x
@@ -391,11 +392,10 @@ def test_large_graph_is_near_linear():
     model = ir.Model(graph, ir_version=10)
     from graphtag.passes.multi_consumer import MultiConsumerPass
 
-    start = time.perf_counter()
     MultiConsumerPass()(model)
     ResidualResolutionPass()(model)
-    contamination(model)
-    elapsed = time.perf_counter() - start
-    assert len(json.loads(mask.outputs[0].metadata_props[metadata.CONSUMERS])) == 50
-    assert sum(c["role"] == "shared" for c in contexts(mask)) == 50
-    assert elapsed < 20, elapsed
+    consumers = json.loads(mask.outputs[0].metadata_props[metadata.CONSUMERS])
+    assert len(consumers) == 50
+    shared = [c["module"] for c in contexts(mask) if c["role"] == "shared"]
+    assert sorted(shared) == sorted(f"/M/Layer.{i}/Attn" for i in range(50))
+    assert contamination(model, exact=True) == []  # every node executes where it is tagged

@@ -221,6 +221,46 @@ def test_cli_bad_inputs(capsys, tmp_path):
     assert "--atol must be a finite number >= 0" in capsys.readouterr().err
 
 
+def _scale_left_weight(factor: float):
+    def tamper(model: ir.Model) -> None:
+        value = model.graph.initializers["left.proj.weight"]
+        value.const_value = ir.tensor(value.const_value.numpy() * factor)
+
+    return tamper
+
+
+def test_api_tolerance_decides_both_ways():
+    """rtol/atol reach the comparison: a 2% weight error is a MISMATCH by default and
+    accepted with rtol=atol=0.5 (tests/test_verify.py's tight command run shows the
+    other direction: an untouched export fails rtol=atol=0)."""
+    module, inputs = ZOO["siblings"].build()
+    left = "/SiblingsNet/Block.left"
+    strict = _by_tag(verify_modules(module, inputs, transform=_scale_left_weight(1.02)))
+    assert strict[left].status == "MISMATCH"
+    loose = _by_tag(
+        verify_modules(module, inputs, transform=_scale_left_weight(1.02), rtol=0.5, atol=0.5)
+    )
+    assert all(c.status == "OK" for c in loose.values() if c.status != "NOT-EXECUTED")
+    assert loose[left].max_rel_diff > 1e-3  # the error is still measured and shown
+
+
+def test_cli_tolerance_options_reach_the_comparison(capsys, tmp_path):
+    from graphtag.cli import main
+
+    factory = tmp_path / "factories.py"
+    factory.write_text(FACTORIES)
+    # ExportOnly adds 1.0 to values of about 3: a MISMATCH by default (the command run in
+    # the background shows it), OK once --atol covers it (scaled by max |value|).
+    assert main(["verify", f"{factory}:net", "--atol", "1", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["atol"] == 1.0 and report["rtol"] == 1e-3
+    assert {m["tag"]: m["status"] for m in report["modules"]} == {
+        "/Net": "OK",
+        "/Net/Block": "OK",
+        "/Net/ExportOnly": "OK",
+    }
+
+
 def test_cli_too_tight_tolerance_fails(cli_runs):
     # Exact equality is not what float32 onnxruntime gives: the tolerance matters.
     proc = _finished(cli_runs["tight"])

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnx_ir as ir
 import torch
 from torch import nn
 from zoo import ZOO
@@ -17,6 +22,7 @@ from graphtag.exporter.exporters import wrap_kwargs
 from graphtag.exporter.tagged_export import ExportResult, export
 
 _WORKDIR = Path(tempfile.mkdtemp(prefix="graphtag-zoo-"))
+atexit.register(shutil.rmtree, _WORKDIR, ignore_errors=True)
 OPTIONS = {"verbose": False}
 
 
@@ -56,6 +62,45 @@ def zoo_export(name: str, exporter: str) -> ZooExport:
     result = export(module, inputs.args, inputs.kwargs, path, exporter=exporter, **OPTIONS)
     _plain_export(module, inputs, exporter, plain)
     return ZooExport(name, exporter, module, inputs, result, path, plain)
+
+
+@dataclasses.dataclass
+class NoOptExport:
+    """A zoo model's tagged dynamo export with torch's optimizer off, kept serialized."""
+
+    name: str
+    module: nn.Module
+    inputs: ExampleInputs
+    result: ExportResult  # shared: read only (copies come from data)
+    data: bytes
+
+    def model(self) -> ir.Model:
+        """A fresh in-memory copy (weights included) to edit."""
+        return ir.serde.deserialize_model(self.proto())
+
+    def proto(self) -> onnx.ModelProto:
+        return onnx.load_from_string(self.data)
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return ort_feeds([v.name for v in self.result.model.graph.inputs], self.inputs)
+
+
+@functools.cache
+def noopt_export(name: str) -> NoOptExport:
+    """graphtag.export(optimize=False) of the dynamo zoo export's module, once per session."""
+    case = zoo_export(name, "dynamo")
+    module, inputs = case.module, case.inputs
+    result = export(module, inputs.args, inputs.kwargs, optimize=False, **OPTIONS)
+    data = ir.serde.serialize_model(result.model).SerializeToString()
+    return NoOptExport(name, module, inputs, result, data)
+
+
+def ort_feeds(names: list[str], inputs: ExampleInputs) -> dict[str, np.ndarray]:
+    """ONNX Runtime feeds for graph inputs ``names``: keyword tensors by name, the rest
+    (positional arguments, then keyword tensors) by position."""
+    given = [t for t in (*inputs.args, *inputs.kwargs.values()) if isinstance(t, torch.Tensor)]
+    by_name = {k: v for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)}
+    return {name: by_name.get(name, given[i]).numpy() for i, name in enumerate(names)}
 
 
 def zoo_cases() -> list[tuple[str, str]]:

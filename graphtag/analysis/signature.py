@@ -21,6 +21,7 @@ __all__ = ["Signer", "body_signature", "tensor_digest"]
 
 import hashlib
 
+import numpy as np
 import onnx_ir as ir
 
 
@@ -79,6 +80,10 @@ class Signer:
             return ("tensor", tensor_digest(value))
         if kind == ir.AttributeType.TENSORS:
             return ("tensors", tuple(tensor_digest(t) for t in value))
+        if kind == ir.AttributeType.FLOAT:  # as ONNX stores it: 0.1 in memory == 0.1 read back
+            return (kind.name, float(np.float32(value)))
+        if kind == ir.AttributeType.FLOATS:
+            return (kind.name, tuple(float(v) for v in np.asarray(value, dtype=np.float32)))
         return (kind.name, tuple(value) if isinstance(value, list | tuple) else value)
 
     def node(self, node: ir.Node) -> tuple:

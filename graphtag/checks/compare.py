@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import numpy as np
 import onnx_ir as ir
 
 from graphtag.analysis.signature import Signer, tensor_digest
@@ -38,17 +39,34 @@ class TopologyDiff:
 
 
 def _graph_items(graph: ir.Graph | ir.Function) -> Iterator[tuple]:
+    """("inputs", sig), ("outputs", sig), then ("node", sig, node) per node."""
     signer = Signer(by_name=True)
     yield ("inputs", signer.io(list(graph.inputs), define=True))
     yield ("outputs", signer.io(list(graph.outputs), define=False))
     for node in graph:
-        yield ("node", signer.node(node))
+        yield ("node", signer.node(node), node)
 
 
 def _describe_node(sig: tuple) -> str:
     domain, op, _, inputs, outputs, attrs = sig  # see Signer.node
     op_name = f"{domain}::{op}" if domain else op
     return f"{op_name}({', '.join(inputs)}) -> {', '.join(outputs)} attrs={[a[0] for a in attrs]}"
+
+
+def _show(attr: ir.Attr) -> str:
+    """An attribute's value for the diff (tensors by digest, graphs not at all)."""
+    if attr.is_ref():
+        return f"@{attr.ref_attr_name}"
+    if attr.type == ir.AttributeType.TENSOR:
+        return _short(tensor_digest(attr.value))
+    if attr.type == ir.AttributeType.TENSORS:
+        return str([_short(tensor_digest(t)) for t in attr.value])
+    if attr.type == ir.AttributeType.FLOAT:
+        return str(np.float32(attr.value))
+    if attr.type == ir.AttributeType.FLOATS:
+        return "[" + ", ".join(str(np.float32(v)) for v in attr.value) + "]"
+    text = repr(Signer(by_name=True).attr(attr)[1])
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def compare_topology(a: ir.Model, b: ir.Model) -> TopologyDiff:
@@ -79,15 +97,37 @@ def _compare_graph(where: str, ga, gb, add) -> None:
     if len(items_a) != len(items_b):
         add(f"{where}: {len(items_a) - 2} nodes in A, {len(items_b) - 2} nodes in B")
     for index, (ia, ib) in enumerate(zip(items_a, items_b)):
-        if ia == ib:
+        if ia[:2] == ib[:2]:
             continue
         if ia[0] == "node" and ib[0] == "node":
-            add(
-                f"{where}: node #{index - 2} differs: A {_describe_node(ia[1])} "
-                f"| B {_describe_node(ib[1])}"
-            )
+            _compare_nodes(f"{where}: node #{index - 2}", ia, ib, add)
         else:
             add(f"{where}: graph {ia[0]} differ: A {ia[1]} | B {ib[1]}")
+
+
+def _compare_nodes(where: str, ia: tuple, ib: tuple, add) -> None:
+    """Name what differs: the node itself, or (same op and wiring) each attribute, going
+    into subgraph attributes to the node that differs there."""
+    (_, sa, na), (_, sb, nb) = ia, ib
+    if sa[:5] != sb[:5]:
+        add(f"{where} differs: A {_describe_node(sa)} | B {_describe_node(sb)}")
+        return
+    op = f"{sa[0]}::{sa[1]}" if sa[0] else sa[1]
+    for name in sorted(set(na.attributes) | set(nb.attributes)):
+        aa, ab = na.attributes.get(name), nb.attributes.get(name)
+        if aa is None or ab is None:
+            add(f"{where} {op}: attribute {name} only in {'A' if ab is None else 'B'}")
+        elif aa.type != ab.type or aa.is_ref() != ab.is_ref():
+            add(f"{where} {op}: attribute {name}: {aa.type.name} != {ab.type.name}")
+        elif not aa.is_ref() and aa.type == ir.AttributeType.GRAPH:
+            _compare_graph(f"{where} {op} {name}", aa.value, ab.value, add)
+        elif not aa.is_ref() and aa.type == ir.AttributeType.GRAPHS:
+            if len(aa.value) != len(ab.value):
+                add(f"{where} {op}: attribute {name}: {len(aa.value)} != {len(ab.value)} graphs")
+            for k, (ga, gb) in enumerate(zip(aa.value, ab.value)):
+                _compare_graph(f"{where} {op} {name}[{k}]", ga, gb, add)
+        elif (sig := Signer(by_name=True)).attr(aa) != sig.attr(ab):
+            add(f"{where} {op}: attribute {name}: {_show(aa)} != {_show(ab)}")
 
 
 def _compare_initializers(ga: ir.Graph, gb: ir.Graph, add) -> None:

@@ -91,9 +91,10 @@ class FilterConfig:
         )
 
     def removing(self, *class_names: str) -> FilterConfig:
-        return dataclasses.replace(
-            self, keep_torch_classes=self.keep_torch_classes - set(class_names)
-        )
+        # Short or qualified, as is_kept reads them: either spelling drops both.
+        short = {name.rsplit(".", 1)[-1] for name in class_names}
+        kept = {name for name in self.keep_torch_classes if name.rsplit(".", 1)[-1] not in short}
+        return dataclasses.replace(self, keep_torch_classes=frozenset(kept))
 
     def is_kept(self, module: torch.nn.Module) -> bool:
         """Whether ``module`` gets its own segment (the root is kept regardless)."""
