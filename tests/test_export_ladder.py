@@ -291,7 +291,7 @@ def test_cli_strict_dynamo_names_the_cause_and_the_fallback(config_dirs, tmp_pat
 
 def test_cli_prints_the_route(config_dirs, tmp_path):
     out = tmp_path / "moe.onnx"
-    proc = run_cli("export", config_dirs / "mixtral", out, "--random-init")
+    proc = run_cli("export", config_dirs / "mixtral", out, "--random-init", columns=250)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert any(

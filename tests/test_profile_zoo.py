@@ -134,7 +134,8 @@ def test_torch_failure_is_one_line_and_removes_the_hooks():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-def test_command_torch_side_by_side(tmp_path, capsys):
+def test_command_torch_side_by_side(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # tables fit 80 columns when not a terminal
     out = tmp_path / "p.json"
     source = "tests/zoo.py:siblings"
     args = ("--runs", 2, "--warmup", 1, "--threads", 1, "--torch")

@@ -190,7 +190,10 @@ def test_cli_tiny_bert_end_to_end(cli_runs):
     assert len(rows) == 26 and all(row[-1] == "OK" for row in rows)
     assert "26 modules: 26 OK (rtol 0.001, atol 1e-05;" in proc.stdout
     assert "[26/26] /BertModel/BertPooler" in proc.stderr
-    assert "Traceback" not in proc.stderr and "warning" not in proc.stderr.lower()
+    # The test environment installs a deliberately broken plugin (tests/plugins): every
+    # command names it in one warning; nothing else may warn.
+    stderr = "\n".join(line for line in proc.stderr.splitlines() if "'demo-broken'" not in line)
+    assert "Traceback" not in stderr and "warning" not in stderr.lower()
 
 
 def test_cli_export_only_path_is_a_mismatch(cli_runs):

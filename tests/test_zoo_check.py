@@ -84,7 +84,7 @@ def test_changed_model_fails_with_a_diff_then_update_passes(tmp_path):
         '[[model]]\nname = "broken"\nsource = "ZOO_PY:no_such_factory"\n\n'
         '[[model]]\nname = "crash"\nsource = "crash.py:segfault"\n',
     )
-    proc = run_cli("zoo", "check", zoo, "--golden", golden, "-j", "2", timeout=600)
+    proc = run_cli("zoo", "check", zoo, "--golden", golden, "-j", "2", timeout=600, columns=250)
     assert proc.returncode == 1
     # The extra block is named; the model that cannot load and the one whose worker
     # process dies are reported; none of them stops the others.
