@@ -181,7 +181,7 @@ def test_pipeline_from_toml(reg, tmp_path):
     with pytest.raises(PipelineError, match="has no name"):
         load_pipeline_toml(path)
     path.write_text("[[pass]\n")
-    with pytest.raises(PipelineError, match="not a readable TOML"):
+    with pytest.raises(PipelineError, match="not a readable pipeline TOML"):
         load_pipeline_toml(path)
 
 

@@ -40,7 +40,6 @@ import re
 import signal
 import tempfile
 import time
-import tomllib
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
@@ -49,6 +48,7 @@ from typing import Any
 
 from graphtag.core.errors import GraphtagError
 from graphtag.core.io import write_text_atomic
+from graphtag.core.toml_files import read_toml
 
 _OPTIONS = {"exporter", "optimize", "random_init", "keep_all_modules", "input_specs", "opset"}
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -73,12 +73,7 @@ class ZooResult:
 
 def load_zoo(path: str | os.PathLike) -> list[ZooEntry]:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GraphtagError(f"{path}: no such zoo file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise GraphtagError(f"{path}: not a readable zoo TOML ({exc})") from None
+    data = read_toml(path, "zoo")
     entries = []
     for index, table in enumerate(data.get("model", []), 1):
         name, source = table.get("name"), table.get("source")

@@ -22,11 +22,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from graphtag.core.errors import PipelineError
+from graphtag.core.toml_files import read_toml
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
 
@@ -161,12 +161,7 @@ class _Parser:
 def load_pipeline_toml(path: str | os.PathLike) -> list[PassInvocation]:
     """Read ``[[pass]]`` tables (``name`` plus options) from a TOML file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such pipeline file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PipelineError(f"{path}: not a readable TOML pipeline ({exc})") from None
+    data = read_toml(path, "pipeline", PipelineError)
     entries = data.get("pass")
     if not isinstance(entries, list) or not entries:
         raise PipelineError(f"{path}: expected one or more [[pass]] tables")
