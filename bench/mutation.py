@@ -5,7 +5,8 @@ negated, ``and``/``or`` swapped, a ``not`` dropped, ``+``/``-`` swapped, an inte
 constant off by one, ``True``/``False`` swapped, ``break``/``continue`` swapped), is
 written into a scratch copy of the checkout (never into the checkout itself), and
 the module's test files run against it (``pytest -x``: the first failing test kills the
-mutant). A mutant that no test kills *survives*; a mutant that makes the tests run
+mutant). The tests run in two stages: those that took under a second unmutated first,
+then the slow rest, so a mutant a quick test kills costs seconds. A mutant that no test kills *survives*; a mutant that makes the tests run
 past ``--timeout`` counts as killed (an infinite loop is caught). Logging calls are
 not mutated (they change no result).
 
@@ -27,6 +28,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -42,10 +44,17 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "graphtag/core/hierarchy.py",
         ["tests/test_hierarchy.py", "tests/test_tag_propagation.py"],
     ),
-    "attribution": ("graphtag/analysis/attribution.py", ["tests/test_module_tree.py"]),
+    "attribution": (
+        "graphtag/analysis/attribution.py",
+        ["tests/test_module_tree.py", "tests/test_export_zoo.py"],
+    ),
     "tag-propagation": (
         "passes/tag_propagation.py",
-        ["tests/test_tag_propagation.py", "tests/test_tag_pass_properties.py"],
+        [
+            "tests/test_tag_propagation.py",
+            "tests/test_tag_pass_properties.py",
+            "tests/test_export_zoo.py",
+        ],
     ),
     "compare": ("graphtag/checks/compare.py", ["tests/test_compare.py"]),
     "boundaries": ("graphtag/analysis/boundaries.py", ["tests/test_boundaries.py"]),
@@ -188,20 +197,85 @@ def _scratch() -> Path:
     return folder
 
 
+_PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0"]
+_DURATION = re.compile(r"^\s*([0-9.]+)s (?:setup|call|teardown)\s+(\S+)")
+FAST = 1.0  # seconds: tests quicker than this unmutated run first (stage 1)
+
+
+def _env(scratch: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _baseline(scratch: Path, tests: list[str]) -> tuple[float, list[str], list[str]]:
+    """Run the unmutated tests once: (seconds, fast node ids, slow node ids).
+
+    Splitting by measured duration lets a mutant that any quick test kills die in seconds;
+    only the mutants that survive the quick tests pay for the slow ones.
+    """
+    env = _env(scratch)
+    listed = subprocess.run(
+        [sys.executable, *_PYTEST, "--collect-only", *tests],
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    ids = [ln.strip() for ln in listed if "::" in ln and not ln.startswith(" ")]
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, *_PYTEST, "-vv", "--durations=0", *tests],
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        failed = next((ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")), "")
+        raise SystemExit(f"the unmutated tests fail in the scratch copy: {failed}")
+    spent: dict[str, float] = {}
+    for ln in proc.stdout.splitlines():
+        if m := _DURATION.match(ln):
+            spent[m[2]] = spent.get(m[2], 0.0) + float(m[1])
+    fast = [i for i in ids if spent.get(i, 0.0) < FAST]
+    slow = sorted((i for i in ids if spent.get(i, 0.0) >= FAST), key=lambda i: spent[i])
+    return seconds, fast, slow
+
+
 def _run_tests(scratch: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
     """('killed' | 'survived' | 'timeout', seconds, first failing test)."""
-    env = {**os.environ, "PYTHONPATH": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0"]
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [*cmd, *tests], cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout
+            [sys.executable, *_PYTEST, "-x", *tests],
+            cwd=scratch,
+            env=_env(scratch),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - start, ""
     elapsed = time.perf_counter() - start
     failed = next((ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))), "")
+    if proc.returncode not in (0, 1) and not failed:
+        # a crash at import or collection (exit 2-4) kills the mutant too
+        failed = proc.stdout.strip().splitlines()[-1:] or ["(collection failed)"]
+        failed = f"exit {proc.returncode}: {failed[0]}"
     return ("survived" if proc.returncode == 0 else "killed"), elapsed, failed
+
+
+def _run_staged(scratch: Path, stages: list[list[str]], baseline: float) -> tuple[str, float, str]:
+    """Run the stages in order; the first that fails kills the mutant."""
+    total = 0.0
+    for stage in filter(None, stages):
+        status, seconds, failed = _run_tests(scratch, stage, timeout=3 * baseline + 30)
+        total += seconds
+        if status != "survived":
+            return status, total, failed
+    return "survived", total, ""
 
 
 def main() -> None:
@@ -237,21 +311,22 @@ def main() -> None:
     try:
         baselines = {}
         for name in names:
-            status, seconds, failed = _run_tests(scratch, MODULES[name][1], timeout=3600)
-            if status != "survived":
-                sys.exit(f"{name}: the unmutated tests fail in the scratch copy: {failed}")
-            baselines[name] = seconds
-            print(f"{name}: tests pass unmutated in {seconds:.0f} s", flush=True)
+            seconds, fast, slow = _baseline(scratch, MODULES[name][1])
+            baselines[name] = (seconds, [fast, slow])
+            print(
+                f"{name}: tests pass unmutated in {seconds:.0f} s "
+                f"({len(fast)} quick tests first, then {len(slow)} slow)",
+                flush=True,
+            )
         started = time.perf_counter()
         for m in chosen:
-            relative, tests = MODULES[m.module]
+            relative, _ = MODULES[m.module]
             target = scratch / relative
             original = target.read_text()
             target.write_text(m.source + "\n")
             try:
-                status, seconds, failed = _run_tests(
-                    scratch, tests, timeout=3 * baselines[m.module] + 30
-                )
+                seconds_unmutated, stages = baselines[m.module]
+                status, seconds, failed = _run_staged(scratch, stages, seconds_unmutated)
             finally:
                 target.write_text(original)
             line = original.splitlines()[m.line - 1].strip()
