@@ -10,6 +10,7 @@ from pathlib import Path
 
 from graphtag.cli.model_args import (
     MODEL_HELP,
+    add_export_options,
     add_filter_options,
     add_loading_options,
     filter_config_from_args,
@@ -38,11 +39,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("output", metavar="OUTPUT.onnx")
-    parser.add_argument(
-        "--exporter",
-        choices=("auto", "dynamo", "torchscript"),
-        default="auto",
-        help="auto (default) tries dynamo, then dynamo with the model's traceable "
+    add_export_options(
+        parser,
+        "auto (default) tries dynamo, then dynamo with the model's traceable "
         "implementation switches (eager attention, batched experts), then TorchScript; "
         "dynamo or torchscript use that exporter alone",
     )
@@ -51,7 +50,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="pass optimize=False to the dynamo exporter (exact metadata)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset version")
     add_loading_options(parser)
     add_filter_options(parser)
     parser.add_argument(
@@ -75,11 +73,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--strip-torch-metadata",
         action="store_true",
         help="drop torch's stack_trace and fx_node node metadata (~1 KB/node)",
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show torch's own progress messages, logs and warnings during the export",
     )
     add_format_option(parser)
     parser.set_defaults(func=run)

@@ -36,6 +36,22 @@ def add_loading_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_export_options(parser: argparse.ArgumentParser, exporter_help: str) -> None:
+    """The export route and torch's verbosity (graphtag.exporter.exporters)."""
+    parser.add_argument(
+        "--exporter",
+        choices=("auto", "dynamo", "torchscript"),
+        default="auto",
+        help=exporter_help,
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset version")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show torch's own progress messages, logs and warnings during the export",
+    )
+
+
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
     """Which modules get a tag (graphtag.exporter.module_tree.FilterConfig)."""
     parser.add_argument(

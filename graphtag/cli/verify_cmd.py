@@ -10,14 +10,7 @@ import sys
 import textwrap
 import time
 
-from graphtag.cli.model_args import (
-    MODEL_HELP,
-    add_filter_options,
-    add_loading_options,
-    filter_config_from_args,
-    inputs_from_args,
-    load_from_args,
-)
+from graphtag.cli import model_args
 from graphtag.cli.tables import add_format_option, emit
 
 
@@ -39,7 +32,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "every call. Status per module: OK, UNUSED (some outputs nothing in the model "
             "uses have no node: the exporter removed them; every other output matched), "
             "MISMATCH, NOT-EXECUTED, NO-NODES (no node left, e.g. folded by the optimizer) "
-            "or ERROR. Exit status 1 when a module is MISMATCH or ERROR. " + MODEL_HELP
+            "or ERROR. Exit status 1 when a module is MISMATCH or ERROR. " + model_args.MODEL_HELP
         ),
         epilog=(
             "example (offline, embedded tiny BERT):\n"
@@ -53,13 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="verify the optimized export (optimize=True; fused modules may have no nodes)",
     )
-    parser.add_argument(
-        "--exporter",
-        choices=("auto", "dynamo", "torchscript"),
-        default="auto",
-        help="export route, as for graphtag export (default auto)",
-    )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset version")
+    model_args.add_export_options(parser, "export route, as for graphtag export (default auto)")
     parser.add_argument(
         "--rtol",
         type=float,
@@ -73,14 +60,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="absolute tolerance, scaled by max(1, the largest |value| of the PyTorch "
         "tensor) (default 1e-5)",
     )
-    add_loading_options(parser)
-    add_filter_options(parser)
+    model_args.add_loading_options(parser)
+    model_args.add_filter_options(parser)
     add_format_option(parser)
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show torch's own progress messages, logs and warnings during the export",
-    )
     parser.set_defaults(func=run)
 
 
@@ -102,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     print(f"loading {args.model}", file=stderr, flush=True)
-    loaded = load_from_args(args)
-    inputs = inputs_from_args(args, loaded)
+    loaded = model_args.load_from_args(args)
+    inputs = model_args.inputs_from_args(args, loaded)
     options = {} if args.opset is None else {"opset_version": args.opset}
     warnings: list[str] = []
     try:
@@ -114,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 optimize=args.optimize,
                 rtol=rtol,
                 atol=atol,
-                filter_config=filter_config_from_args(args),
+                filter_config=model_args.filter_config_from_args(args),
                 progress=say,
                 exporter=args.exporter,
                 verbose=args.verbose,

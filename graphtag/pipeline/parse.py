@@ -132,13 +132,10 @@ class _Parser:
                     if self.peek() != "=":
                         raise self.error(f"expected '=' after option '{key}'")
                     self.pos += 1
-                    # group-by-tag and group_by_tag name one option: twice is an error.
-                    option = key.replace("-", "_")
-                    if option in spelled:
-                        raise self.error(
-                            f"option '{option}' given twice (as '{spelled[option]}' and '{key}')"
-                        )
-                    spelled[option] = key
+                    try:
+                        option = option_name(key, spelled)
+                    except PipelineError as exc:
+                        raise self.error(str(exc)) from None
                     options[option] = self.value()
                     if self.peek() == ",":
                         self.pos += 1
@@ -156,6 +153,19 @@ class _Parser:
             if nxt != ",":
                 raise self.error("expected ',' between passes")
             self.pos += 1
+
+
+def option_name(key: str, spelled: dict[str, str]) -> str:
+    """The option ``key`` names (``group-by-tag`` and ``group_by_tag`` name one option).
+
+    ``spelled`` maps the names seen so far in one invocation to their spelling; naming
+    one option twice, in any spelling, is an error.
+    """
+    option = key.replace("-", "_")
+    if option in spelled:
+        raise PipelineError(f"option '{option}' given twice (as '{spelled[option]}' and '{key}')")
+    spelled[option] = key
+    return option
 
 
 def load_pipeline_toml(path: str | os.PathLike) -> list[PassInvocation]:
@@ -181,13 +191,11 @@ def load_pipeline_toml(path: str | os.PathLike) -> list[PassInvocation]:
         for key, value in entry.items():
             if key in ("name", "scope"):
                 continue
-            option = key.replace("-", "_")
-            if option in spelled:
+            try:
+                options[option_name(key, spelled)] = value
+            except PipelineError as exc:
                 raise PipelineError(
-                    f"{path}: [[pass]] number {index} ({entry['name']}) gives option "
-                    f"'{option}' twice (as '{spelled[option]}' and '{key}')"
-                )
-            spelled[option] = key
-            options[option] = value
+                    f"{path}: [[pass]] number {index} ({entry['name']}): {exc}"
+                ) from None
         steps.append(PassInvocation(entry["name"], options, scope.strip() if scope else None))
     return steps

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import onnx_ir as ir
 
 from graphtag.core.errors import PipelineError
+from graphtag.pipeline.parse import option_name
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +106,10 @@ class PassSpec:
         kwargs: dict[str, Any] = {}
         given: dict[str, str] = {}
         for key, value in (raw_options or {}).items():
-            name = key.replace("-", "_")
-            if name in given:
-                raise PipelineError(
-                    f"pass '{self.name}': option '{name}' given twice "
-                    f"(as '{given[name]}' and '{key}')"
-                )
-            given[name] = key
+            try:
+                name = option_name(key, given)
+            except PipelineError as exc:
+                raise PipelineError(f"pass '{self.name}': {exc}") from None
             kwargs[name] = self.option(name).convert(self.name, value)
         try:
             return self.factory(**kwargs)
