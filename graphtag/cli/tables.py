@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
+import re
 import shutil
 from collections.abc import Sequence
 
@@ -54,6 +56,15 @@ def render_table(
 ) -> str:
     """Rows under headers, fitted to ``width`` (default: the terminal); ``align`` holds one
     'l' or 'r' per column (default 'l'). Long cells wrap inside their column."""
+    cells = [[str(h) for h in headers]]
+    cells += [["" if cell is None else str(cell) for cell in row] for row in rows]
+    align = align.ljust(len(headers), "l")
+    width = width or terminal_width()
+    return _plain_layout(cells, align, width) or _rich_layout(cells, align, width)
+
+
+def _rich_layout(cells: list[list[str]], align: str, width: int) -> str:
+    """The table drawn by rich (any text: wide characters, tabs, line breaks)."""
     from rich.box import Box
     from rich.console import Console
     from rich.table import Table
@@ -67,17 +78,14 @@ def render_table(
         padding=(0, 1),
         collapse_padding=True,
     )
-    align = align.ljust(len(headers), "l")
-    for header, side in zip(headers, align):
-        table.add_column(
-            Text(str(header)), justify="right" if side == "r" else "left", overflow="fold"
-        )
-    for row in rows:
-        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
+    for header, side in zip(cells[0], align):
+        table.add_column(Text(header), justify="right" if side == "r" else "left", overflow="fold")
+    for row in cells[1:]:
+        table.add_row(*(Text(cell) for cell in row))
     out = io.StringIO()
     console = Console(
         file=out,
-        width=width or terminal_width(),
+        width=width,
         color_system=None,
         highlight=False,
         emoji=False,
@@ -86,6 +94,124 @@ def render_table(
     )
     console.print(table)
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
+
+
+# -- the same layout without rich ------------------------------------------------------
+# rich spends ~3 ms a row measuring and wrapping (0.7-1 s for a 250-module profile, more
+# than graphtag's own work). For text of one cell per character the layout below is rich's, step by
+# step (column widths: Table._calculate_column_widths and _collapse_widths; wrapping:
+# rich._wrap.divide_line with overflow "fold"); tests/test_tables.py checks it against
+# rich on generated tables. Anything else goes to rich.
+
+_WORD = re.compile(r"\s*\S+\s*")
+
+
+def _plain_layout(cells: list[list[str]], align: str, width: int) -> str | None:
+    n = len(cells[0])
+    if n == 0 or any(len(row) != n for row in cells):
+        return None
+    if not all(_one_cell_per_character(cell) for row in cells for cell in row):
+        return None
+    pads = [1] * (n - 1) + [0]  # pad_edge off: no padding left of the first column or
+    available = width - (n - 1)  # right of the last; one divider between columns
+    if available < 1:
+        return None
+    natural = [min(max(len(row[i]) for row in cells) + pads[i], available) for i in range(n)]
+    widths = [w or 1 for w in natural]
+    if sum(widths) > available:
+        widths = _collapse(widths, available)
+        if sum(widths) > available:
+            widths = _ratio_reduce(sum(widths) - available, [1] * n, widths, widths)
+        widths = [min(w, nat) for w, nat in zip(widths, natural)]
+    if any(w - pad < 1 for w, pad in zip(widths, pads)):
+        return None
+    lines: list[str] = []
+    for index, row in enumerate(cells):
+        wrapped = [
+            _wrap_cell(cell, w - pad, side == "r")
+            for cell, w, pad, side in zip(row, widths, pads, align)
+        ]
+        height = max(len(c) for c in wrapped)
+        if index == 0:  # rich aligns the header row to its bottom line, others to the top
+            wrapped = [[""] * (height - len(c)) + c for c in wrapped]
+        for k in range(height):
+            parts = [
+                (c[k] if k < len(c) else "").ljust(w - pad) + " " * pad
+                for c, w, pad in zip(wrapped, widths, pads)
+            ]
+            lines.append(" ".join(parts).rstrip())
+        if index == 0:
+            lines.append(" ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _one_cell_per_character(text: str) -> bool:
+    """Printable text every character of which takes one terminal cell (no wide or
+    combining characters, which only rich measures)."""
+    if text.isascii():
+        return text.isprintable()
+    from rich.cells import get_character_cell_size
+
+    return text.isprintable() and all(get_character_cell_size(c) == 1 for c in set(text))
+
+
+def _collapse(widths: list[int], available: int) -> list[int]:
+    """Narrow the widest columns towards the next widest until the table fits."""
+    excess = sum(widths) - available
+    while excess > 0:
+        widest = max(widths)
+        second = max((w for w in widths if w != widest), default=0)
+        if widest == second:
+            break
+        ratios = [1 if w == widest else 0 for w in widths]
+        widths = _ratio_reduce(excess, ratios, [min(excess, widest - second)] * len(widths), widths)
+        excess = sum(widths) - available
+    return widths
+
+
+def _ratio_reduce(total: int, ratios: list[int], most: list[int], values: list[int]) -> list[int]:
+    ratios = [r if m else 0 for r, m in zip(ratios, most)]
+    left, share = total, sum(ratios)
+    result = []
+    for ratio, maximum, value in zip(ratios, most, values):
+        if ratio and share > 0:
+            cut = min(maximum, round(ratio * left / share))
+            result.append(value - cut)
+            left -= cut
+            share -= ratio
+        else:
+            result.append(value)
+    return result
+
+
+def _wrap_cell(text: str, width: int, right: bool) -> list[str]:
+    """Word-wrap ``text`` to ``width``, folding words longer than a line."""
+    breaks: list[int] = []
+    used = 0
+    for match in _WORD.finditer(text):
+        start, word = match.start(), match.group()
+        length = len(word.rstrip())
+        if width - used >= length:
+            used += len(word)
+        elif length > width:
+            chunks = [word[i : i + width] for i in range(0, len(word), width)]
+            for chunk in chunks:
+                if start:
+                    breaks.append(start)
+                start += len(chunk)
+            used = len(chunks[-1])
+        elif used and start:
+            breaks.append(start)
+            used = len(word)
+    bounds = [0, *breaks, len(text)]
+    lines = []
+    for a, b in itertools.pairwise(bounds):
+        line = text[a:b]
+        if len(line) > width:  # trailing blanks past the edge are dropped
+            line = line[: max(width, len(line.rstrip()))]
+        line = line.rstrip()[:width].rjust(width) if right else line[:width]
+        lines.append(line)
+    return lines
 
 
 def render_csv(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
