@@ -236,6 +236,36 @@ def test_every_command_is_in_the_file_command_test():
     assert set(commands.choices) == covered
 
 
+def test_a_command_s_own_parser_is_the_full_parser_s():
+    """main() builds only the named command's parser: same options, help and defaults."""
+    from graphtag.cli import _command_word, build_parser
+
+    full = build_parser()
+    commands = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    lazy = 0
+    for name, sub in commands.choices.items():
+        word = _command_word(["-v", name, "x.onnx"])
+        if word is None:  # held by a module of another name: the full parser is used
+            continue
+        own = build_parser(word)
+        own_sub = next(
+            a for a in own._actions if isinstance(a, argparse._SubParsersAction)
+        ).choices[name]
+        assert own_sub.format_help() == sub.format_help(), name
+        assert _options(own_sub) == _options(sub), name
+        lazy += 1
+    assert lazy >= len(commands.choices) - 1
+    assert _command_word(["--debug"]) is None and _command_word(["nosuch"]) is None
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple]:
+    # a subcommand's choices are parsers (compared by name; their help is compared above)
+    return [
+        (a.option_strings, a.dest, a.default, None if a.choices is None else list(a.choices))
+        for a in parser._actions
+    ]
+
+
 def test_run_with_time_passes_and_verify_each(mlp_path, tmp_path):
     out = tmp_path / "out.onnx"
     before = digest(mlp_path)

@@ -34,7 +34,7 @@ def _tables(draw):
     return [headers, *rows], align, width
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(_tables())
 def test_own_layout_is_rich_s(table):
     cells, align, width = table
