@@ -19,11 +19,10 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-import torch
 from cli_helpers import assert_clean_failure, run_cli
 from onnx_builders import tagged_mlp
 from zoo import ZOO
-from zoo_exports import zoo_export
+from zoo_exports import model_feeds, zoo_export, zoo_variant
 
 import graphtag
 from graphtag.analysis.boundaries import compute_boundaries
@@ -94,27 +93,11 @@ def module_failures(model: ir.Model, values: dict[str, np.ndarray]) -> tuple[int
     return count, failures
 
 
-def _feeds(model: ir.Model, inputs) -> dict[str, np.ndarray]:
-    given = [t for t in [*inputs.args, *inputs.kwargs.values()] if isinstance(t, torch.Tensor)]
-    by_name = {k: v for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)}
-    return {v.name: by_name.get(v.name, given[i]).numpy() for i, v in enumerate(model.graph.inputs)}
-
-
 @functools.cache
 def load_case(label: str) -> Case:
     """A zoo model as ``name:exporter`` (or ``name:noopt``), loaded once per session."""
-    name, variant = label.split(":")
-    if variant == "noopt":
-        module, inputs = ZOO[name].build()
-        model = graphtag.export(
-            module, inputs.args, inputs.kwargs, optimize=False, verbose=False
-        ).model
-        model = ir.from_proto(ir.to_proto(model))  # plain in-memory tensors
-    else:
-        exported = zoo_export(name, variant)
-        model, inputs = graphtag.load(exported.path), exported.inputs
-        ir.external_data.load_to_model(model)
-    return Case(model, run_all_values(model, _feeds(model, inputs)))
+    model, inputs = zoo_variant(label)
+    return Case(model, run_all_values(model, model_feeds(model, inputs)))
 
 
 @pytest.mark.parametrize("label", ZOO_CASES + NOOPT_CASES)
