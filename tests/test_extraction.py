@@ -20,7 +20,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from cli_helpers import assert_clean_failure, run_cli
-from onnx_builders import tagged_mlp
+from onnx_builders import local_function, tagged_mlp
 from zoo import ZOO
 from zoo_exports import model_feeds, zoo_export, zoo_variant
 
@@ -218,25 +218,11 @@ def function_model() -> ir.Model:
     """/M/B calls local function Twice, which calls local function Double."""
     fx = _input("fx")
     inner = _node("Add", [fx, fx], None, "d")
-    double = ir.Function(
-        "pkg.test",
-        "Double",
-        "",
-        graph=ir.Graph([fx], inner.outputs, nodes=[inner], opset_imports={"": 21}),
-        attributes=[],
-    )
+    double = local_function("Double", [fx], [inner])
     gx = _input("gx")
     call1 = _node("Double", [gx], None, "t1", domain="pkg.test")
     call2 = _node("Double", [call1.outputs[0]], None, "t2", domain="pkg.test")
-    twice = ir.Function(
-        "pkg.test",
-        "Twice",
-        "",
-        graph=ir.Graph(
-            [gx], call2.outputs, nodes=[call1, call2], opset_imports={"": 21, "pkg.test": 1}
-        ),
-        attributes=[],
-    )
+    twice = local_function("Twice", [gx], [call1, call2], {"": 21, "pkg.test": 1})
     x = _input("x")
     a = _node("Relu", [x], "/M/A", "a")
     b = _node("Twice", [a.outputs[0]], "/M/B", "b", domain="pkg.test")
