@@ -31,7 +31,7 @@ import onnxruntime as ort
 import oracles
 import pytest
 from cli_helpers import digest
-from zoo_exports import zoo_cases, zoo_export
+from zoo_exports import ort_feeds, zoo_cases, zoo_export
 
 import graphtag
 from graphtag.core import metadata
@@ -240,24 +240,13 @@ def test_validate_passes(rewrite):
     assert not failed
 
 
-def _feeds(case, session: ort.InferenceSession) -> dict[str, np.ndarray]:
-    import torch
-
-    given = [t for t in [*case.inputs.args, *case.inputs.kwargs.values()] if torch.is_tensor(t)]
-    by_name = {k: v for k, v in case.inputs.kwargs.items() if torch.is_tensor(v)}
-    feeds = {}
-    for index, spec in enumerate(session.get_inputs()):
-        feeds[spec.name] = by_name.get(spec.name, given[index]).numpy()
-    return feeds
-
-
 def _run(path: Path, case, level) -> list[np.ndarray]:
     options = ort.SessionOptions()
     options.graph_optimization_level = level
     options.intra_op_num_threads = 1
     options.log_severity_level = 4
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, _feeds(case, session))
+    return session.run(None, ort_feeds([i.name for i in session.get_inputs()], case.inputs))
 
 
 def test_ort_outputs_bit_identical(rewrite):
