@@ -45,15 +45,6 @@ from graphtag.analysis.boundaries import compute_boundaries
 from graphtag.surgery.extraction import Extractor
 
 
-def export_gpt2(folder: Path) -> Path:
-    from models import gpt2_24l
-
-    model, kwargs = gpt2_24l()
-    path = folder / "gpt2-24l.onnx"
-    graphtag.export(model, (), kwargs, path, verbose=False)
-    return path
-
-
 def run_graphtag(path: Path, out: Path) -> tuple[float, float]:
     """Seconds to load, compute boundaries, extract and save every module; and the same
     without the saves (the in-memory API)."""
@@ -105,7 +96,9 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="graphtag-bench-extract-", dir=args.workdir))
     try:
-        path = export_gpt2(work)
+        from models import export_gpt2_24l  # beside this script
+
+        path = export_gpt2_24l(work / "gpt2-24l.onnx")
         model = graphtag.load(path)
         boundaries = compute_boundaries(model)
         modules = [

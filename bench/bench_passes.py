@@ -14,49 +14,36 @@ nodes with 5% of the tags removed. Goal: t(200k) / t(20k) <= 12.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).parent))
+from models import export_gpt2_24l
 from synthetic import build_model
+from timing import add_synthetic, timed
 
 from graphtag.core import metadata
 from graphtag.passes import DEFAULT_PIPELINE
 from graphtag.pipeline import Pipeline
 
 
-def _timed(fn) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def export_gpt2(folder: Path, optimize: bool) -> Path:
-    from models import gpt2_24l
-
-    import graphtag
-
-    model, kwargs = gpt2_24l()
     path = folder / f"gpt2-24l-{'opt' if optimize else 'noopt'}.onnx"
-    graphtag.export(model, (), kwargs, path, optimize=optimize, pipeline=None, verbose=False)
-    return path
+    return export_gpt2_24l(path, optimize=optimize, pipeline=None)
 
 
 def bench_file(path: Path, repeat: int) -> dict:
     loads, runs = [], []
     nodes = len(list(ir.load(path).graph))
     for _ in range(repeat):
-        loads.append(_timed(lambda: ir.load(path)))
+        loads.append(timed(lambda: ir.load(path)))
         model = ir.load(path)
-        runs.append(_timed(lambda m=model: Pipeline.from_text(DEFAULT_PIPELINE)(m)))
+        runs.append(timed(lambda m=model: Pipeline.from_text(DEFAULT_PIPELINE)(m)))
     load, run = statistics.median(loads), statistics.median(runs)
     return {
         "model": path.stem,
@@ -80,7 +67,7 @@ def bench_synthetic(sizes: list[int], repeat: int) -> list[dict]:
         for _ in range(repeat):
             model = build_model(size, "transformer", tags=True, shuffle=False)
             _untag_some(model)
-            times.append(_timed(lambda m=model: Pipeline.from_text(DEFAULT_PIPELINE)(m)))
+            times.append(timed(lambda m=model: Pipeline.from_text(DEFAULT_PIPELINE)(m)))
             del model
         rows.append({"nodes": size, "pipeline_s": statistics.median(times)})
     return rows
@@ -107,14 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{row['pipeline_s']:.3f} | {row['ratio']:.2f} |"
             )
     rows = bench_synthetic(args.sizes, max(1, args.repeat // 2))
-    result["synthetic"] = rows
-    print("\n| synthetic nodes | pipeline s |\n|---:|---:|")
-    for row in rows:
-        print(f"| {row['nodes']} | {row['pipeline_s']:.3f} |")
-    if len(rows) >= 2:
-        scale = rows[-1]["pipeline_s"] / rows[0]["pipeline_s"]
-        result["scaling"] = scale
-        print(f"\nt({rows[-1]['nodes']}) / t({rows[0]['nodes']}) = {scale:.1f}")
+    add_synthetic(result, rows, "pipeline_s", "synthetic nodes | pipeline s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

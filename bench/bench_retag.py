@@ -28,27 +28,13 @@ from pathlib import Path
 import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).parent))
+from models import export_gpt2_24l
 from synthetic import build_model
+from timing import add_synthetic, timed
 
 import graphtag
 
 LEVELS = ("basic", "extended", "all")
-
-
-def _timed(fn) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def export_gpt2(folder: Path) -> Path:
-    from models import gpt2_24l
-
-    model, kwargs = gpt2_24l()
-    path = folder / "gpt2-24l.onnx"
-    graphtag.export(model, (), kwargs, path, verbose=False)
-    return path
 
 
 def ort_optimize(source: Path, level: str) -> Path:
@@ -78,7 +64,7 @@ def bench_file(reference: ir.Model, path: Path, level: str, repeat: int) -> dict
     loads, retags = [], []
     report = None
     for _ in range(repeat):
-        loads.append(_timed(lambda: ir.load(path)))
+        loads.append(timed(lambda: ir.load(path)))
         seconds, report = _time_retag(reference, ir.load(path))
         retags.append(seconds)
     load, retag = statistics.median(loads), statistics.median(retags)
@@ -135,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {}
     if not args.skip_gpt2:
         with tempfile.TemporaryDirectory() as tmp:
-            source = export_gpt2(Path(tmp))
+            source = export_gpt2_24l(Path(tmp) / "gpt2-24l.onnx")
             reference = graphtag.load(source)
             result["gpt2"] = [
                 bench_file(reference, ort_optimize(source, level), level, args.repeat)
@@ -153,14 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{row['retag_s']:.3f} | {row['ratio']:.2f} | {kinds} |"
             )
     rows = bench_synthetic(args.sizes, max(1, args.repeat // 2))
-    result["synthetic"] = rows
-    print("\n| synthetic nodes, all renamed | retag s |\n|---:|---:|")
-    for row in rows:
-        print(f"| {row['nodes']} | {row['retag_s']:.3f} |")
-    if len(rows) >= 2:
-        scale = rows[-1]["retag_s"] / rows[0]["retag_s"]
-        result["scaling"] = scale
-        print(f"\nt({rows[-1]['nodes']}) / t({rows[0]['nodes']}) = {scale:.1f}")
+    add_synthetic(result, rows, "retag_s", "synthetic nodes, all renamed | retag s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

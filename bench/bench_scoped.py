@@ -18,17 +18,17 @@ Goal: scoped <= unscoped + extraction, for every pass and pattern.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).parent))
+from models import export_gpt2_24l
+from timing import timed
 
 from graphtag.analysis.boundaries import module_boundaries
 from graphtag.analysis.selection import module_scopes
@@ -37,24 +37,6 @@ from graphtag.surgery.extraction import Extractor
 
 PASSES = ["ir.common-subexpression-elimination", "torch-optimizer", "demo-stamp", "namespace"]
 PATTERNS = {"one layer": "*/GPT2Block.5", "every layer": "*/GPT2Block.*"}
-
-
-def _timed(fn) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def export_gpt2(folder: Path) -> Path:
-    from models import gpt2_24l
-
-    import graphtag
-
-    model, kwargs = gpt2_24l()
-    path = folder / "gpt2-24l-noopt.onnx"
-    graphtag.export(model, (), kwargs, path, optimize=False, verbose=False)
-    return path
 
 
 def _extract_scopes(model: ir.Model, pattern: str) -> None:
@@ -71,12 +53,12 @@ def bench(path: Path, repeat: int) -> list[dict]:
             whole, scoped, extraction = [], [], []
             for _ in range(repeat):
                 model = ir.load(path)
-                whole.append(_timed(lambda m=model, p=pass_name: Pipeline.from_text(p)(m)))
+                whole.append(timed(lambda m=model, p=pass_name: Pipeline.from_text(p)(m)))
                 model = ir.load(path)
                 text = f"{pass_name}@{pattern}"
-                scoped.append(_timed(lambda m=model, t=text: Pipeline.from_text(t)(m)))
+                scoped.append(timed(lambda m=model, t=text: Pipeline.from_text(t)(m)))
                 model = ir.load(path)
-                extraction.append(_timed(lambda m=model, p=pattern: _extract_scopes(m, p)))
+                extraction.append(timed(lambda m=model, p=pattern: _extract_scopes(m, p)))
             row = {
                 "pass": pass_name,
                 "scope": label,
@@ -102,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_gpt2(Path(tmp))
+        path = export_gpt2_24l(Path(tmp) / "gpt2-24l-noopt.onnx", optimize=False)
         nodes = len(ir.load(path).graph)
         print(f"GPT-2 24 layers, optimize=False: {nodes} nodes; median of {args.repeat}\n")
         print(

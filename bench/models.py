@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def gpt2_24l(*, vocab_size: int = 2000, seq_len: int = 16, attention_mask: bool = False, **config):
     """GPT-2 with 24 layers, hidden 256, perturbed random weights; (model, forward kwargs)."""
@@ -22,3 +24,12 @@ def gpt2_24l(*, vocab_size: int = 2000, seq_len: int = 16, attention_mask: bool 
     if attention_mask:
         kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
     return model, kwargs
+
+
+def export_gpt2_24l(path: Path, **options) -> Path:
+    """``gpt2_24l()`` exported tagged to ``path`` with graphtag.export's ``options``, quietly."""
+    import graphtag
+
+    model, kwargs = gpt2_24l()
+    graphtag.export(model, (), kwargs, path, verbose=False, **options)
+    return path

@@ -48,6 +48,15 @@ def tagged_mlp(seed: int = 0, hidden: int = 8) -> ir.Model:
     return ir.Model(graph, ir_version=10, producer_name="graphtag-tests")
 
 
+def local_function(
+    name: str, inputs: list[ir.Value], nodes: list[ir.Node], opsets: dict[str, int] | None = None
+) -> ir.Function:
+    """Model-local function ``pkg.test::<name>`` of ``nodes``, returning the last one's
+    outputs (opset 21 unless ``opsets`` says otherwise)."""
+    graph = ir.Graph(inputs, nodes[-1].outputs, nodes=nodes, opset_imports=opsets or {"": 21})
+    return ir.Function("pkg.test", name, "", graph=graph, attributes=[])
+
+
 def feeds(model: ir.Model, seed: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {

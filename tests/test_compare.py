@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 from cli_helpers import run_cli
-from onnx_builders import run_ort
+from onnx_builders import local_function, run_ort
 
 import graphtag
 from graphtag.checks.compare import compare_topology
@@ -59,13 +59,7 @@ def base() -> ir.Model:
     )
     fx = ir.Value(name="fx")  # function inputs carry no type in ONNX
     inner = _node("Add", [fx, fx], "twice")
-    double = ir.Function(
-        "pkg.test",
-        "Double",
-        "",
-        graph=ir.Graph([fx], inner.outputs, nodes=[inner], opset_imports={"": 21}),
-        attributes=[],
-    )
+    double = local_function("Double", [fx], [inner])
     call = _node("Double", [branch.outputs[0]], "y", domain="pkg.test")
     call.outputs[0].type, call.outputs[0].shape = FLOAT, ir.Shape([2, 4])
     const = _node("Constant", [], "const", value=ir.tensor(np.arange(3, dtype=np.int64)))

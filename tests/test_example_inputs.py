@@ -20,30 +20,34 @@ from graphtag.exporter.example_inputs import (  # noqa: E402
 )
 
 VOCAB = 99
+# The sizes of every tiny transformer here: encoder-only ones, and encoder-decoders.
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+}
+TINY_SEQ2SEQ = {
+    "vocab_size": VOCAB,
+    "d_model": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 37,
+    "decoder_ffn_dim": 37,
+}
 
 
 def tiny_configs() -> dict[str, object]:
     t = transformers
     return {
-        "bert": t.BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=37,
-        ),
+        "bert": t.BertConfig(vocab_size=VOCAB, **TINY),
         "gpt2": t.GPT2Config(
             vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0
         ),
         "t5": t.T5Config(vocab_size=VOCAB, d_model=32, d_ff=37, d_kv=16, num_layers=1, num_heads=2),
-        "vit": t.ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=37,
-            image_size=30,
-            patch_size=10,
-        ),
+        "vit": t.ViTConfig(**TINY, image_size=30, patch_size=10),
         "resnet": t.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
     }
 
@@ -107,14 +111,7 @@ def test_batch_and_seq_len_and_determinism(models):
 
 
 def test_seq_len_capped_by_position_embeddings():
-    cfg = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=4,
-    )
+    cfg = transformers.BertConfig(vocab_size=VOCAB, **TINY, max_position_embeddings=4)
     model = transformers.BertModel(cfg).eval()
     inputs = make_example_inputs(model, seq_len=16)
     assert inputs.kwargs["input_ids"].shape == (1, 4)
@@ -308,10 +305,9 @@ def test_missing_specs_file(tmp_path):
 
 def test_nested_text_and_vision_configs():
     t = transformers
-    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     cfg = t.CLIPConfig(
-        text_config={**sizes, "intermediate_size": 37, "vocab_size": 50},
-        vision_config={**sizes, "intermediate_size": 37, "image_size": 30, "patch_size": 10},
+        text_config={**TINY, "vocab_size": 50},
+        vision_config={**TINY, "image_size": 30, "patch_size": 10},
     )
     model = t.CLIPModel(cfg).eval()
     inputs = make_example_inputs(model)
@@ -343,39 +339,31 @@ def test_only_optional_parameters_are_named():
 # ---------------------------------------------------------------- modalities
 
 
-def _fits(model, inputs):
+def _generated(model_class, config) -> dict:
+    """The inputs generated for a tiny ``model_class(config)``, checked to run it."""
+    model = model_class(config).eval()
+    inputs = make_example_inputs(model)
     assert check_inputs_fit(model, inputs) is not None
     return inputs.kwargs
 
 
 def test_raw_audio_input_values_cover_the_conv_stack():
     cfg = transformers.Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
+        **TINY,
         conv_dim=[8, 8],
         conv_stride=[5, 4],
         conv_kernel=[10, 8],
         num_conv_pos_embeddings=8,
         num_conv_pos_embedding_groups=2,
     )
-    model = transformers.Wav2Vec2Model(cfg).eval()
-    kwargs = _fits(model, make_example_inputs(model))
+    kwargs = _generated(transformers.Wav2Vec2Model, cfg)
     # 20 samples per frame, 8 frames, plus the receptive field of the two kernels.
     assert kwargs["input_values"].shape == (1, 5 * 4 * 8 + 10 + 8)
 
 
 def test_log_mel_input_features_sized_for_the_encoder_positions():
     cfg = transformers.WhisperConfig(
-        vocab_size=VOCAB,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=37,
-        decoder_ffn_dim=37,
+        **TINY_SEQ2SEQ,
         num_mel_bins=16,
         max_source_positions=12,
         max_target_positions=32,
@@ -384,8 +372,7 @@ def test_log_mel_input_features_sized_for_the_encoder_positions():
         eos_token_id=2,
         decoder_start_token_id=1,
     )
-    model = transformers.WhisperModel(cfg).eval()
-    kwargs = _fits(model, make_example_inputs(model))
+    kwargs = _generated(transformers.WhisperModel, cfg)
     # Two frames per encoder position (the conv stack halves the length).
     assert kwargs["input_features"].shape == (1, 16, 24)
     assert kwargs["decoder_input_ids"].shape == (1, 8)
@@ -393,47 +380,31 @@ def test_log_mel_input_features_sized_for_the_encoder_positions():
 
 
 def test_flat_input_features_are_channel_last():
-    cfg = transformers.Speech2TextConfig(
-        vocab_size=VOCAB,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=37,
-        decoder_ffn_dim=37,
-        input_feat_per_channel=12,
-        conv_channels=8,
-    )
-    model = transformers.Speech2TextModel(cfg).eval()
-    kwargs = _fits(model, make_example_inputs(model))
+    cfg = transformers.Speech2TextConfig(**TINY_SEQ2SEQ, input_feat_per_channel=12, conv_channels=8)
+    kwargs = _generated(transformers.Speech2TextModel, cfg)
     assert kwargs["input_features"].shape == (1, 64, 12)
     assert "decoder_input_ids" in kwargs
 
 
 def test_text_plus_image_with_placeholder_tokens():
-    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     cfg = transformers.LlavaConfig(
         text_config={
             "model_type": "llama",
-            **sizes,
-            "intermediate_size": 37,
+            **TINY,
             "vocab_size": 50,
             "num_key_value_heads": 2,
             "max_position_embeddings": 64,
         },
         vision_config={
             "model_type": "clip_vision_model",
-            **sizes,
-            "intermediate_size": 37,
+            **TINY,
             "image_size": 30,
             "patch_size": 10,
         },
         image_token_index=49,
         vision_feature_layer=-1,
     )
-    model = transformers.LlavaForConditionalGeneration(cfg).eval()
-    kwargs = _fits(model, make_example_inputs(model))
+    kwargs = _generated(transformers.LlavaForConditionalGeneration, cfg)
     assert kwargs["pixel_values"].shape == (1, 3, 30, 30)
     ids = kwargs["input_ids"]
     # 3x3 patches (the CLS feature is dropped by the default strategy): 9 placeholders,
@@ -464,32 +435,15 @@ def test_placeholder_model_without_image_features_stays_text_only():
 
 
 def test_spectrogram_input_values():
-    cfg = transformers.ASTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        num_mel_bins=16,
-        max_length=32,
-        patch_size=8,
-    )
-    model = transformers.ASTModel(cfg).eval()
+    cfg = transformers.ASTConfig(**TINY, num_mel_bins=16, max_length=32, patch_size=8)
     # No conv feature extractor: frames x mel bins, not a waveform.
-    assert _fits(model, make_example_inputs(model))["input_values"].shape == (1, 32, 16)
+    assert _generated(transformers.ASTModel, cfg)["input_values"].shape == (1, 32, 16)
 
 
 def test_single_config_vision_language_model_gets_an_image():
     cfg = transformers.ViltConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=8,
-        max_position_embeddings=16,
+        vocab_size=VOCAB, **TINY, image_size=32, patch_size=8, max_position_embeddings=16
     )
-    model = transformers.ViltModel(cfg).eval()
-    kwargs = _fits(model, make_example_inputs(model))
+    kwargs = _generated(transformers.ViltModel, cfg)
     assert kwargs["pixel_values"].shape == (1, 3, 32, 32)
     assert kwargs["input_ids"].shape == (1, 8)

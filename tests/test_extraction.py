@@ -19,11 +19,10 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-import torch
 from cli_helpers import assert_clean_failure, run_cli
-from onnx_builders import tagged_mlp
+from onnx_builders import local_function, tagged_mlp
 from zoo import ZOO
-from zoo_exports import zoo_export
+from zoo_exports import model_feeds, zoo_export, zoo_variant
 
 import graphtag
 from graphtag.analysis.boundaries import compute_boundaries
@@ -94,27 +93,11 @@ def module_failures(model: ir.Model, values: dict[str, np.ndarray]) -> tuple[int
     return count, failures
 
 
-def _feeds(model: ir.Model, inputs) -> dict[str, np.ndarray]:
-    given = [t for t in [*inputs.args, *inputs.kwargs.values()] if isinstance(t, torch.Tensor)]
-    by_name = {k: v for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)}
-    return {v.name: by_name.get(v.name, given[i]).numpy() for i, v in enumerate(model.graph.inputs)}
-
-
 @functools.cache
 def load_case(label: str) -> Case:
     """A zoo model as ``name:exporter`` (or ``name:noopt``), loaded once per session."""
-    name, variant = label.split(":")
-    if variant == "noopt":
-        module, inputs = ZOO[name].build()
-        model = graphtag.export(
-            module, inputs.args, inputs.kwargs, optimize=False, verbose=False
-        ).model
-        model = ir.from_proto(ir.to_proto(model))  # plain in-memory tensors
-    else:
-        exported = zoo_export(name, variant)
-        model, inputs = graphtag.load(exported.path), exported.inputs
-        ir.external_data.load_to_model(model)
-    return Case(model, run_all_values(model, _feeds(model, inputs)))
+    model, inputs = zoo_variant(label)
+    return Case(model, run_all_values(model, model_feeds(model, inputs)))
 
 
 @pytest.mark.parametrize("label", ZOO_CASES + NOOPT_CASES)
@@ -235,25 +218,11 @@ def function_model() -> ir.Model:
     """/M/B calls local function Twice, which calls local function Double."""
     fx = _input("fx")
     inner = _node("Add", [fx, fx], None, "d")
-    double = ir.Function(
-        "pkg.test",
-        "Double",
-        "",
-        graph=ir.Graph([fx], inner.outputs, nodes=[inner], opset_imports={"": 21}),
-        attributes=[],
-    )
+    double = local_function("Double", [fx], [inner])
     gx = _input("gx")
     call1 = _node("Double", [gx], None, "t1", domain="pkg.test")
     call2 = _node("Double", [call1.outputs[0]], None, "t2", domain="pkg.test")
-    twice = ir.Function(
-        "pkg.test",
-        "Twice",
-        "",
-        graph=ir.Graph(
-            [gx], call2.outputs, nodes=[call1, call2], opset_imports={"": 21, "pkg.test": 1}
-        ),
-        attributes=[],
-    )
+    twice = local_function("Twice", [gx], [call1, call2], {"": 21, "pkg.test": 1})
     x = _input("x")
     a = _node("Relu", [x], "/M/A", "a")
     b = _node("Twice", [a.outputs[0]], "/M/B", "b", domain="pkg.test")

@@ -11,10 +11,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-import torch
 from onnx_builders import run_ort
 from zoo import ZOO
-from zoo_exports import zoo_export
+from zoo_exports import model_feeds, zoo_export
 
 import graphtag
 from graphtag.analysis.signature import tensor_digest
@@ -44,14 +43,7 @@ def _copy(model: ir.Model) -> ir.Model:
 def _zoo(name: str) -> tuple[bytes, dict[str, np.ndarray]]:
     case = zoo_export(name, "dynamo")
     model = ir.external_data.load_to_model(graphtag.load(case.path))
-    inputs = case.inputs
-    given = [t for t in (*inputs.args, *inputs.kwargs.values()) if isinstance(t, torch.Tensor)]
-    by_name = {k: v for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)}
-    feeds = {
-        value.name: by_name.get(value.name, given[i]).numpy()
-        for i, value in enumerate(model.graph.inputs)
-    }
-    return ir.serde.serialize_model(model).SerializeToString(), feeds
+    return ir.serde.serialize_model(model).SerializeToString(), model_feeds(model, case.inputs)
 
 
 def zoo_model(name: str) -> tuple[ir.Model, dict[str, np.ndarray]]:

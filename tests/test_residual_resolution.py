@@ -9,10 +9,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-import torch
 from onnx_builders import run_ort
 from zoo import ZOO
-from zoo_exports import zoo_export
+from zoo_exports import model_feeds, zoo_variant
 
 import graphtag
 from graphtag.checks.compare import compare_topology
@@ -40,23 +39,9 @@ def _copy(model: ir.Model) -> ir.Model:
 @functools.cache
 def _export(name: str, optimize: bool) -> tuple[bytes, dict[str, np.ndarray]]:
     """One dynamo export per (model, optimize) per session, kept serialized."""
-    if optimize:
-        case = zoo_export(name, "dynamo")
-        model, inputs = graphtag.load(case.path), case.inputs
-        model = ir.external_data.load_to_model(model)  # the copies must not need the file
-    else:
-        module, inputs = ZOO[name].build()
-        model = graphtag.export(
-            module, inputs.args, inputs.kwargs, optimize=False, verbose=False
-        ).model
+    model, inputs = zoo_variant(f"{name}:{'dynamo' if optimize else 'noopt'}")
     _strip_pass_metadata(model)
-    given = [t for t in (*inputs.args, *inputs.kwargs.values()) if isinstance(t, torch.Tensor)]
-    by_name = {k: v for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)}
-    feeds = {
-        value.name: by_name.get(value.name, given[i]).numpy()
-        for i, value in enumerate(model.graph.inputs)
-    }
-    return ir.serde.serialize_model(model).SerializeToString(), feeds
+    return ir.serde.serialize_model(model).SerializeToString(), model_feeds(model, inputs)
 
 
 def _strip_pass_metadata(model: ir.Model) -> None:

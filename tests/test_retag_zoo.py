@@ -7,11 +7,11 @@ onnxslim, and an onnx-graphsurgeon round trip with one node inserted and one rem
 None of them keeps graphtag's node metadata. Each rewritten model is retagged and:
 
 * every node is tagged with a module of the hierarchy;
-* the tags agree with an independent computation (onnx protobufs, no graphtag code):
-  a node that is a reference node (same outputs, same operator; or, with renamed values,
-  same operator and inputs) has its tag; rewritten nodes, grouped through values the
-  reference lacks, have the lowest common ancestor of the reference nodes between the
-  group's inputs and outputs;
+* the tags agree with an independent computation (tests/oracles.py: onnx protobufs, no
+  graphtag code): a node that is a reference node (same outputs, same operator; or, with
+  renamed values, same operator and inputs) has its tag; rewritten nodes, grouped through
+  values the reference lacks, have the lowest common ancestor of the reference nodes
+  between the group's inputs and outputs (the graph's outputs included);
 * ``graphtag validate`` passes (the ONNX checker excepted when the tool's own output
   already fails it: ORT_ENABLE_ALL writes ORT-only operators into the ONNX domain);
 * ONNX Runtime's outputs are bit-identical to the un-retagged rewritten model's.
@@ -23,15 +23,15 @@ import contextlib
 import functools
 import io
 import warnings
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import oracles
 import pytest
 from cli_helpers import digest
-from zoo_exports import zoo_cases, zoo_export
+from zoo_exports import ort_feeds, zoo_cases, zoo_export
 
 import graphtag
 from graphtag.core import metadata
@@ -168,129 +168,14 @@ def rewrite(request) -> Rewrite:
     return _rewrite(*request.param)
 
 
-# -- independent expectation (onnx protobufs only) ----------------------------------------
-
-
-def _lca(tags) -> str | None:
-    common = None
-    for tag in tags:
-        parts = tag.split("/")[1:]
-        if common is None:
-            common = parts
-            continue
-        size = 0
-        while size < min(len(common), len(parts)) and common[size] == parts[size]:
-            size += 1
-        common = common[:size]
-    return "/" + "/".join(common) if common else None
-
-
-def _props(entry) -> dict[str, str]:
-    return {p.key: p.value for p in entry.metadata_props}
+# -- independent expectation (onnx protobufs only: tests/oracles.py) ----------------------
 
 
 def expected_tags(reference: onnx.ModelProto, rewritten: onnx.ModelProto) -> dict[int, tuple]:
-    """Rewritten main-graph node index -> (expected tag, "unchanged" | "fused")."""
-    ref, new = reference.graph, rewritten.graph
-    producer: dict[str, tuple[int, int]] = {}
-    consumers: dict[str, list[int]] = {}
-    by_signature: dict[tuple, list[int]] = {}
-    for i, node in enumerate(ref.node):
-        for k, name in enumerate(node.output):
-            if name:
-                producer[name] = (i, k)
-        for name in node.input:
-            if name:
-                consumers.setdefault(name, []).append(i)
-        by_signature.setdefault((node.op_type, tuple(node.input)), []).append(i)
-    known = set(producer) | {v.name for v in ref.input} | {t.name for t in ref.initializer}
-    tags = [_props(node).get(metadata.MODULE) for node in ref.node]
-    renamed: dict[str, str] = {}  # rewritten name -> reference name (renamed outputs)
-    same: dict[int, int] = {}  # rewritten node -> reference node it is
-    taken: set[int] = set()
-    for j, node in enumerate(new.node):
-        outputs = [(k, o) for k, o in enumerate(node.output) if o]
-        if outputs and all(o in producer for _, o in outputs):
-            i = producer[outputs[0][1]][0]
-            if ref.node[i].op_type == node.op_type and all(
-                producer[o] == (i, k) for k, o in outputs
-            ):
-                same[j] = i
-                taken.add(i)
-            continue
-        if any(o in producer for _, o in outputs):
-            continue
-        inputs = tuple(renamed.get(x, x) for x in node.input)
-        if not all(x == "" or x in known for x in inputs):
-            continue
-        candidates = [i for i in by_signature.get((node.op_type, inputs), []) if i not in taken]
-        if candidates:
-            same[j] = candidates[0]
-            taken.add(candidates[0])
-            for k, o in enumerate(node.output):
-                if o and k < len(ref.node[candidates[0]].output):
-                    renamed[o] = ref.node[candidates[0]].output[k]
-    expected = {j: (tags[i], "unchanged") for j, i in same.items()}
-
-    def ref_name(name: str) -> str | None:
-        name = renamed.get(name, name)
-        return name if name in known else None
-
-    rewritten_nodes = [j for j in range(len(new.node)) if j not in same]
-    made_by = {o: j for j in rewritten_nodes for o in new.node[j].output if o}
-    parent = {j: j for j in rewritten_nodes}
-
-    def find(j: int) -> int:
-        while parent[j] != j:
-            j = parent[j]
-        return j
-
-    for j in rewritten_nodes:
-        for name in new.node[j].input:
-            if name and ref_name(name) is None and name in made_by:
-                parent[find(made_by[name])] = find(j)
-    groups: dict[int, list[int]] = {}
-    for j in rewritten_nodes:
-        groups.setdefault(find(j), []).append(j)
-    for members in groups.values():
-        inside = {o for j in members for o in new.node[j].output if o}
-        stops = {
-            ref_name(x)
-            for j in members
-            for x in new.node[j].input
-            if x and x not in inside and ref_name(x) is not None
-        }
-        starts = {ref_name(o) for o in inside if ref_name(o) is not None}
-        # A new value read by an unchanged node stands for what that node read before.
-        for j, i in same.items():
-            before = [*ref.node[i].input]
-            for position, name in enumerate(new.node[j].input):
-                old = before[position] if position < len(before) else ""
-                if old and name in inside and ref_name(name) is None:
-                    starts.add(old)
-        if not starts:
-            continue
-        back, queue = set(), deque(starts)
-        while queue:
-            name = queue.popleft()
-            if name in stops or name not in producer:
-                continue
-            i = producer[name][0]
-            if i not in back:
-                back.add(i)
-                queue.extend(x for x in ref.node[i].input if x)
-        ahead, queue = set(), deque(i for s in stops for i in consumers.get(s, ()))
-        while queue:
-            i = queue.popleft()
-            if i not in ahead:
-                ahead.add(i)
-                queue.extend(c for o in ref.node[i].output if o for c in consumers.get(o, ()))
-        between = (back & ahead) or back
-        if not between:
-            continue  # replaced nothing (an inserted node): tag propagation's business
-        tag = _lca(tags[i] for i in between if tags[i])
-        expected.update((j, (tag, "fused")) for j in members)
-    return expected
+    """Rewritten main-graph node index -> (expected tag, "same" | "fused"), the reference
+    nodes' own tags as what each of them should keep."""
+    ref_tags = [oracles.props(node).get(metadata.MODULE) for node in reference.graph.node]
+    return oracles.expected_tags(reference, ref_tags, rewritten)
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -341,7 +226,7 @@ def test_unchanged_nodes_keep_their_tags_and_fused_nodes_say_so(rewrite):
             modules = {e["module"] for e in metadata.contexts(node) if e["role"] == "fused"}
             assert len(modules) != 1  # one module: no contexts; several: all listed
             if modules:
-                assert _lca(modules) == metadata.node_tag(node)
+                assert oracles.lca(modules) == metadata.node_tag(node)
 
 
 def test_validate_passes(rewrite):
@@ -355,24 +240,13 @@ def test_validate_passes(rewrite):
     assert not failed
 
 
-def _feeds(case, session: ort.InferenceSession) -> dict[str, np.ndarray]:
-    import torch
-
-    given = [t for t in [*case.inputs.args, *case.inputs.kwargs.values()] if torch.is_tensor(t)]
-    by_name = {k: v for k, v in case.inputs.kwargs.items() if torch.is_tensor(v)}
-    feeds = {}
-    for index, spec in enumerate(session.get_inputs()):
-        feeds[spec.name] = by_name.get(spec.name, given[index]).numpy()
-    return feeds
-
-
 def _run(path: Path, case, level) -> list[np.ndarray]:
     options = ort.SessionOptions()
     options.graph_optimization_level = level
     options.intra_op_num_threads = 1
     options.log_severity_level = 4
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, _feeds(case, session))
+    return session.run(None, ort_feeds([i.name for i in session.get_inputs()], case.inputs))
 
 
 def test_ort_outputs_bit_identical(rewrite):

@@ -20,11 +20,9 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-import torch
 from cli_helpers import run_cli
 from scoped_builders import node_view
-from zoo import ZOO
-from zoo_exports import zoo_export
+from zoo_exports import model_feeds, zoo_export, zoo_variant
 
 import graphtag
 from graphtag.analysis.selection import select
@@ -48,25 +46,9 @@ OPTIONS = {"function-outlining": "{all=true}"}
 @functools.cache
 def base(label: str) -> tuple[ir.Model, dict[str, np.ndarray], list[np.ndarray]]:
     """A zoo export with its weights in memory, ONNX Runtime's feeds and outputs."""
-    name, variant = label.split(":")
-    if variant == "noopt":
-        module, inputs = ZOO[name].build()
-        model = graphtag.export(
-            module, inputs.args, inputs.kwargs, optimize=False, verbose=False
-        ).model
-        model = ir.from_proto(ir.to_proto(model))  # plain in-memory tensors
-    else:
-        case = zoo_export(name, variant)
-        model, inputs = graphtag.load(case.path), case.inputs
-        ir.external_data.load_to_model(model)
-    feeds = _feeds(model, inputs)
+    model, inputs = zoo_variant(label)
+    feeds = model_feeds(model, inputs)
     return model, feeds, _run(model, feeds)
-
-
-def _feeds(model: ir.Model, inputs) -> dict[str, np.ndarray]:
-    given = [t for t in [*inputs.args, *inputs.kwargs.values()] if torch.is_tensor(t)]
-    by_name = {k: v for k, v in inputs.kwargs.items() if torch.is_tensor(v)}
-    return {v.name: by_name.get(v.name, given[i]).numpy() for i, v in enumerate(model.graph.inputs)}
 
 
 def _session(model: ir.Model) -> ort.InferenceSession:
@@ -202,7 +184,7 @@ def test_recipe_dynamic_quantization_except_attention(tmp_path):
         n.op_type == "MatMulInteger" and n.name[: -len("_quant")] in kept for n in nodes.values()
     )
     case = zoo_export("bert", "dynamo")
-    feeds = _feeds(model, case.inputs)
+    feeds = model_feeds(model, case.inputs)
     session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     reference = session.run(None, feeds)
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)
@@ -238,7 +220,7 @@ def test_recipe_float16_with_normalization_blocked(tmp_path):
     others = [n for n in converted.graph.node if n.op_type == "MatMul"]
     assert others and all(types[n.output[0]] == onnx.TensorProto.FLOAT16 for n in others)
     case = zoo_export("bert", "dynamo")
-    feeds = _feeds(model, case.inputs)
+    feeds = model_feeds(model, case.inputs)
     reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(
         None, feeds
     )

@@ -103,6 +103,27 @@ def ort_feeds(names: list[str], inputs: ExampleInputs) -> dict[str, np.ndarray]:
     return {name: by_name.get(name, given[i]).numpy() for i, name in enumerate(names)}
 
 
+def model_feeds(model: ir.Model, inputs: ExampleInputs) -> dict[str, np.ndarray]:
+    """ONNX Runtime feeds for ``model``'s graph inputs (matched as by ort_feeds)."""
+    return ort_feeds([v.name for v in model.graph.inputs], inputs)
+
+
+def zoo_variant(label: str) -> tuple[ir.Model, ExampleInputs]:
+    """A zoo model as ``name:exporter`` (its tagged export, loaded) or ``name:noopt``
+    (graphtag.export of a fresh build with optimize=False), weights in memory; with its
+    example inputs. Not cached: each caller keeps what it needs."""
+    name, variant = label.split(":")
+    if variant == "noopt":
+        module, inputs = ZOO[name].build()
+        model = graphtag.export(
+            module, inputs.args, inputs.kwargs, optimize=False, verbose=False
+        ).model
+        return ir.from_proto(ir.to_proto(model)), inputs  # plain in-memory tensors
+    case = zoo_export(name, variant)
+    model = ir.external_data.load_to_model(graphtag.load(case.path))  # copies need no file
+    return model, case.inputs
+
+
 def zoo_cases() -> list[tuple[str, str]]:
     return [(name, exporter) for name, entry in ZOO.items() for exporter in entry.exporters]
 

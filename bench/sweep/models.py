@@ -20,6 +20,7 @@ a deleted identity BatchNorm changes no value, so no injected fault could be see
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import thirdparty  # beside this file; makes torchvision/timm importable when installed
@@ -55,6 +56,15 @@ _SEQ2SEQ = {
     "encoder_ffn_dim": 37,
     "decoder_ffn_dim": 37,
     "max_position_embeddings": 64,
+}
+_SSM = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 8}
+_SWIN = {
+    "image_size": 32,
+    "patch_size": 2,
+    "embed_dim": 16,
+    "depths": [1, 2],
+    "num_heads": [2, 4],
+    "window_size": 4,
 }
 _SPEECH = {
     "hidden_size": 32,
@@ -199,33 +209,14 @@ TRANSFORMERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         {**_MOE, "num_experts": 4, "num_experts_per_tok": 2, "pad_token_id": 0, "eos_token_id": 2},
     ),
     # decoders: state space
-    "mamba": (
-        "decoder (SSM)",
-        "MambaConfig",
-        "MambaForCausalLM",
-        {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 8},
-    ),
+    "mamba": ("decoder (SSM)", "MambaConfig", "MambaForCausalLM", _SSM),
     "mamba2": (
         "decoder (SSM)",
         "Mamba2Config",
         "Mamba2ForCausalLM",
-        {
-            "vocab_size": 99,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "state_size": 8,
-            "num_heads": 4,
-            "head_dim": 16,
-            "n_groups": 1,
-            "chunk_size": 4,
-        },
+        {**_SSM, "num_heads": 4, "head_dim": 16, "n_groups": 1, "chunk_size": 4},
     ),
-    "falcon-mamba": (
-        "decoder (SSM)",
-        "FalconMambaConfig",
-        "FalconMambaForCausalLM",
-        {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 8},
-    ),
+    "falcon-mamba": ("decoder (SSM)", "FalconMambaConfig", "FalconMambaForCausalLM", _SSM),
     # encoder-decoders
     "t5": (
         "encoder-decoder",
@@ -273,32 +264,8 @@ TRANSFORMERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "deit": ("vision transformer", "DeiTConfig", "DeiTModel", _VISION),
     "beit": ("vision transformer", "BeitConfig", "BeitModel", _VISION),
     "dinov2": ("vision transformer", "Dinov2Config", "Dinov2Model", _VISION),
-    "swin": (
-        "vision transformer (windowed)",
-        "SwinConfig",
-        "SwinModel",
-        {
-            "image_size": 32,
-            "patch_size": 2,
-            "embed_dim": 16,
-            "depths": [1, 2],
-            "num_heads": [2, 4],
-            "window_size": 4,
-        },
-    ),
-    "swinv2": (
-        "vision transformer (windowed)",
-        "Swinv2Config",
-        "Swinv2Model",
-        {
-            "image_size": 32,
-            "patch_size": 2,
-            "embed_dim": 16,
-            "depths": [1, 2],
-            "num_heads": [2, 4],
-            "window_size": 4,
-        },
-    ),
+    "swin": ("vision transformer (windowed)", "SwinConfig", "SwinModel", _SWIN),
+    "swinv2": ("vision transformer (windowed)", "Swinv2Config", "Swinv2Model", _SWIN),
     "segformer": (
         "vision transformer",
         "SegformerConfig",
@@ -385,19 +352,27 @@ TRANSFORMERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
 }
 
 
-def load(name: str) -> Any:
-    """Build ``name``, save_pretrained it to a temporary directory, load that directory."""
+def _random(build: Callable[[], Any]) -> Any:
+    """``build()`` from seed 0, in eval mode, its parameters perturbed (see above)."""
     import torch
-    import transformers
 
     from graphtag.exporter.examples import perturb_parameters
+
+    torch.manual_seed(0)
+    model = build().eval()
+    perturb_parameters(model)
+    return model
+
+
+def load(name: str) -> Any:
+    """Build ``name``, save_pretrained it to a temporary directory, load that directory."""
+    import transformers
+
     from graphtag.exporter.sources import load_model
 
     _family, config_name, model_name, kwargs = TRANSFORMERS[name]
     config = getattr(transformers, config_name)(**kwargs)
-    torch.manual_seed(0)
-    model = getattr(transformers, model_name)(config).eval()
-    perturb_parameters(model)
+    model = _random(lambda: getattr(transformers, model_name)(config))
     with tempfile.TemporaryDirectory(prefix=f"graphtag-sweep-{name}-") as folder:
         model.save_pretrained(folder)
         loaded = load_model(folder)
@@ -441,30 +416,16 @@ TIMM = [
 
 
 def torchvision_model(name: str) -> Any:
-    import torch
-
-    from graphtag.exporter.examples import perturb_parameters
-
     torchvision = thirdparty.import_torchvision()
-    torch.manual_seed(0)
     kwargs = (
         {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     )
-    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
-    perturb_parameters(model)
-    return model
+    return _random(lambda: torchvision.models.get_model(name, weights=None, **kwargs))
 
 
 def timm_model(name: str) -> Any:
-    import torch
-
-    from graphtag.exporter.examples import perturb_parameters
-
     timm = thirdparty.import_timm()
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
-    perturb_parameters(model)
-    return model
+    return _random(lambda: timm.create_model(name, pretrained=False))
 
 
 def __getattr__(attr: str) -> Any:
