@@ -393,6 +393,60 @@ def test_dynamo_and_torchscript_agree_on_custom_model(tmp_path) -> None:
             }, op
 
 
+class _Layer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.relu(self.proj(x))
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([_Layer(), _Layer()])
+        self.norm = nn.LayerNorm(4)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+
+class _Deep(nn.Module):
+    """Dotted names of every shape: numeric inside (enc.layers.0.proj), non-numeric
+    last after a non-numeric parent (enc.norm), numeric last (enc.layers.1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = _Encoder()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.enc(x))
+
+
+def test_torchscript_segments_are_the_ones_torch_writes(tmp_path) -> None:
+    """The scope segment computed for each module name is the one torch puts in node
+    names (read from a real TorchScript export, not from graphtag)."""
+    from graphtag.analysis.attribution import _unqualified
+
+    model = _Deep().eval()
+    called = []
+    for name, module in model.named_modules():
+        if name:
+            module.register_forward_hook(lambda *_, n=name: called.append(n))
+    nodes = _torchscript_nodes(model, (torch.randn(2, 4),), tmp_path / "deep.onnx")
+    written = set()
+    for node in nodes:
+        written.update(node.name.split("/")[1:-1])  # the scope segments, op name left out
+    assert {_unqualified(name) for name in called} == written
+    assert _unqualified("enc.layers.0.proj") == "proj" and "proj" in written
+    assert _unqualified("enc.layers.1") == "layers.1" and "layers.1" in written
+    assert _unqualified("enc.norm") == "norm" and "norm" in written
+
+
 def test_bert_dynamo_and_torchscript(tmp_path) -> None:
     model = _bert()
     ids = torch.randint(0, 100, (1, 8))
