@@ -310,6 +310,46 @@ def test_untypable_boundary_value_is_reported():
         extract_module(model, "/MLP/Layer.fc2")
 
 
+def test_boundary_value_with_a_type_but_no_shape_gets_its_shape():
+    model = tagged_mlp()
+    model.graph.node(2).outputs[0].type = ir.TensorType(ir.DataType.FLOAT)  # no shape
+    (value,) = extract_module(model, "/MLP/Layer.fc2").graph.inputs
+    assert value.shape == ir.Shape([2, 8])
+
+
+@pytest.mark.parametrize(
+    ("raised", "shown"),
+    [
+        (ValueError("outer\nsecond line"), "(outer)"),  # no cause: the error itself
+        (RuntimeError(""), "(RuntimeError)"),  # no message: its type
+    ],
+)
+def test_a_graph_onnx_ir_cannot_copy_is_one_line_naming_the_module(monkeypatch, raised, shown):
+    """onnx_ir refuses to copy a damaged graph (a value owned by two graphs): one line
+    naming the module and onnx_ir's reason (its cause's first line when chained)."""
+    model = tagged_mlp()
+
+    def refuse(self):
+        raise raised
+
+    monkeypatch.setattr(ir.GraphView, "clone", refuse)
+    with pytest.raises(GraphtagError) as info:
+        extract_module(model, "/MLP/Layer.fc2")
+    assert str(info.value) == (
+        f"module /MLP/Layer.fc2: cannot be extracted, the graph is malformed {shown}"
+    )
+
+    def refuse_chained(self):
+        try:
+            raise ValueError("value t2 belongs to graph 'then'\ndetails")
+        except ValueError as inner:
+            raise RuntimeError("copy failed") from inner
+
+    monkeypatch.setattr(ir.GraphView, "clone", refuse_chained)
+    with pytest.raises(GraphtagError, match=r"malformed \(value t2 belongs to graph 'then'\)$"):
+        extract_module(model, "/MLP/Layer.fc2")
+
+
 # --- the command ----------------------------------------------------------------
 
 
