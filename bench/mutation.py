@@ -54,6 +54,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         [
             "tests/test_tag_propagation.py",
             "tests/test_tag_pass_properties.py",
+            "tests/test_scoped.py",  # the pass's scoped mode (call_scoped)
             "tests/test_export_zoo.py",
         ],
     ),
