@@ -5,15 +5,15 @@ The conventions every command follows (documented in ARCHITECTURE.md):
 * a command that prints a table takes ``--format`` (:func:`add_format_option`):
   ``table`` (the default, for people), ``json`` and ``csv`` (all of the data, for
   programs; nothing else on stdout);
-* tables are drawn by :func:`render_table` with ``rich``: they fit the terminal's width
-  (``COLUMNS`` overrides it; 80 when the output is not a terminal) and long cells wrap
+* tables are drawn by :func:`render_table` in ``rich``'s layout: they fit the terminal's
+  width (``COLUMNS`` overrides it; 80 when the output is not a terminal), long cells wrap
   inside their column instead of widening the table; the text of a cell is shown as
   is (no markup, no colour);
 * :func:`emit` prints one table in the format asked for; a command with more to say
   than one table builds its JSON itself (``validate``, ``analyze``, ``verify``);
 * progress and notes go to stderr, results to stdout;
-* nothing heavy is imported at module level (``rich`` is imported when a table is
-  drawn), so ``graphtag COMMAND --help`` stays instant.
+* nothing heavy is imported at module level (``rich`` is imported only for a table of
+  wide characters), so ``graphtag COMMAND --help`` stays instant.
 """
 
 from __future__ import annotations
