@@ -350,6 +350,65 @@ def test_a_graph_onnx_ir_cannot_copy_is_one_line_naming_the_module(monkeypatch, 
         extract_module(model, "/MLP/Layer.fc2")
 
 
+def test_typed_boundaries_need_no_shape_inference(monkeypatch):
+    """Shape inference (on the whole model: costly on a large one) runs only for
+    boundary values lacking a type or a shape."""
+    from graphtag.surgery import extraction
+
+    model = tagged_mlp()
+    for node in model.graph:
+        for value in node.outputs:
+            value.type = ir.TensorType(ir.DataType.FLOAT)
+            value.shape = ir.Shape([2, 8 if node.op_type != "MatMul" or value.name == "t0" else 3])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("shape inference ran though every boundary value is typed")
+
+    monkeypatch.setattr(extraction, "infer_main_graph_types", refuse)
+    (value,) = extract_module(model, "/MLP/Layer.fc2").graph.inputs
+    assert value.shape == ir.Shape([2, 8])
+
+
+def _mystery_feeding(outputs: int, *, typed: bool = False) -> ir.Model:
+    """tagged_mlp with an unknown op of ``outputs`` outputs between the two layers, all
+    of them read by fc2's MatMul (typed without a shape when ``typed``)."""
+    model = tagged_mlp()
+    relu = model.graph.node(2)
+    relu.domain, relu.op_type = "pkg.unknown", "Mystery"
+    model.graph.opset_imports["pkg.unknown"] = 1
+    mystery = ir.Node("pkg.unknown", "Mystery", relu.inputs, name="many", num_outputs=outputs)
+    mystery.metadata_props[metadata.MODULE] = "/MLP"
+    model.graph.insert_after(relu, mystery)
+    matmul = model.graph.node(4)
+    for k, value in enumerate(mystery.outputs):
+        value.name = f"m{k}"
+        if typed:
+            value.type = ir.TensorType(ir.DataType.FLOAT)
+    sink = ir.Node("", "Sum", [matmul.inputs[0], *mystery.outputs], name="sum", num_outputs=1)
+    sink.metadata_props[metadata.MODULE] = "/MLP/Layer.fc2"
+    model.graph.insert_before(matmul, sink)
+    matmul.replace_input_with(0, sink.outputs[0])
+    return model
+
+
+@pytest.mark.parametrize(
+    ("outputs", "shown"), [(4, "t2, m0, m1, m2, m3"), (5, "t2, m0, m1, m2, m3 ...")]
+)
+def test_untypable_boundary_values_are_named_up_to_five(outputs, shown):
+    with pytest.raises(GraphtagError) as info:
+        extract_module(_mystery_feeding(outputs), "/MLP/Layer.fc2")
+    assert f"no type known for boundary value(s) {shown}, even after" in str(info.value)
+
+
+def test_boundary_value_with_a_type_and_no_shape_anywhere_is_reported():
+    model = _mystery_feeding(1, typed=True)
+    model.graph.node(2).outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    with pytest.raises(
+        GraphtagError, match=r"no shape \(rank\) known for boundary value\(s\) t2, m0,"
+    ):
+        extract_module(model, "/MLP/Layer.fc2")
+
+
 # --- the command ----------------------------------------------------------------
 
 
