@@ -322,6 +322,9 @@ def test_torchscript_scope_parsing() -> None:
         "/seq/seq.1/Relu": "/Net",
         "/Mul": "/Net",
         "/unknown/Relu": "/Net",
+        # An unknown segment ends the walk: what follows it is not read as a path.
+        "/unknown/seq/seq.0/ln/LayerNormalization": "/Net",
+        "/left/unknown/seq.0/ln/LayerNormalization": "/Net/Block.left",
         "Identity_3": "/Net",
     }
     for name, tag in cases.items():
