@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -407,6 +408,37 @@ def test_boundary_value_with_a_type_and_no_shape_anywhere_is_reported():
         GraphtagError, match=r"no shape \(rank\) known for boundary value\(s\) t2, m0,"
     ):
         extract_module(model, "/MLP/Layer.fc2")
+
+
+@pytest.mark.parametrize("length", [5, 7])
+def test_a_cycle_inside_a_module_is_one_line_naming_five_of_its_nodes(length):
+    """A damaged file whose module's nodes form a cycle: refused, naming the cycle's
+    first nodes (five at most)."""
+    model = tagged_mlp()
+    fc1_add = model.graph.node(1)
+    chain, previous = [], fc1_add.outputs[0]
+    for k in range(length):
+        node = ir.Node("", "Identity", [previous], name=f"loop{k}", num_outputs=1)
+        node.metadata_props[metadata.MODULE] = "/MLP/Layer.fc1"
+        chain.append(node)
+        previous = node.outputs[0]
+    model.graph.insert_after(fc1_add, chain)
+    chain[0].replace_input_with(0, chain[-1].outputs[0])  # close the loop
+    with pytest.raises(GraphtagError) as info:
+        extract_module(model, "/MLP/Layer.fc1")
+    names = re.search(r"form a cycle \(([^)]*)\)", str(info.value))[1].split(", ")
+    assert len(names) == min(length, 5) and set(names) <= {f"loop{k}" for k in range(length)}
+    assert str(info.value).startswith("module /MLP/Layer.fc1: its nodes form a cycle")
+
+
+def test_large_initializers_of_unknown_shape_are_still_read_by_shape_inference():
+    """Large typed initializers go to shape inference as typed inputs (no weight
+    serialized), but only with a shape: without one their data must be read."""
+    model = tagged_mlp(hidden=128)  # fc1.weight: 2 KB, past the 1 KB cut
+    weight = model.graph.initializers["fc1.weight"]
+    weight.shape = None
+    (value,) = extract_module(model, "/MLP/Layer.fc2").graph.inputs
+    assert value.shape == ir.Shape([2, 128])
 
 
 # --- the command ----------------------------------------------------------------
