@@ -441,6 +441,25 @@ def test_large_initializers_of_unknown_shape_are_still_read_by_shape_inference()
     assert value.shape == ir.Shape([2, 128])
 
 
+def test_shape_inference_sees_no_large_weight(monkeypatch):
+    """Shape inference gets the model without its large weights (they become typed
+    inputs): a multi-GB model is never serialized whole to type a boundary value."""
+    model = tagged_mlp(hidden=128)  # fc1.weight 2 KB (large), fc1.bias 512 B (small)
+    seen = []
+    real = onnx.shape_inference.infer_shapes
+
+    def spy(proto, *args, **kwargs):
+        seen.append(proto)
+        return real(proto, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", spy)
+    (value,) = extract_module(model, "/MLP/Layer.fc2").graph.inputs
+    assert value.shape == ir.Shape([2, 128])  # t2: typed by the inference below
+    (proto,) = seen
+    assert {t.name for t in proto.graph.initializer} == {"fc1.bias"}
+    assert {"fc1.weight", "fc2.weight"} <= {i.name for i in proto.graph.input}
+
+
 # --- the command ----------------------------------------------------------------
 
 
