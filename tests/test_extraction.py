@@ -445,6 +445,12 @@ def test_shape_inference_sees_no_large_weight(monkeypatch):
     """Shape inference gets the model without its large weights (they become typed
     inputs): a multi-GB model is never serialized whole to type a boundary value."""
     model = tagged_mlp(hidden=128)  # fc1.weight 2 KB (large), fc1.bias 512 B (small)
+    for name, size in (("at_the_cut", 1024), ("past_the_cut", 1025)):  # bytes
+        tensor = ir.tensor(np.zeros(size, np.uint8), name=name)
+        model.graph.register_initializer(
+            ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype),
+                     const_value=tensor)
+        )  # fmt: skip
     seen = []
     real = onnx.shape_inference.infer_shapes
 
@@ -456,8 +462,8 @@ def test_shape_inference_sees_no_large_weight(monkeypatch):
     (value,) = extract_module(model, "/MLP/Layer.fc2").graph.inputs
     assert value.shape == ir.Shape([2, 128])  # t2: typed by the inference below
     (proto,) = seen
-    assert {t.name for t in proto.graph.initializer} == {"fc1.bias"}
-    assert {"fc1.weight", "fc2.weight"} <= {i.name for i in proto.graph.input}
+    assert {t.name for t in proto.graph.initializer} == {"fc1.bias", "at_the_cut"}
+    assert {"fc1.weight", "fc2.weight", "past_the_cut"} <= {i.name for i in proto.graph.input}
 
 
 # --- the command ----------------------------------------------------------------
