@@ -466,6 +466,55 @@ def test_shape_inference_sees_no_large_weight(monkeypatch):
     assert {"fc1.weight", "fc2.weight", "past_the_cut"} <= {i.name for i in proto.graph.input}
 
 
+def _gates(count: int) -> ir.Model:
+    """``count`` If nodes (gate0, gate1, ...) of /M whose branches hold /M/Inner nodes."""
+    x, cond = _input("x"), _input("cond", (), ir.DataType.BOOL)
+    nodes, previous = [], x
+    for k in range(count):
+        branches = []
+        for side in ("then", "else"):
+            inner = _node("Relu" if side == "then" else "Neg", [previous], "/M/Inner",
+                          f"g{k}_{side}")  # fmt: skip
+            branches.append(ir.AttrGraph(f"{side}_branch", ir.Graph(
+                [], [inner.outputs[0]], nodes=[inner], name=f"g{k}_{side}")))  # fmt: skip
+        gate = _node("If", [cond], "/M", f"gate{k}", attributes=branches)
+        nodes.append(gate)
+        previous = gate.outputs[0]
+    previous.type, previous.shape = FLOAT, ir.Shape([2, 4])
+    return _model([x, cond], [previous], nodes)
+
+
+@pytest.mark.parametrize(
+    ("gates", "named"), [(3, "gate0, gate1, gate2"), (4, "gate0, gate1, gate2")]
+)
+def test_a_module_only_inside_bodies_names_three_enclosing_nodes(gates, named):
+    with pytest.raises(GraphtagError) as info:
+        extract_module(_gates(gates), "/M/Inner")
+    assert f"inside control-flow bodies (of node(s) {named});" in str(info.value)
+
+
+def test_unknown_tag_lists_at_most_five_closest_and_skips_untagged_nodes():
+    model = tagged_mlp()
+    del model.graph.node(2).metadata_props[metadata.MODULE]  # an untagged node
+    tags = [f"/MLP/Layer.fc{k}" for k in range(3, 9)]
+    modules = {t: ModuleInfo(t, t.rsplit("/", 1)[1], "Layer", parent="/MLP") for t in tags}
+    modules["/MLP"] = ModuleInfo("/MLP", "", "MLP")
+    Hierarchy(modules, {"": "/MLP", **{m.name: t for t, m in modules.items()}}).attach(model)
+    with pytest.raises(GraphtagError, match="unknown module tag") as info:
+        extract_module(model, "/MLP/Layer.fcX")
+    close = str(info.value).split("closest: ")[1].split(", ")
+    assert len(close) == 5 and set(close) <= {*tags, "/MLP/Layer.fc1", "/MLP/Layer.fc2"}
+
+
+def test_symbolic_shape_inference_types_what_onnx_s_does():
+    from graphtag.surgery.extraction import infer_main_graph_types
+
+    model = tagged_mlp()  # intermediate values untyped
+    for symbolic in (False, True):
+        found = infer_main_graph_types(model, symbolic=symbolic)
+        assert found["t2"] == (ir.TensorType(ir.DataType.FLOAT), ir.Shape([2, 8])), symbolic
+
+
 # --- the command ----------------------------------------------------------------
 
 
