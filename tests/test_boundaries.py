@@ -15,10 +15,15 @@ from onnx_builders import tagged_mlp
 from test_extraction import NOOPT_CASES, ZOO_CASES, control_flow_model, load_case
 
 import graphtag
-from graphtag.analysis.boundaries import compute_boundaries, is_constant_value, module_boundaries
+from graphtag.analysis.boundaries import (
+    boundary_of,
+    compute_boundaries,
+    module_boundaries,
+)
 from graphtag.core import metadata
 from graphtag.core.graphs import subgraphs_of
 from graphtag.core.hierarchy import is_ancestor_or_self
+from graphtag.core.scoping import NodeScope
 from graphtag.passes.boundary_detection import BOUNDARIES, BoundaryDetectionPass, boundaries_summary
 from graphtag.pipeline import Pipeline
 
@@ -78,8 +83,8 @@ def check_invariants(model: ir.Model) -> int:
         # Everything read comes from inside, an input, or a constant; nothing else.
         assert set(read) <= produced | ins | consts, tag
         assert ins <= set(read) - produced and consts <= set(read) - produced, tag
-        assert all(is_constant_value(v) for v in b.constants), tag
-        assert not any(is_constant_value(v) for v in b.inputs), tag
+        assert all(_constant(v) for v in b.constants), tag
+        assert not any(_constant(v) for v in b.inputs), tag
         # Outputs: produced inside and seen outside; internal values: used inside only.
         for value in b.outputs:
             used_outside = any(id(owner[id(u.node)]) not in members for u in value.uses())
@@ -93,7 +98,23 @@ def check_invariants(model: ir.Model) -> int:
             if any(id(v) in ins for v in _reads(n)) or any(id(v) in outs for v in n.outputs)
         }
         assert {id(n) for n in b.boundary_nodes} == flagged, tag
+        # The boundary of the same nodes as an arbitrary scope (what scoped passes use).
+        again = boundary_of(tag, NodeScope(b.nodes, [tag]), model.graph)
+        for field in ("nodes", "inputs", "outputs", "constants", "internal", "boundary_nodes"):
+            assert [id(x) for x in getattr(again, field)] == [id(x) for x in getattr(b, field)], (
+                tag,
+                field,
+            )
     return len(boundaries)
+
+
+def _constant(value: ir.Value) -> bool:
+    """The definition of a constant (copied into extractions), from the ONNX side: an
+    initializer, or the output of a node with no inputs and no body (Constant)."""
+    if value.is_initializer():
+        return True
+    node = value.producer()
+    return node is not None and not node.inputs and not subgraphs_of(node)
 
 
 @pytest.mark.parametrize("label", ZOO_CASES + NOOPT_CASES)
