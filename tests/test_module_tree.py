@@ -325,6 +325,9 @@ def test_torchscript_scope_parsing() -> None:
         # An unknown segment ends the walk: what follows it is not read as a path.
         "/unknown/seq/seq.0/ln/LayerNormalization": "/Net",
         "/left/unknown/seq.0/ln/LayerNormalization": "/Net/Block.left",
+        # A module not below the current one is still found (a module called from
+        # outside its parent, through a shared reference).
+        "/left/seq.0/ln/LayerNormalization": "/Net/Block.seq.0/LayerNorm",
         "Identity_3": "/Net",
     }
     for name, tag in cases.items():
@@ -334,6 +337,11 @@ def test_torchscript_scope_parsing() -> None:
     assert wrapped.tag("/model/Mul") == "/Net"
     assert wrapped.tag("/Cast") == "/Net"  # the wrapper's own node
     assert tag_from_torchscript_scope("/model/seq/seq.0/Add", h, "model") == "/Net/Block.seq.0"
+    # One resolver is cached between calls: another model's hierarchy gets its own.
+    other = build_hierarchy(nn.Sequential(nn.LayerNorm(4)), FilterConfig.create(keep_all=True))
+    assert tag_from_torchscript_scope("/left/lin/Gemm", h) == "/Net/Block.left"
+    assert tag_from_torchscript_scope("/left/lin/Gemm", other) == other.name_to_tag[""]
+    assert tag_from_torchscript_scope("/0/LayerNormalization", other) == other.name_to_tag["0"]
 
 
 # ---------------------------------------------------------------- attribution (real exports)
