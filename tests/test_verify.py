@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from zoo import ZOO
 
+from graphtag.core.errors import GraphtagError
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.verify import ModuleCheck, compare_arrays, verify_modules
 
@@ -232,7 +233,7 @@ def _scale_left_weight(factor: float):
     return tamper
 
 
-def test_api_tolerance_decides_both_ways():
+def test_api_tolerance_decides_both_ways(capsys):
     """rtol/atol reach the comparison: a 2% weight error is a MISMATCH by default and
     accepted with rtol=atol=0.5 (tests/test_verify.py's tight command run shows the
     other direction: an untouched export fails rtol=atol=0)."""
@@ -240,6 +241,10 @@ def test_api_tolerance_decides_both_ways():
     left = "/SiblingsNet/Block.left"
     strict = _by_tag(verify_modules(module, inputs, transform=_scale_left_weight(1.02)))
     assert strict[left].status == "MISMATCH"
+    assert "torch.onnx" not in capsys.readouterr().out  # torch's progress stays quiet
+    for bad in ({"rtol": -1e-3}, {"atol": float("nan")}, {"rtol": "0.1"}):
+        with pytest.raises(GraphtagError, match="must be a finite number >= 0"):
+            verify_modules(module, inputs, **bad)
     loose = _by_tag(
         verify_modules(module, inputs, transform=_scale_left_weight(1.02), rtol=0.5, atol=0.5)
     )
