@@ -19,6 +19,7 @@ from graphtag.analysis.boundaries import (
     boundary_of,
     compute_boundaries,
     module_boundaries,
+    reentrant_inputs,
 )
 from graphtag.core import metadata
 from graphtag.core.graphs import subgraphs_of
@@ -185,3 +186,28 @@ def test_pass_from_the_pipeline_registry():
     assert BOUNDARIES in result.model.metadata_props
     result = Pipeline.from_text("boundary-detection")(tagged_mlp())
     assert BOUNDARIES not in result.model.metadata_props
+
+
+def test_inputs_computed_from_the_scope_s_own_outputs_are_found():
+    """x -> A -> B -> A -> y (one module called twice around a sibling): A's second input
+    is computed, outside A, from A's first output; a straight chain has none."""
+    f32 = ir.TensorType(ir.DataType.FLOAT)
+    x = ir.Value(name="x", shape=ir.Shape([2]), type=f32)
+    nodes, previous = [], x
+    for name, tag in (("a1", "/M/A"), ("b1", "/M/B"), ("a2", "/M/A")):
+        node = ir.Node("", "Relu", [previous], name=name, num_outputs=1)
+        node.outputs[0].name = f"{name}_out"
+        node.metadata_props[metadata.MODULE] = tag
+        nodes.append(node)
+        previous = node.outputs[0]
+    graph = ir.Graph([x], [previous], nodes=nodes, opset_imports={"": 21})
+    model = ir.Model(graph, ir_version=10)
+    position = {node: i for i, node in enumerate(graph)}
+    boundaries = compute_boundaries(model)
+
+    def reentrant(tag):
+        scope = NodeScope(boundaries[tag].nodes, [tag])
+        return reentrant_inputs(boundaries[tag], scope, position, lambda node: node)
+
+    assert reentrant("/M/A") == {"b1_out": {"a1_out"}}
+    assert reentrant("/M/B") == {}
