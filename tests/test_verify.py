@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from zoo import ZOO
 
+from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.verify import ModuleCheck, compare_arrays, verify_modules
@@ -231,6 +232,30 @@ def _scale_left_weight(factor: float):
         value.const_value = ir.tensor(value.const_value.numpy() * factor)
 
     return tamper
+
+
+def test_a_module_whose_nodes_carry_another_tag_is_matched_by_value():
+    """A module left without nodes (its nodes tagged as its parent's, as a rewrite may
+    leave them) is NO-NODES when its outputs are among the graph's values, and MISMATCH
+    when a fault changes them."""
+    module, inputs = ZOO["siblings"].build()
+    left = "/SiblingsNet/Block.left"
+
+    def untag_left(model: ir.Model) -> None:
+        for node in model.graph:
+            if (metadata.node_tag(node) or "").startswith(left):
+                node.metadata_props[metadata.MODULE] = "/SiblingsNet"
+
+    moved = _by_tag(verify_modules(module, inputs, transform=untag_left))[left]
+    assert moved.status == "NO-NODES", moved
+    assert moved.reason == "its outputs are computed by nodes of other modules"
+
+    def untag_and_fault(model: ir.Model) -> None:
+        untag_left(model)
+        _scale_left_weight(1.5)(model)
+
+    faulty = _by_tag(verify_modules(module, inputs, transform=untag_and_fault))[left]
+    assert faulty.status == "MISMATCH" and faulty.unmatched, faulty
 
 
 def test_api_tolerance_decides_both_ways(capsys):
