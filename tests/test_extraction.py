@@ -515,6 +515,25 @@ def test_symbolic_shape_inference_types_what_onnx_s_does():
         assert found["t2"] == (ir.TensorType(ir.DataType.FLOAT), ir.Shape([2, 8])), symbolic
 
 
+def test_an_extracted_module_carries_its_part_of_the_hierarchy():
+    """The modules its nodes carry and their ancestors (with their module names), nothing
+    else: the whole hierarchy in every file made ``extract --all`` quadratic."""
+    from graphtag.checks.validation import validate
+
+    model = load_case("siblings:dynamo").model
+    left = "/SiblingsNet/Block.left"
+    extracted = extract_module(model, left)
+    full, cut = Hierarchy.from_model(model), Hierarchy.from_model(extracted)
+    tags = {metadata.node_tag(n) for n in extracted.graph}
+    expected = {t for t in full.modules if is_ancestor_or_self(t, left) or
+                any(is_ancestor_or_self(t, tag) for tag in tags)}  # fmt: skip
+    assert list(cut.modules) == [t for t in full.modules if t in expected]
+    assert cut.modules[left] == full.modules[left]
+    assert cut.name_to_tag == {n: t for n, t in full.name_to_tag.items() if t in expected}
+    assert len(cut.modules) < len(full.modules)
+    assert validate(extracted).passed
+
+
 # --- the command ----------------------------------------------------------------
 
 

@@ -46,7 +46,8 @@ from graphtag.analysis.kahn import CycleError, topological_order
 from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.core.graphs import iter_values, subgraph_owners, subgraphs_of
+from graphtag.core.graphs import iter_all_nodes, iter_values, subgraph_owners, subgraphs_of
+from graphtag.core.hierarchy import Hierarchy, tag_parent
 
 __all__ = ["EXTRACTED_MODULE", "Extractor", "extract_all", "extract_module"]
 
@@ -95,6 +96,7 @@ class Extractor:
         self.model = model
         self.boundaries = boundaries
         self._inferred: dict[str, dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]] = {}
+        self._module_index: tuple[dict[str, int], dict[str, list[str]]] | None = None
 
     def extract(self, tag: str) -> ir.Model:
         boundary = self.boundaries.get(tag)
@@ -149,10 +151,43 @@ class Extractor:
             functions=[f.clone() for f in self._functions_called(boundary.nodes)],
             metadata_props=props,
         )
+        tree = self._hierarchy_of(extracted)
+        if tree is not None:
+            tree.attach(extracted)
         metadata.set_extracted_module(extracted, tag)
         # Only the module's nodes use its values now (its outputs: nothing inside it).
         metadata.refresh_consumers(iter_values(extracted))
         return extracted
+
+    def _hierarchy_of(self, extracted: ir.Model) -> Hierarchy | None:
+        """The source's hierarchy cut to the modules whose tags the extracted nodes carry
+        and their ancestors (with their module names).
+
+        The whole hierarchy in every file would make ``extract --all`` quadratic: on a
+        100k-node model it is ~4 MB, written once per module. O(nodes x depth) per call
+        after an O(hierarchy) index built once per source.
+        """
+        tree = hierarchy(self.model)
+        if tree is None:
+            return None
+        if self._module_index is None:
+            names: dict[str, list[str]] = {}
+            for name, owner in tree.name_to_tag.items():
+                names.setdefault(owner, []).append(name)
+            self._module_index = ({t: i for i, t in enumerate(tree.modules)}, names)
+        order, names = self._module_index
+        needed = {tree.root}
+        for node in iter_all_nodes(extracted):
+            tag = metadata.node_tag(node)
+            while tag and tag not in needed:
+                needed.add(tag)
+                tag = tag_parent(tag)
+        kept = sorted((t for t in needed if t in order), key=order.__getitem__)
+        return Hierarchy(
+            {t: tree.modules[t] for t in kept},
+            {name: t for t in kept for name in names.get(t, ())},
+            tree.filter_config,
+        )
 
     def _functions_called(self, nodes: Iterable[ir.Node]) -> list[ir.Function]:
         """Local functions called by ``nodes`` or their bodies, transitively, model order."""
