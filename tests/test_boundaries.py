@@ -211,3 +211,18 @@ def test_inputs_computed_from_the_scope_s_own_outputs_are_found():
 
     assert reentrant("/M/A") == {"b1_out": {"a1_out"}}
     assert reentrant("/M/B") == {}
+
+    # A first use of a1_out by a node placed after the scope (pruned from the walk)
+    # must not hide its second use, which leads back.
+    late = ir.Node("", "Neg", [nodes[0].outputs[0]], name="late", num_outputs=1)
+    late.metadata_props[metadata.MODULE] = "/M/C"
+    late.outputs[0].name = "late_out"
+    b1 = nodes[1]
+    b1.replace_input_with(0, x)  # detach b1 ...
+    graph.append(late)
+    graph.outputs.append(late.outputs[0])
+    b1.replace_input_with(0, nodes[0].outputs[0])  # ... and re-attach it after late
+    assert [u.node.name for u in nodes[0].outputs[0].uses()] == ["late", "b1"]
+    position = {node: i for i, node in enumerate(graph)}
+    boundaries = compute_boundaries(model)
+    assert reentrant("/M/A") == {"b1_out": {"a1_out"}}

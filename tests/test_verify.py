@@ -556,3 +556,21 @@ def test_deep_cnn_with_large_activations():
     assert max(c.max_rel_diff for c in checks) < 1e-5
     tight = check_export(result, model, inputs, captured=captured, rtol=1e-6, atol=1e-8)
     assert sum(c.status == "MISMATCH" for c in tight) >= 40
+
+
+def test_only_fused_contexts_make_a_module_fused_into_another():
+    """Producer/consumer/shared contexts name neighbours whose nodes still exist; only a
+    ``fused`` context (an optimizer merged that module's nodes) counts, never the node's
+    own module."""
+    from onnx_builders import tagged_mlp
+
+    from graphtag.exporter.verify import _fused_into
+
+    model = tagged_mlp()
+    add = model.graph.node(1)  # tagged /MLP/Layer.fc1
+    metadata.set_contexts(add, [
+        {"module": "/MLP/Norm", "role": metadata.FUSED_ROLE},
+        {"module": "/MLP/Layer.fc1", "role": metadata.FUSED_ROLE},
+        {"module": "/MLP/Layer.fc2", "role": "consumer"},
+    ])  # fmt: skip
+    assert _fused_into(model) == {"/MLP/Norm": "fused into /MLP/Layer.fc1"}
