@@ -574,3 +574,15 @@ def test_only_fused_contexts_make_a_module_fused_into_another():
         {"module": "/MLP/Layer.fc2", "role": "consumer"},
     ])  # fmt: skip
     assert _fused_into(model) == {"/MLP/Norm": "fused into /MLP/Layer.fc1"}
+
+
+def test_a_fault_in_a_module_called_twice_names_the_calls():
+    module, inputs = ZOO["siblings"].build()
+
+    def tamper(model: ir.Model) -> None:
+        value = model.graph.initializers["shared.proj.weight"]
+        value.const_value = ir.tensor(value.const_value.numpy() * 1.5)
+
+    shared = _by_tag(verify_modules(module, inputs, transform=tamper))["/SiblingsNet/Block.shared"]
+    assert shared.status == "MISMATCH" and shared.calls == 2, shared
+    assert {u.split(" output")[0] for u in shared.unmatched} == {"call 1", "call 2"}, shared
