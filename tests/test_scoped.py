@@ -389,6 +389,9 @@ def test_scoped_tag_propagation_tags_what_falls_in_the_scope():
     tags = [metadata.node_tag(n) for n in cleared]
     assert tags == [None, None, "/M/Layer.1", "/M/Layer.1"]
     assert all(metadata.tag_source(n) is None for n in cleared[:2])
+    # Counted by the rule that tagged them, like the unscoped pass does.
+    rules = [metadata.tag_source(n).removeprefix("inferred:") for n in cleared[2:]]
+    assert sum(result.stats[rule] for rule in set(rules)) == 2 and "" not in result.stats
     result = Scoped(TagPropagationPass(), "*/Layer.1")(model)
     assert not result.modified  # nothing left that falls in the scope
 

@@ -317,6 +317,12 @@ def test_compare_arrays_is_allclose_with_a_scaled_atol():
     # rtol is per element, as in numpy.allclose.
     assert compare_arrays(ref, ref * (1 + 5e-4), rtol=1e-3, atol=0).within
     assert not compare_arrays(ref, ref * (1 + 5e-3), rtol=1e-3, atol=0).within
+    # An all-zero tensor: relative difference 0 when equal, infinite when not.
+    zeros = np.zeros(3, np.float32)
+    same = compare_arrays(zeros, zeros.copy(), rtol=1e-3, atol=1e-5)
+    assert same.within and same.abs == 0.0 and same.rel == 0.0
+    off = compare_arrays(zeros, zeros + 1e-6, rtol=1e-3, atol=1e-5)
+    assert off.within and off.rel == np.inf
 
 
 def test_compare_arrays_handles_nan_inf_and_ints():
