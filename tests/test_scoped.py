@@ -388,12 +388,28 @@ def test_scoped_tag_propagation_tags_what_falls_in_the_scope():
     assert result.stats["outside_scope"] == 2
     tags = [metadata.node_tag(n) for n in cleared]
     assert tags == [None, None, "/M/Layer.1", "/M/Layer.1"]
-    assert all(metadata.tag_source(n) is None for n in cleared[:2])
+    assert all(metadata.TAG_SOURCE not in n.metadata_props for n in cleared[:2])
     # Counted by the rule that tagged them, like the unscoped pass does.
     rules = [metadata.tag_source(n).removeprefix("inferred:") for n in cleared[2:]]
     assert sum(result.stats[rule] for rule in set(rules)) == 2 and "" not in result.stats
     result = Scoped(TagPropagationPass(), "*/Layer.1")(model)
     assert not result.modified  # nothing left that falls in the scope
+
+
+def test_scoped_tag_propagation_puts_back_what_it_did_not_keep():
+    """A node inferred outside the scope is put back as it was, its old tag source
+    included."""
+    model = layers(2)
+    cleared = [n for n in model.graph if n.op_type == "Relu"]
+    for node in cleared:
+        node.metadata_props.pop(metadata.MODULE)
+        node.metadata_props[metadata.TAG_SOURCE] = "inferred:earlier"
+    Scoped(TagPropagationPass(), "*/Layer.1")(model)
+    assert [metadata.node_tag(n) for n in cleared[:2]] == [None, None]
+    assert [n.metadata_props.get(metadata.TAG_SOURCE) for n in cleared[:2]] == [
+        "inferred:earlier",
+        "inferred:earlier",
+    ]
 
 
 def test_scoped_multi_consumer_and_residual_resolution():
