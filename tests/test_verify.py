@@ -422,6 +422,35 @@ def test_internal_and_dead_outputs():
     assert checks["/_Model"].status == "OK"
 
 
+class _ManyDead(nn.Module):
+    """Returns four values computed for the caller only; the caller drops them all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+
+    def forward(self, x):
+        y = self.proj(x)
+        return y, *((y + k).reshape(y.shape[0], -1) for k in range(1, 5))
+
+
+class _DropsMany(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.many = _ManyDead()
+
+    def forward(self, x):
+        return self.many(x)[0]
+
+
+def test_a_module_s_unused_outputs_are_named_up_to_three():
+    checks = _by_tag(verify_modules(_DropsMany().eval(), (torch.randn(2, 5, 6),)))
+    many = checks["/_DropsMany/_ManyDead"]
+    assert (many.status, many.unused) == ("UNUSED", 4), many
+    assert many.reason == ", ".join(many.unused_outputs[:3]) + " not used by the model"
+    assert many.reason.count("output[") == 3
+
+
 def test_a_fault_on_a_used_output_is_not_hidden_by_internal_matching():
     # The dead attention's live output, computed wrongly, is still a MISMATCH, and a
     # wrong weight in the first layer breaks every module downstream.
