@@ -96,7 +96,9 @@ class Extractor:
         self.model = model
         self.boundaries = boundaries
         self._inferred: dict[str, dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]] = {}
-        self._module_index: tuple[dict[str, int], dict[str, list[str]]] | None = None
+        self._module_index: tuple[Hierarchy | None, dict[str, int], dict[str, list[str]]] | None = (
+            None
+        )
 
     def extract(self, tag: str) -> ir.Model:
         boundary = self.boundaries.get(tag)
@@ -167,15 +169,19 @@ class Extractor:
         100k-node model it is ~4 MB, written once per module. O(nodes x depth) per call
         after an O(hierarchy) index built once per source.
         """
-        tree = hierarchy(self.model)
+        if self._module_index is None:
+            # Read once per source: outside an analysis scope hierarchy() parses anew.
+            tree = hierarchy(self.model)
+            names: dict[str, list[str]] = {}
+            order: dict[str, int] = {}
+            if tree is not None:
+                for name, owner in tree.name_to_tag.items():
+                    names.setdefault(owner, []).append(name)
+                order = {t: i for i, t in enumerate(tree.modules)}
+            self._module_index = (tree, order, names)
+        tree, order, names = self._module_index
         if tree is None:
             return None
-        if self._module_index is None:
-            names: dict[str, list[str]] = {}
-            for name, owner in tree.name_to_tag.items():
-                names.setdefault(owner, []).append(name)
-            self._module_index = ({t: i for i, t in enumerate(tree.modules)}, names)
-        order, names = self._module_index
         needed = {tree.root}
         for node in iter_all_nodes(extracted):
             tag = metadata.node_tag(node)
