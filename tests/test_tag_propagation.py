@@ -124,3 +124,22 @@ def test_model_without_any_tag_is_left_alone_and_says_why(caplog):
     assert result.diagnostics == ["4 nodes left untagged: the model has no tag to start from"]
     assert result.diagnostics[0] in caplog.text
     assert all(metadata.node_tag(n) is None for n in model.graph)
+
+
+def test_a_node_with_no_tagged_neighbour_yet_does_not_stop_the_others():
+    """An untagged node met first with no tagged neighbour waits; the nodes after it
+    are still inferred (and an omitted optional input is no neighbour)."""
+    model = tagged_mlp()
+    lonely = ir.node(
+        "Constant", [], attributes={"value": ir.tensor(np.float32(1.0))}, name="lonely"
+    )
+    model.graph.insert_before(next(iter(model.graph)), lonely)
+    _untag(model, "n1_Add")
+    add = model.graph.node(2)
+    ceiling = ir.node("Constant", [], attributes={"value": ir.tensor(np.float32(6.0))})
+    clip = ir.node("Clip", [add.outputs[0], None, ceiling.outputs[0]], name="clip")
+    model.graph.insert_after(add, [ceiling, clip])
+    TagPropagationPass(strategy="producers")(model)
+    assert metadata.node_tag(add) == "/MLP/Layer.fc1"  # from its producer, not the root
+    assert metadata.node_tag(clip) == "/MLP/Layer.fc1"
+    assert metadata.node_tag(lonely) == "/MLP"
