@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import io
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -47,7 +48,7 @@ from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import iter_all_nodes, iter_values, subgraph_owners, subgraphs_of
-from graphtag.core.hierarchy import Hierarchy, tag_parent
+from graphtag.core.hierarchy import Hierarchy
 
 __all__ = ["EXTRACTED_MODULE", "Extractor", "extract_all", "extract_module"]
 
@@ -96,9 +97,6 @@ class Extractor:
         self.model = model
         self.boundaries = boundaries
         self._inferred: dict[str, dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]] = {}
-        self._module_index: tuple[Hierarchy | None, dict[str, int], dict[str, list[str]]] | None = (
-            None
-        )
 
     def extract(self, tag: str) -> ir.Model:
         boundary = self.boundaries.get(tag)
@@ -161,6 +159,18 @@ class Extractor:
         metadata.refresh_consumers(iter_values(extracted))
         return extracted
 
+    @functools.cached_property
+    def _hierarchy_index(self) -> tuple[Hierarchy | None, dict[str, int], dict[str, list[str]]]:
+        """(source hierarchy, tag -> pre-order position, tag -> its module names), read
+        once per source: outside an analysis scope hierarchy() parses the JSON anew."""
+        tree = hierarchy(self.model)
+        if tree is None:
+            return None, {}, {}
+        names: dict[str, list[str]] = {}
+        for name, owner in tree.name_to_tag.items():
+            names.setdefault(owner, []).append(name)
+        return tree, {t: i for i, t in enumerate(tree.modules)}, names
+
     def _hierarchy_of(self, extracted: ir.Model) -> Hierarchy | None:
         """The source's hierarchy cut to the modules whose tags the extracted nodes carry
         and their ancestors (with their module names).
@@ -169,25 +179,10 @@ class Extractor:
         100k-node model it is ~4 MB, written once per module. O(nodes x depth) per call
         after an O(hierarchy) index built once per source.
         """
-        if self._module_index is None:
-            # Read once per source: outside an analysis scope hierarchy() parses anew.
-            tree = hierarchy(self.model)
-            names: dict[str, list[str]] = {}
-            order: dict[str, int] = {}
-            if tree is not None:
-                for name, owner in tree.name_to_tag.items():
-                    names.setdefault(owner, []).append(name)
-                order = {t: i for i, t in enumerate(tree.modules)}
-            self._module_index = (tree, order, names)
-        tree, order, names = self._module_index
+        tree, order, names = self._hierarchy_index
         if tree is None:
             return None
-        needed = {tree.root}
-        for node in iter_all_nodes(extracted):
-            tag = metadata.node_tag(node)
-            while tag and tag not in needed:
-                needed.add(tag)
-                tag = tag_parent(tag)
+        needed = {tree.root} | _tags_and_ancestors(iter_all_nodes(extracted))
         kept = sorted((t for t in needed if t in order), key=order.__getitem__)
         return Hierarchy(
             {t: tree.modules[t] for t in kept},
@@ -351,8 +346,13 @@ def missing_module_error(
 
 
 def _main_graph_tags(model: ir.Model) -> set[str]:
+    return _tags_and_ancestors(model.graph)
+
+
+def _tags_and_ancestors(nodes: Iterable[ir.Node]) -> set[str]:
+    """The tags ``nodes`` carry and every ancestor of them: O(nodes + distinct tags x depth)."""
     tags: set[str] = set()
-    for node in model.graph:
+    for node in nodes:
         tag = metadata.node_tag(node)
         if tag and tag not in tags:
             tags.update(ancestors_and_self(tag))
