@@ -6,9 +6,10 @@ constant off by one, ``True``/``False`` swapped, ``break``/``continue`` swapped)
 written into a scratch copy of the checkout (never into the checkout itself), and
 the module's test files run against it (``pytest -x``: the first failing test kills the
 mutant). The tests run in two stages: those that took under a second unmutated first,
-then the slow rest, so a mutant a quick test kills costs seconds. A mutant that no test kills *survives*; a mutant that makes the tests run
-past ``--timeout`` counts as killed (an infinite loop is caught). Logging calls are
-not mutated (they change no result).
+then the slow rest, so a mutant a quick test kills costs seconds. A mutant that no test
+kills *survives*; a mutant that makes a stage run past three times the module's
+unmutated test time plus 30 s counts as killed (an infinite loop is caught). Logging
+calls are not mutated (they change no result).
 
     python bench/mutation.py [--modules hierarchy,compare] [--sample N] [--seed 0]
                              [--json out.json] [--list]
