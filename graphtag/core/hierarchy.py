@@ -107,7 +107,9 @@ class Hierarchy:
         return {
             "schema": SCHEMA_VERSION,
             "filter": self.filter_config,
-            "modules": [dataclasses.asdict(info) for info in self.modules.values()],
+            # A shallow copy of each module's fields: asdict's deep copy cost more than the
+            # JSON encoding (hierarchies are attached once per extraction).
+            "modules": [dict(vars(info)) for info in self.modules.values()],
             "names": self.name_to_tag,
         }
 

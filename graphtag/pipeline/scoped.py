@@ -47,8 +47,8 @@ from graphtag.analysis.boundaries import (
 from graphtag.analysis.selection import module_scopes
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, PipelineError
-from graphtag.core.graphs import subgraph_owners, subgraphs_of
-from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self
+from graphtag.core.graphs import subgraph_owners
+from graphtag.core.hierarchy import is_ancestor_or_self
 from graphtag.core.pass_result import PassResult, diagnostics_of, stats_of
 from graphtag.core.patterns import split_patterns
 from graphtag.core.scoping import NodeScope, native_scoping
@@ -172,7 +172,6 @@ class Scoped(ir.passes.InPlacePass):
         extractor = Extractor(model, boundaries)  # reads ``boundaries`` as it fills up
         splicer = Splicer(model)
         order = _GraphOrder(model)
-        trees = _ScopeHierarchies(manager.hierarchy(model))
         current = dict(scopes)
         spliced = False
         for tag, _ in scopes:
@@ -190,7 +189,6 @@ class Scoped(ir.passes.InPlacePass):
             except GraphtagError as exc:
                 raise ScopedPassError(f"pass '{self.name}': cannot extract {exc}") from exc
             before = ExtractedIO.of(extracted, boundary, order.reentries(boundary, nodes))
-            trees.restrict(extracted, tag)
             result = self._run_on(extracted, tag)
             stats.update(stats_of(result))
             diagnostics.extend(f"{tag}: {d}" for d in diagnostics_of(result))
@@ -243,62 +241,6 @@ class Scoped(ir.passes.InPlacePass):
         logger.info("scope %s left alone: %s", tag, reason)
         diagnostics.append(f"scope {tag} left alone: {reason}")
         stats["skipped"] += 1
-
-
-class _ScopeHierarchies:
-    """The hierarchy each extraction carries, restricted to what the pass can see there.
-
-    An extraction keeps the whole model's hierarchy; a pass reading it (outlining every
-    module, say) would then speak of modules that have no node in the extraction, once
-    per scope. Each extraction gets the scope's subtree, the modules its nodes carry
-    (copied Constants keep their own tags) and their ancestors, in the model's order.
-    O(hierarchy) once, then O(kept modules + extraction nodes) per scope.
-    """
-
-    def __init__(self, tree: Hierarchy | None) -> None:
-        self.tree = tree
-        self._position: dict[str, int] = {}
-        self._children: dict[str, list[str]] = {}
-        self._names: dict[str, list[str]] = {}
-        if tree is None:
-            return
-        for i, (tag, info) in enumerate(tree.modules.items()):
-            self._position[tag] = i
-            if info.parent is not None:
-                self._children.setdefault(info.parent, []).append(tag)
-        for name, tag in tree.name_to_tag.items():
-            self._names.setdefault(tag, []).append(name)
-
-    def restrict(self, extracted: ir.Model, scope: str) -> None:
-        tree = self.tree
-        if tree is None or scope not in tree.modules:
-            return
-        keep: set[str] = set()
-        stack = [scope]
-        while stack:  # the scope's subtree
-            tag = stack.pop()
-            keep.add(tag)
-            stack.extend(self._children.get(tag, ()))
-        carried: set[str] = set()
-        nodes = list(extracted.graph)
-        while nodes:
-            node = nodes.pop()
-            tag = metadata.node_tag(node)
-            if tag is not None:
-                carried.add(tag)
-            if node.attributes:
-                for graph in subgraphs_of(node):
-                    nodes.extend(graph)
-        for tag in [scope, *carried]:
-            for ancestor in ancestors_and_self(tag):
-                if ancestor in tree.modules:
-                    keep.add(ancestor)
-        order = sorted(keep, key=self._position.__getitem__)
-        Hierarchy(
-            {tag: tree.modules[tag] for tag in order},
-            {name: tag for tag in order for name in self._names.get(tag, ())},
-            tree.filter_config,
-        ).attach(extracted)
 
 
 class _GraphOrder:

@@ -3,8 +3,9 @@
 The extracted model of module ``T`` (see :mod:`graphtag.analysis.boundaries`):
 
 * inputs: ``T``'s external inputs, outputs: its external outputs, both under their
-  original value names, typed and shaped (from the values, else from ONNX shape
-  inference on the full model, run at most once per :class:`Extractor`);
+  original value names, typed and shaped (from the values, a Constant's output from its
+  tensor, else from ONNX shape inference on the full model, run at most once per
+  :class:`Extractor`);
 * nodes: ``T``'s nodes in graph (topological) order, with their control-flow bodies;
 * initializers ``T`` reads stay initializers (the tensor objects are shared with the
   source model, never copied); outputs of input-free nodes outside ``T`` (Constant) are
@@ -151,7 +152,7 @@ class Extractor:
             functions=[f.clone() for f in self._functions_called(boundary.nodes)],
             metadata_props=props,
         )
-        tree = self._hierarchy_of(extracted)
+        tree = self._hierarchy_of(extracted, tag)
         if tree is not None:
             tree.attach(extracted)
         metadata.set_extracted_module(extracted, tag)
@@ -160,35 +161,25 @@ class Extractor:
         return extracted
 
     @functools.cached_property
-    def _hierarchy_index(self) -> tuple[Hierarchy | None, dict[str, int], dict[str, list[str]]]:
-        """(source hierarchy, tag -> pre-order position, tag -> its module names), read
-        once per source: outside an analysis scope hierarchy() parses the JSON anew."""
+    def _hierarchy_index(self) -> _HierarchyIndex | None:
+        """The source's hierarchy indexed once: outside an analysis scope hierarchy()
+        parses the JSON anew."""
         tree = hierarchy(self.model)
-        if tree is None:
-            return None, {}, {}
-        names: dict[str, list[str]] = {}
-        for name, owner in tree.name_to_tag.items():
-            names.setdefault(owner, []).append(name)
-        return tree, {t: i for i, t in enumerate(tree.modules)}, names
+        return None if tree is None else _HierarchyIndex(tree)
 
-    def _hierarchy_of(self, extracted: ir.Model) -> Hierarchy | None:
-        """The source's hierarchy cut to the modules whose tags the extracted nodes carry
-        and their ancestors (with their module names).
+    def _hierarchy_of(self, extracted: ir.Model, tag: str) -> Hierarchy | None:
+        """The source's hierarchy cut to the module's subtree, the modules whose tags the
+        extracted nodes carry (a copied Constant keeps its own) and their ancestors, with
+        their module names: what a pass on the extraction can see.
 
         The whole hierarchy in every file would make ``extract --all`` quadratic: on a
-        100k-node model it is ~4 MB, written once per module. O(nodes x depth) per call
-        after an O(hierarchy) index built once per source.
+        100k-node model it is ~4 MB, written once per module. O(subtree + nodes x depth)
+        per call after an O(hierarchy) index built once per source.
         """
-        tree, order, names = self._hierarchy_index
-        if tree is None:
+        index = self._hierarchy_index
+        if index is None:
             return None
-        needed = {tree.root} | _tags_and_ancestors(iter_all_nodes(extracted))
-        kept = sorted((t for t in needed if t in order), key=order.__getitem__)
-        return Hierarchy(
-            {t: tree.modules[t] for t in kept},
-            {name: t for t in kept for name in names.get(t, ())},
-            tree.filter_config,
-        )
+        return index.cut(tag, _tags_and_ancestors(iter_all_nodes(extracted)))
 
     def _functions_called(self, nodes: Iterable[ir.Node]) -> list[ir.Function]:
         """Local functions called by ``nodes`` or their bodies, transitively, model order."""
@@ -215,6 +206,14 @@ class Extractor:
         without a shape (a Loop's loop-carried outputs), ONNX Runtime's symbolic one.
         """
         missing = [v for v in values if v.type is None or v.shape is None]
+        for value in missing:  # a Constant's output: its tensor says (no model-wide inference)
+            tensor = _constant_tensor(value)
+            if tensor is not None:
+                if value.type is None:
+                    value.type = ir.TensorType(tensor.dtype)
+                if value.shape is None:
+                    value.shape = ir.Shape(tensor.shape)
+        missing = [v for v in missing if v.type is None or v.shape is None]
         for symbolic in (False, True):
             if not missing:
                 return
@@ -243,6 +242,46 @@ class Extractor:
         if key not in self._inferred:
             self._inferred[key] = infer_main_graph_types(self.model, symbolic=symbolic)
         return self._inferred[key]
+
+
+class _HierarchyIndex:
+    """A hierarchy's pre-order positions, children and module names, for cutting it."""
+
+    def __init__(self, tree: Hierarchy) -> None:
+        self.tree = tree
+        self.position = {t: i for i, t in enumerate(tree.modules)}
+        self.children: dict[str, list[str]] = {}
+        self.names: dict[str, list[str]] = {}
+        for t, info in tree.modules.items():
+            if info.parent is not None:
+                self.children.setdefault(info.parent, []).append(t)
+        for name, owner in tree.name_to_tag.items():
+            self.names.setdefault(owner, []).append(name)
+
+    def cut(self, tag: str, needed: set[str]) -> Hierarchy:
+        """``tag``'s subtree, the root and ``needed``, in the hierarchy's order."""
+        tree = self.tree
+        keep = {tree.root, *needed}
+        stack = [tag] if tag in tree.modules else []
+        while stack:
+            current = stack.pop()
+            keep.add(current)
+            stack.extend(self.children.get(current, ()))
+        kept = sorted((t for t in keep if t in self.position), key=self.position.__getitem__)
+        return Hierarchy(
+            {t: tree.modules[t] for t in kept},
+            {name: t for t in kept for name in self.names.get(t, ())},
+            tree.filter_config,
+        )
+
+
+def _constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
+    """The tensor a Constant node (or an initializer) gives ``value``; None for anything
+    else, or a Constant onnx_ir cannot read (a sparse value, a malformed node)."""
+    try:
+        return ir.convenience.get_const_tensor(value)
+    except ValueError:
+        return None
 
 
 def _ordered(tag: str, nodes: list[ir.Node]) -> list[ir.Node]:
