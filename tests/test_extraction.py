@@ -555,6 +555,22 @@ def test_symbolic_shape_inference_types_what_onnx_s_does():
         assert found["t2"] == (ir.TensorType(ir.DataType.FLOAT), ir.Shape([2, 8])), symbolic
 
 
+def test_the_source_graph_s_own_metadata_is_not_copied():
+    """Graph metadata describes the whole source graph (torch's exporter stores the
+    program's signature there, O(model) bytes): an extraction, a new graph, has none,
+    while model, node and value metadata stay."""
+    model = tagged_mlp()
+    model.graph.metadata_props["pkg.torch.export.ExportedProgram.graph_signature"] = "x" * 5000
+    model.metadata_props["owner"] = "team"
+    model.graph.node(3).outputs[0].metadata_props["note"] = "kept"
+    extracted = extract_module(model, "/MLP/Layer.fc2")
+    assert dict(extracted.graph.metadata_props) == {}
+    assert extracted.metadata_props["owner"] == "team"
+    assert extracted.graph.node(0).outputs[0].metadata_props["note"] == "kept"
+    assert metadata.node_tag(extracted.graph.node(0)) == "/MLP/Layer.fc2"
+    assert len(model.graph.metadata_props) == 1  # the source keeps its own
+
+
 def test_an_extracted_module_carries_its_part_of_the_hierarchy():
     """Its subtree, the modules its nodes carry and their ancestors (with their module
     names), nothing else: the whole hierarchy in every file made ``extract --all``

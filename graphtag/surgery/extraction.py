@@ -14,7 +14,10 @@ The extracted model of module ``T`` (see :mod:`graphtag.analysis.boundaries`):
   local functions its nodes call (transitively), plus ``pkg.graphtag.extracted_module``;
   ``pkg.graphtag.consumers``, where a value carries it, is rewritten for the extracted
   graph (the modules outside are gone: an output is used by nothing inside it), so the
-  extracted model validates like any other.
+  extracted model validates like any other;
+* not the source graph's own metadata: it describes that whole graph (torch's exporter
+  stores the program's signature there, every parameter and input: O(model) bytes in
+  each extracted file, and wrong for the extraction).
 
 The source model is never modified: the result is a clone (``ir.GraphView.clone``),
 O(size of the module). Weights loaded lazily from a data file beside the source stay
@@ -127,7 +130,6 @@ class Extractor:
             initializers=initializers,
             opset_imports=dict(source.graph.opset_imports),
             name=tag,
-            metadata_props=dict(source.graph.metadata_props),
         )
         try:
             graph = view.clone()
