@@ -179,7 +179,8 @@ class Scoped(ir.passes.InPlacePass):
             if not nodes:
                 self._skip(tag, "no nodes in the main graph", stats, diagnostics)
                 continue
-            boundary = boundary_of(tag, NodeScope(nodes), model.graph)
+            scope = NodeScope(nodes)
+            boundary = boundary_of(tag, scope, model.graph)
             if not boundary.outputs:
                 self._skip(tag, "nothing outside it reads what it computes", stats, diagnostics)
                 continue
@@ -188,7 +189,7 @@ class Scoped(ir.passes.InPlacePass):
                 extracted = extractor.extract(tag)
             except GraphtagError as exc:
                 raise ScopedPassError(f"pass '{self.name}': cannot extract {exc}") from exc
-            before = ExtractedIO.of(extracted, boundary, order.reentries(boundary, nodes))
+            before = ExtractedIO.of(extracted, boundary, order.reentries(boundary, scope))
             result = self._run_on(extracted, tag)
             stats.update(stats_of(result))
             diagnostics.extend(f"{tag}: {d}" for d in diagnostics_of(result))
@@ -258,10 +259,10 @@ class _GraphOrder:
             self._owners = subgraph_owners(self.graph)
         return self._owners.get(node)
 
-    def reentries(self, boundary: ModuleBoundary, nodes: list[ir.Node]) -> dict[str, set[str]]:
+    def reentries(self, boundary: ModuleBoundary, scope: NodeScope) -> dict[str, set[str]]:
         if self._position is None:
             self._position = {node: i for i, node in enumerate(self.graph)}
-        return reentrant_inputs(boundary, NodeScope(nodes), self._position, self._enclosing)
+        return reentrant_inputs(boundary, scope, self._position, self._enclosing)
 
 
 def _nested(scopes: list[tuple[str, list[ir.Node]]]) -> dict[str, list[str]]:
