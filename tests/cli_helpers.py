@@ -29,6 +29,23 @@ def run_cli(
     )
 
 
+def run_main(monkeypatch, capsys, *args: str, columns: int | None = None):
+    """``graphtag ARGS`` through ``graphtag.cli.main`` in this process, output and exit
+    status as :func:`run_cli` returns them: for a torch command whose subprocess would
+    mostly repeat the torch import this process has done (each command also runs as a
+    real process elsewhere)."""
+    from graphtag.cli import main
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", str(columns))
+    capsys.readouterr()  # only this command's output
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["graphtag", *map(str, args)], code, out, err)
+
+
 def _env(columns: int | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     if columns is not None:
