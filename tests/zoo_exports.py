@@ -34,7 +34,14 @@ class ZooExport:
     inputs: ExampleInputs
     result: ExportResult
     path: Path  # the tagged file, written by graphtag.export(f=...)
-    plain_path: Path  # torch.onnx.export with the same options, untouched
+
+    @functools.cached_property
+    def plain_path(self) -> Path:
+        """torch.onnx.export with the same options, untouched; made on first use (one
+        test reads it: the others, and the other xdist worker, need not pay for it)."""
+        plain = _WORKDIR / f"{self.name}-{self.exporter}-plain.onnx"
+        _plain_export(self.module, self.inputs, self.exporter, plain)
+        return plain
 
 
 def _plain_export(module, inputs: ExampleInputs, exporter: str, path: Path) -> None:
@@ -58,10 +65,8 @@ def _plain_export(module, inputs: ExampleInputs, exporter: str, path: Path) -> N
 def zoo_export(name: str, exporter: str) -> ZooExport:
     module, inputs = ZOO[name].build()
     path = _WORKDIR / f"{name}-{exporter}.onnx"
-    plain = _WORKDIR / f"{name}-{exporter}-plain.onnx"
     result = export(module, inputs.args, inputs.kwargs, path, exporter=exporter, **OPTIONS)
-    _plain_export(module, inputs, exporter, plain)
-    return ZooExport(name, exporter, module, inputs, result, path, plain)
+    return ZooExport(name, exporter, module, inputs, result, path)
 
 
 @dataclasses.dataclass
