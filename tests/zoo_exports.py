@@ -35,13 +35,25 @@ class ZooExport:
     result: ExportResult
     path: Path  # the tagged file, written by graphtag.export(f=...)
 
-    @functools.cached_property
+    @property
     def plain_path(self) -> Path:
-        """torch.onnx.export with the same options, untouched; made on first use (one
-        test reads it: the others, and the other xdist worker, need not pay for it)."""
-        plain = _WORKDIR / f"{self.name}-{self.exporter}-plain.onnx"
-        _plain_export(self.module, self.inputs, self.exporter, plain)
-        return plain
+        """torch.onnx.export with the same options, untouched (plain_export)."""
+        return plain_export(self.name, self.exporter, self.module, self.inputs)
+
+
+_PLAIN: dict[tuple[str, str], Path] = {}
+
+
+def plain_export(name: str, exporter: str, module: nn.Module, inputs: ExampleInputs) -> Path:
+    """The zoo model's plain torch.onnx.export with the tagged exports' options, once per
+    session, made on first use (few tests read it) from ``module`` and ``inputs``: the
+    caller's build of zoo model ``name`` (every build is the same model)."""
+    key = (name, exporter)
+    if key not in _PLAIN:
+        path = _WORKDIR / f"{name}-{exporter}-plain.onnx"
+        _plain_export(module, inputs, exporter, path)
+        _PLAIN[key] = path
+    return _PLAIN[key]
 
 
 def _plain_export(module, inputs: ExampleInputs, exporter: str, path: Path) -> None:
