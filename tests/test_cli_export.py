@@ -3,7 +3,10 @@
 Tiny models only: the embedded ``tiny_bert`` once (the README command), otherwise the
 factories below written to a temporary ``factories.py`` and tiny transformers configs
 saved with ``save_pretrained``. Every run starts at once in the ``runs`` fixture (two at
-a time: each is mostly a torch import) and each test asserts on its own runs.
+a time) and each test asserts on its own runs. A few runs (``SUBPROCESS``) are the real
+command, started from nothing; the others are forked from a process that has imported
+torch already (cli_helpers.CliPool): the same command line, exit status and output, without
+a seconds-long import each.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import subprocess
 import textwrap
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from cli_helpers import assert_clean_failure, run_cli
+from cli_helpers import CliPool, assert_clean_failure
 
 from graphtag.core import metadata
 
@@ -125,7 +128,7 @@ FACTORIES = textwrap.dedent(
 )
 
 STRIPPED = {metadata.TORCH_STACK_TRACE, metadata.TORCH_FX_NODE}
-WORKERS = 2  # CLI runs at a time (each one is mostly a single-threaded torch import)
+WORKERS = 2  # CLI runs at a time
 
 
 # ---------------------------------------------------------------------------- the runs
@@ -205,6 +208,9 @@ JOBS: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "output-is-a-directory": (["{fac}:net"], ("is a directory",)),
 }
 BAD = sorted(name for name, (_, fragments) in JOBS.items() if fragments)
+# Runs that start a fresh interpreter: the README command (and everything its first lines
+# and quietness depend on, imports included), a plain factory export, a bad input.
+SUBPROCESS = {"tiny-bert", "baseline", "factory-raises"}
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +223,8 @@ def runs(tmp_path_factory) -> Iterator[dict[str, Run]]:
     bert, config = _checkpoints(root)
     fields = {"fac": root / "factories.py", "bert": bert, "config": config, "root": root}
     runs = {}
-    with ThreadPoolExecutor(WORKERS) as pool:
+    pool = CliPool(WORKERS)
+    try:
         for name, (args, _) in JOBS.items():
             run = runs[name] = Run(root / name / "out.onnx")
             run.out.parent.mkdir()
@@ -226,10 +233,11 @@ def runs(tmp_path_factory) -> Iterator[dict[str, Run]]:
             elif name == "output-is-a-directory":
                 run.out.mkdir()
             argv = [arg.format(**fields) for arg in args]
-            run.future = pool.submit(run_cli, "export", argv[0], run.out, *argv[1:])
+            start = pool.run if name in SUBPROCESS else pool.fork
+            run.future = start("export", argv[0], run.out, *argv[1:])
         yield runs
-        for run in runs.values():
-            run.future.cancel()
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="module")

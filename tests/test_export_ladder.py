@@ -21,7 +21,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import transformers
-from cli_helpers import assert_clean_failure, run_cli
+from cli_helpers import assert_clean_failure, run_main
 from torch.utils import _pytree
 from zoo import ZOO, _hf
 
@@ -280,18 +280,24 @@ def config_dirs(tmp_path_factory):
     return root
 
 
-def test_cli_strict_dynamo_names_the_cause_and_the_fallback(config_dirs, tmp_path):
+# In this process (run_main): torch is imported already; test_cli_export runs the command
+# as a real process.
+def test_cli_strict_dynamo_names_the_cause_and_the_fallback(
+    config_dirs, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "t5.onnx"
-    proc = run_cli("export", config_dirs / "t5", out, "--random-init", "--exporter", "dynamo")
+    args = ("export", config_dirs / "t5", out, "--random-init", "--exporter", "dynamo")
+    proc = run_main(monkeypatch, capsys, *args)
     assert_clean_failure(
         proc, "the dynamo exporter failed (ValueError: Cannot view a tensor", "--exporter auto"
     )
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_cli_prints_the_route(config_dirs, tmp_path):
+def test_cli_prints_the_route(config_dirs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "moe.onnx"
-    proc = run_cli("export", config_dirs / "mixtral", out, "--random-init", columns=250)
+    args = ("export", config_dirs / "mixtral", out, "--random-init")
+    proc = run_main(monkeypatch, capsys, *args, columns=250)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert any(

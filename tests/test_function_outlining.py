@@ -396,17 +396,20 @@ def test_depth_selection_on_gpt2(tmp_path):
     assert_round_trip(before, model)
 
 
-def test_export_cli_outline_and_analyze(tmp_path):
-    from cli_helpers import run_cli
+def test_export_cli_outline_and_analyze(tmp_path, monkeypatch, capsys):
+    from cli_helpers import run_cli, run_main
 
     out = tmp_path / "outlined.onnx"
-    proc = run_cli(
+    # The export in this process: torch is imported already (test_cli_export runs the
+    # command as a real process); analyze as a real process.
+    proc = run_main(
+        monkeypatch,
+        capsys,
         "export",
         "graphtag.exporter.examples:tiny_bert",
         out,
         "--outline",
         "*/BertLayer.*",
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert "functions" in proc.stdout

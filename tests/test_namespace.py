@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import run_cli, run_main
 from onnx_builders import feeds, run_ort, tagged_mlp
 from zoo_exports import zoo_export
 
@@ -188,9 +188,12 @@ def test_model_explorer_layers_are_graphtags_tree(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_export_namespace_flag(tmp_path):
+def test_export_namespace_flag(tmp_path, monkeypatch, capsys):
     out = tmp_path / "siblings.onnx"
-    proc = run_cli("export", f"{TESTS / 'zoo.py'}:siblings", out, "--namespace")
+    # In this process: torch is imported already (test_cli_export runs real processes).
+    proc = run_main(
+        monkeypatch, capsys, "export", f"{TESTS / 'zoo.py'}:siblings", out, "--namespace"
+    )
     assert proc.returncode == 0, proc.stderr
     graph_id, explorer = _explorer_namespaces(out)
     model = graphtag.load(out)

@@ -34,7 +34,26 @@ class ZooExport:
     inputs: ExampleInputs
     result: ExportResult
     path: Path  # the tagged file, written by graphtag.export(f=...)
-    plain_path: Path  # torch.onnx.export with the same options, untouched
+
+    @property
+    def plain_path(self) -> Path:
+        """torch.onnx.export with the same options, untouched (plain_export)."""
+        return plain_export(self.name, self.exporter, self.module, self.inputs)
+
+
+_PLAIN: dict[tuple[str, str], Path] = {}
+
+
+def plain_export(name: str, exporter: str, module: nn.Module, inputs: ExampleInputs) -> Path:
+    """The zoo model's plain torch.onnx.export with the tagged exports' options, once per
+    session, made on first use (few tests read it) from ``module`` and ``inputs``: the
+    caller's build of zoo model ``name`` (every build is the same model)."""
+    key = (name, exporter)
+    if key not in _PLAIN:
+        path = _WORKDIR / f"{name}-{exporter}-plain.onnx"
+        _plain_export(module, inputs, exporter, path)
+        _PLAIN[key] = path
+    return _PLAIN[key]
 
 
 def _plain_export(module, inputs: ExampleInputs, exporter: str, path: Path) -> None:
@@ -58,10 +77,8 @@ def _plain_export(module, inputs: ExampleInputs, exporter: str, path: Path) -> N
 def zoo_export(name: str, exporter: str) -> ZooExport:
     module, inputs = ZOO[name].build()
     path = _WORKDIR / f"{name}-{exporter}.onnx"
-    plain = _WORKDIR / f"{name}-{exporter}-plain.onnx"
     result = export(module, inputs.args, inputs.kwargs, path, exporter=exporter, **OPTIONS)
-    _plain_export(module, inputs, exporter, plain)
-    return ZooExport(name, exporter, module, inputs, result, path, plain)
+    return ZooExport(name, exporter, module, inputs, result, path)
 
 
 @dataclasses.dataclass
