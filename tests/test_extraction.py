@@ -293,6 +293,30 @@ def test_module_without_nodes_is_reported():
         extract_module(model, "/MLP/Unused")
 
 
+def test_a_module_s_subtree_stays_though_a_child_has_no_node():
+    """The extracted module's whole subtree is kept (a child whose nodes the exporter
+    folded away is still part of it); modules outside the module and its ancestors
+    with no node in the extraction are not."""
+    model = tagged_mlp()
+    modules = {
+        "/MLP": ModuleInfo("/MLP", "", "MLP"),
+        "/MLP/Layer.fc1": ModuleInfo("/MLP/Layer.fc1", "fc1", "Layer", parent="/MLP"),
+        "/MLP/Layer.fc2": ModuleInfo("/MLP/Layer.fc2", "fc2", "Layer", parent="/MLP"),
+        "/MLP/Layer.fc2/Dropout": ModuleInfo(
+            "/MLP/Layer.fc2/Dropout", "fc2.drop", "Dropout", parent="/MLP/Layer.fc2"
+        ),
+    }
+    names = {"": "/MLP", "fc1": "/MLP/Layer.fc1", "fc2": "/MLP/Layer.fc2"}
+    Hierarchy(modules, {**names, "fc2.drop": "/MLP/Layer.fc2/Dropout"}).attach(model)
+    cut = Hierarchy.from_model(extract_module(model, "/MLP/Layer.fc2"))
+    assert list(cut.modules) == ["/MLP", "/MLP/Layer.fc2", "/MLP/Layer.fc2/Dropout"]
+    assert cut.name_to_tag == {
+        "": "/MLP",
+        "fc2": "/MLP/Layer.fc2",
+        "fc2.drop": "/MLP/Layer.fc2/Dropout",
+    }
+
+
 def test_untyped_boundary_values_get_inferred_types():
     model = tagged_mlp()  # intermediate values carry no type
     extracted = extract_module(model, "/MLP/Layer.fc2")
