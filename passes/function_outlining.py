@@ -108,7 +108,9 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
     def __init__(
         self,
         *,
-        pattern: Annotated[str, "glob over tags: * within a segment, ** across"] = "",
+        pattern: Annotated[
+            str, "glob over tags: * within a segment, ** across; an exact tag is itself"
+        ] = "",
         classes: Annotated[str, "comma-separated class names, short or qualified"] = "",
         depth: Annotated[int, "modules that many levels below the root"] = 0,
         all: Annotated[bool, "every module but the root"] = False,

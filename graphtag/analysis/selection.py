@@ -1,6 +1,7 @@
 """Selections: the nodes (values, initializers) of the modules a tag pattern names.
 
-A pattern (:mod:`graphtag.core.patterns`) is matched against the model's *known* tags:
+A pattern (:mod:`graphtag.core.patterns`, through its ``match_tags``: an exact tag
+selects itself before any glob reading) is matched against the model's *known* tags:
 the modules of the stored hierarchy, the tags on nodes (main graph and control-flow
 bodies) and their ancestors. A module *contains* the main-graph nodes tagged with its
 tag or a descendant's (``self_only``: its own tag only); a node inside a control-flow

@@ -2,8 +2,10 @@
 
 ``Scoped(pass_, "*/BertLayer.0")`` is itself an onnx_ir pass; pipeline text spells it
 ``PASS{options}@PATTERN`` and TOML ``scope = "PATTERN"``. The pattern language is
-:mod:`graphtag.core.patterns` (``A|B`` names several). Each matched module is a
-*scope*: the main-graph nodes tagged with its tag or a descendant's.
+:mod:`graphtag.core.patterns` (``A|B`` names several; an exact tag, ``[``, ``]`` or
+``|`` in it included, selects itself; a list of patterns is read one by one). Each
+matched module is a *scope*: the main-graph nodes tagged with its tag or a
+descendant's.
 
 How a scope is rewritten (:mod:`graphtag.core.scoping` has the pass-side protocol):
 
