@@ -13,13 +13,14 @@ import onnx_ir as ir
 from graphtag.analysis import manager
 from graphtag.analysis.boundaries import ModuleBoundary, ancestors_and_self, compute_boundaries
 from graphtag.analysis.kahn import collapsed_cycle
+from graphtag.analysis.selection import no_match_error
 from graphtag.analysis.signature import body_signature
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, PipelineError
 from graphtag.core.graphs import iter_values, node_reads
 from graphtag.core.hierarchy import Hierarchy, tag_segments
 from graphtag.core.pass_result import PassResult
-from graphtag.core.patterns import tag_pattern
+from graphtag.core.patterns import match_tags
 from graphtag.passes import _outline_support as sup
 from graphtag.passes.toposort import TopologicalSortPass
 
@@ -55,7 +56,8 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
 
     Selection (exactly one): ``pattern`` (glob over tags: ``*`` stays within a segment,
     ``**`` crosses segments, a pattern not starting with ``/`` matches a tag's tail, so
-    ``*/BertLayer.*`` selects the layers but not their children; ``A|B`` either;
+    ``*/BertLayer.*`` selects the layers but not their children; ``A|B`` either; a
+    pattern that is exactly a tag selects it, ``[``, ``]`` or ``|`` in it included;
     :mod:`graphtag.core.patterns`),
     ``classes`` (comma-separated class names, short or fully qualified), ``depth``
     (modules that many levels below the root, 1 = the root's children) or ``all``
@@ -106,7 +108,9 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
     def __init__(
         self,
         *,
-        pattern: Annotated[str, "glob over tags: * within a segment, ** across"] = "",
+        pattern: Annotated[
+            str, "glob over tags: * within a segment, ** across; an exact tag is itself"
+        ] = "",
         classes: Annotated[str, "comma-separated class names, short or qualified"] = "",
         depth: Annotated[int, "modules that many levels below the root"] = 0,
         all: Annotated[bool, "every module but the root"] = False,
@@ -139,10 +143,11 @@ class FunctionOutliningPass(ir.passes.InPlacePass):
                 known.update(dict.fromkeys(ancestors_and_self(tag)))
         root = hierarchy.root if hierarchy else (min(known, key=len) if known else None)
         if self.pattern:
-            regex = tag_pattern(self.pattern)
-            chosen = [t for t in known if regex.fullmatch(t)]
-            what = f"pattern {self.pattern!r}"
-        elif self.classes:
+            chosen = match_tags(self.pattern, known)
+            if not chosen:
+                raise no_match_error(list(known), self.pattern, "function-outlining: pattern")
+            return chosen
+        if self.classes:
             wanted = {c.strip() for c in self.classes.split(",") if c.strip()}
             chosen = [t for t in known if wanted & set(_class_names(t, hierarchy))]
             what = f"classes {self.classes!r}"

@@ -71,6 +71,21 @@ def layers(n: int = 2) -> ir.Model:
     return b.model(out, ["/M", *(f"/M/Layer.{i}" for i in range(n)), "/M/Head"])
 
 
+KEYED = ("/M/Leaf.d.c|d", "/M/Leaf.d.c", "/M/Leaf.d.e[0]", "/M/Leaf.d.e0")
+
+
+def keyed() -> ir.Model:
+    """ModuleDict keys holding pattern characters: ``/M/Leaf.d.c|d`` and
+    ``/M/Leaf.d.e[0]``, each next to the tag its glob or ``|`` reading would select
+    instead (``/M/Leaf.d.c``, ``/M/Leaf.d.e0``). Each leaf: MatMul by its own weight,
+    Relu, in the order of :data:`KEYED`; then ``/M``: a Sigmoid."""
+    b = _Builder()
+    h = b.x
+    for i, tag in enumerate(KEYED):
+        h = b.node("Relu", [b.node("MatMul", [h, b.init(f"leaf.{i}.w", (4, 4))], tag)], tag)
+    return b.model(b.node("Sigmoid", [h], "/M"), ["/M", *KEYED])
+
+
 def called_twice() -> ir.Model:
     """``/M/Shared`` runs twice with ``/M/Mid`` between the calls (one tag for both calls,
     as the exporter records it): the data leaves the module and comes back."""

@@ -12,6 +12,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from onnx_builders import run_ort
+from scoped_builders import KEYED, keyed
 from zoo import ZOO
 from zoo_exports import model_feeds, zoo_export
 
@@ -268,6 +269,32 @@ def test_pattern_matching_nothing_is_an_error():
         FunctionOutliningPass(classes="Nope")(two_layers())
 
 
+@pytest.mark.parametrize("tag", ["/M/Leaf.d.c|d", "/M/Leaf.d.e[0]"])
+def test_pattern_that_is_an_exact_tag_outlines_that_module(tag, tmp_path):
+    """'|', '[' and ']' in a tag (ModuleDict keys): the pipeline option selects exactly the
+    tag, not the decoy its '|' or glob reading names (``scoped_builders.keyed``)."""
+    model = keyed()
+    before = _copy(model)
+    feeds = {"x": np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)}
+    expected = run_ort(before, feeds)
+    (invocation,) = parse_pipeline(f"function-outlining{{pattern='{tag}'}}")
+    result = registry().get("function-outlining").create(invocation.options)(model)
+    assert result.modified and [t for t, _ in result.outlined] == [tag]
+    (call,) = calls(model)
+    assert call.metadata_props[metadata.MODULE] == tag
+    assert_same_outputs(expected, check_and_run(model, tmp_path, feeds))
+    assert_round_trip(before, model)
+
+
+def test_no_match_suggests_tags_but_never_the_rejected_text():
+    with pytest.raises(GraphtagError) as info:
+        FunctionOutliningPass(pattern="/M/Leaf.d.e[1]")(keyed())
+    message = str(info.value)
+    assert message.startswith("function-outlining: pattern '/M/Leaf.d.e[1]' matches no module")
+    closest = message.split("closest: ")[1].split(", ")
+    assert "/M/Leaf.d.e[0]" in closest and set(closest) <= {"/M", *KEYED}
+
+
 def test_exactly_one_selection_kind():
     with pytest.raises(PipelineError, match="exactly one"):
         FunctionOutliningPass()
@@ -425,6 +452,67 @@ def test_export_cli_outline_and_analyze(tmp_path, monkeypatch, capsys):
     ]
     table = run_cli("analyze", out, "--format", "detailed").stdout
     assert "pkg.graphtag::BertLayer" in table and "BertLayer" in table
+
+
+KEYED_FACTORY = """
+import torch
+import torch.nn as nn
+
+
+class Leaf(nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+        self.scale = scale
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+
+class Keys(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.d = nn.ModuleDict({"c|d": Leaf(2.0), "c": Leaf(3.0), "e[0]": Leaf(4.0)})
+
+    def forward(self, x):
+        return self.d["e[0]"](self.d["c"](self.d["c|d"](x)))
+
+
+def model():
+    torch.manual_seed(0)
+    return Keys().eval(), (torch.randn(2, 6),)
+"""
+
+
+def test_exact_tags_with_pattern_characters_outline_from_export_and_run(
+    tmp_path, monkeypatch, capsys
+):
+    """A real export whose ModuleDict keys hold '|', '[' and ']': ``export --outline``
+    and ``run -p function-outlining{pattern=...}`` outline exactly the tag named."""
+    from cli_helpers import run_cli, run_main
+
+    factory = tmp_path / "keys.py"
+    factory.write_text(KEYED_FACTORY, encoding="utf-8")
+    plain, outlined, piped = (tmp_path / f"{n}.onnx" for n in ("plain", "outlined", "piped"))
+    # The exports in this process: torch is imported already.
+    proc = run_main(monkeypatch, capsys, "export", f"{factory}:model", plain)
+    assert proc.returncode == 0, proc.stderr
+    tags = {metadata.node_tag(n) for n in graphtag.load(plain).graph}
+    assert {"/Keys/Leaf.d.c|d", "/Keys/Leaf.d.c", "/Keys/Leaf.d.e[0]"} <= tags
+    proc = run_main(
+        monkeypatch, capsys, "export", f"{factory}:model", outlined, "--outline", "/Keys/Leaf.d.c|d"
+    )
+    assert proc.returncode == 0, proc.stderr
+    pipeline = "function-outlining{pattern='/Keys/Leaf.d.e[0]'}"
+    proc = run_cli("run", plain, "-p", pipeline, "-o", piped)
+    assert proc.returncode == 0, proc.stderr
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 6)).astype(np.float32)}
+    expected = run_ort(plain, feeds)
+    for path, tag in [(outlined, "/Keys/Leaf.d.c|d"), (piped, "/Keys/Leaf.d.e[0]")]:
+        onnx.checker.check_model(str(path), full_check=True)
+        model = graphtag.load(path)
+        assert [metadata.node_tag(call) for call in calls(model)] == [tag]
+        assert_same_outputs(expected, run_ort(path, feeds))
 
 
 def _string_layers(words: tuple[list[str], list[str]]) -> ir.Model:

@@ -1,6 +1,7 @@
 """Selections: the nodes (values, initializers) of the modules a tag pattern names.
 
-A pattern (:mod:`graphtag.core.patterns`) is matched against the model's *known* tags:
+A pattern (:mod:`graphtag.core.patterns`, through its ``match_tags``: an exact tag
+selects itself before any glob reading) is matched against the model's *known* tags:
 the modules of the stored hierarchy, the tags on nodes (main graph and control-flow
 bodies) and their ancestors. A module *contains* the main-graph nodes tagged with its
 tag or a descendant's (``self_only``: its own tag only); a node inside a control-flow
@@ -24,7 +25,7 @@ __all__ = ["Selection", "known_tags", "module_scopes", "no_match_error", "select
 import dataclasses
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import onnx_ir as ir
 
@@ -34,7 +35,7 @@ from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import node_reads, subgraphs_of
 from graphtag.core.hierarchy import tag_segments
-from graphtag.core.patterns import split_patterns, tag_pattern
+from graphtag.core.patterns import match_tags, pattern_texts, split_patterns
 from graphtag.core.scoping import NodeScope
 
 _CLOSEST = 5
@@ -105,51 +106,64 @@ def known_tags(model: ir.Model) -> list[str]:
     return list(known)
 
 
-def match_modules(known: list[str], pattern: str, what: str = "pattern") -> list[str]:
-    """The known tags ``pattern`` matches; GraphtagError (with the closest tags) if none."""
-    if not split_patterns(pattern):
+def match_modules(
+    known: list[str], pattern: str | Sequence[str], what: str = "pattern"
+) -> list[str]:
+    """The known tags ``pattern`` matches (one text or several, any of them; an exact tag
+    matches itself first: :func:`graphtag.core.patterns.match_tags`); GraphtagError
+    (with the closest tags) if none."""
+    if not any(split_patterns(text) for text in pattern_texts(pattern)):
         raise GraphtagError(f"empty {what}: give a tag pattern such as '*/Layer.*'")
-    regex = tag_pattern(pattern)
-    matched = [tag for tag in known if regex.fullmatch(tag)]
+    matched = match_tags(pattern, known)
     if not matched:
         raise no_match_error(known, pattern, what)
     return matched
 
 
-def no_match_error(known: list[str], pattern: str, what: str = "pattern") -> GraphtagError:
-    """``{what} 'P' matches no module`` plus the closest known tags."""
+def no_match_error(
+    known: list[str], pattern: str | Sequence[str], what: str = "pattern"
+) -> GraphtagError:
+    """``{what} 'P' matches no module`` plus the closest known tags (never one of the
+    texts rejected: a tag equal to one would have matched)."""
+    texts = pattern_texts(pattern)
+    shown = ", ".join(repr(text) for text in texts)
     if not known:
-        return GraphtagError(f"{what} {pattern!r} matches no module: the model has no tagged nodes")
-    closest = _closest_tags(known, pattern)
-    return GraphtagError(f"{what} {pattern!r} matches no module; closest: {', '.join(closest)}")
+        return GraphtagError(f"{what} {shown} matches no module: the model has no tagged nodes")
+    closest = _closest_tags(known, texts)
+    hint = f"; closest: {', '.join(closest)}" if closest else ""
+    return GraphtagError(f"{what} {shown} matches no module{hint}")
 
 
-def _closest_tags(known: list[str], pattern: str) -> list[str]:
-    """The known tags most like any alternative of ``pattern`` (glob characters dropped),
+def _closest_tags(known: list[str], texts: list[str]) -> list[str]:
+    """The known tags most like any alternative of ``texts`` (glob characters dropped),
     comparing like with like: an anchored pattern with whole tags, another with the tags'
-    trailing parts of the same number of segments."""
+    trailing parts of the same number of segments. A tag spelled exactly as a text or an
+    alternative is not suggested: it is what was rejected."""
+    alternatives = [a for text in texts for a in split_patterns(text)]
+    rejected = set(texts) | {t.strip() for t in texts} | set(alternatives)
+    candidates = [tag for tag in known if tag not in rejected]
     scores: dict[str, float] = {}
-    for alternative in split_patterns(pattern):
+    for alternative in alternatives:
         literal = re.sub(r"\[[^\]]*\]|[*?]", "", alternative)
         anchored = alternative.startswith("/")
         depth = len(tag_segments(alternative)) if anchored else alternative.count("/") + 1
         matcher = difflib.SequenceMatcher(b=literal)
-        for tag in known:
+        for tag in candidates:
             segments = tag_segments(tag)
             text = tag if anchored else "/".join(segments[-depth:])
             matcher.set_seq1(text)
             score = matcher.ratio()
             if score > scores.get(tag, -1.0):
                 scores[tag] = score
-    ranked = sorted(known, key=lambda t: (-scores.get(t, 0.0), len(t), t))
+    ranked = sorted(candidates, key=lambda t: (-scores.get(t, 0.0), len(t), t))
     return ranked[:_CLOSEST]
 
 
 def select(
     model: ir.Model,
-    pattern: str,
+    pattern: str | Sequence[str],
     *,
-    exclude: str | None = None,
+    exclude: str | Sequence[str] | None = None,
     self_only: bool = False,
     with_contexts: bool = False,
 ) -> Selection:
@@ -159,7 +173,9 @@ def select(
     ``with_contexts``: also nodes whose ``pkg.graphtag.contexts`` name a selected module
     (a residual Add reading an attention's output, a fused node). ``exclude``: a pattern
     whose modules' nodes (descendants always included) are left out. Patterns matching
-    no module raise GraphtagError naming the closest tags.
+    no module raise GraphtagError naming the closest tags. A sequence of patterns selects
+    what any of them selects, each read on its own (``graphtag nodes --module A --module
+    B``); the selection's ``pattern`` and ``exclude`` then show them joined by ``|``.
     """
     known = known_tags(model)
     modules = match_modules(known, pattern)
@@ -196,17 +212,17 @@ def select(
         if keep:
             nodes.append(node)
     return Selection(
-        pattern,
+        "|".join(pattern_texts(pattern)),
         modules,
         nodes,
         excluded_modules=excluded,
-        exclude=exclude,
+        exclude="|".join(pattern_texts(exclude)) if exclude else None,
         self_only=self_only,
         with_contexts=with_contexts,
     )
 
 
-def module_scopes(model: ir.Model, pattern: str) -> list[tuple[str, list[ir.Node]]]:
+def module_scopes(model: ir.Model, pattern: str | Sequence[str]) -> list[tuple[str, list[ir.Node]]]:
     """Every module ``pattern`` matches with the main-graph nodes it contains (descendants
     included, graph order), outermost first, then in graph order of their first node.
 

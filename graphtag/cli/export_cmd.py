@@ -61,7 +61,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--outline",
         metavar="PATTERN",
         help="turn the modules whose tags match PATTERN into ONNX local functions, one "
-        "function per distinct body (e.g. '*/BertLayer.*'; see function-outlining)",
+        "function per distinct body (e.g. '*/BertLayer.*', or an exact tag, even one "
+        "holding '[', ']' or '|'; see function-outlining)",
     )
     parser.add_argument(
         "--namespace",

@@ -17,7 +17,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "exclusions, float16 block lists). A module's nodes are those tagged with its tag\n"
             "or a descendant's, plus the nodes inside their control-flow bodies. Patterns:\n"
             "'*' and '?' stay within a tag segment, '**' crosses segments, a pattern without\n"
-            "a leading '/' matches the end of a tag, 'A|B' either. MODEL is never modified."
+            "a leading '/' matches the end of a tag, 'A|B' either. A pattern that is exactly\n"
+            "a tag selects that tag, even one with '[', ']' or '|' (ModuleDict keys); '[[]',\n"
+            "'[]]' and '[|]' match those characters inside a glob. MODEL is never modified."
         ),
         epilog=(
             "examples:\n"
@@ -80,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     selection = select(
         model,
-        "|".join(args.module),
-        exclude="|".join(args.exclude) if args.exclude else None,
+        args.module,  # each --module read on its own: an exact tag may contain '|'
+        exclude=args.exclude,
         self_only=args.self_only,
         with_contexts=args.with_contexts,
     )

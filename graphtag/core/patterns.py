@@ -2,27 +2,47 @@
 
 One implementation for every place that selects modules by pattern: function
 outlining (``--outline``), ``graphtag nodes --module``/``--exclude``, scoped passes
-(``PASS@PATTERN``). An exact tag (``/BertModel/BertEncoder``) is a pattern matching
-itself, so ``graphtag extract --module TAG`` speaks the same language.
+(``PASS@PATTERN``); :func:`match_tags` is the one function they all match through. An
+exact tag (``/BertModel/BertEncoder``) is a pattern matching itself, so ``graphtag
+extract --module TAG`` speaks the same language.
 
+* an exact tag comes first: a pattern whose whole text is one of the model's tags
+  selects that tag and nothing else, whatever ``[``, ``]``, ``|``, ``*`` or ``?`` it
+  contains (ModuleDict keys may hold them: ``/M/Leaf.d.e[0]``, ``/M/Leaf.d.c|d``); so
+  does each ``|``-alternative that is a whole tag;
 * ``*`` and ``?`` stay within one segment; ``**`` crosses segments;
 * ``[...]`` is a character class (``[!...]`` negates it);
 * a pattern starting with ``/`` is anchored at the root; otherwise it may match any
   trailing part of a tag: ``*/Layer.*`` matches ``/M/Enc/Layer.0`` but not
   ``/M/Enc/Layer.0/Attn``;
-* ``A|B`` (outside ``[...]``) matches what ``A`` or ``B`` matches.
+* ``A|B`` (outside ``[...]``) matches what ``A`` or ``B`` matches;
+* escape: a special character inside a class is itself, so ``[[]``, ``[]]``, ``[|]``,
+  ``[*]`` and ``[?]`` match a literal ``[``, ``]``, ``|``, ``*`` and ``?``. Needed only
+  when such a tag is part of a glob or of a longer ``A|B``:
+  ``*/Leaf.d.e[[]*`` or ``/M/Leaf.d.c[|]d|*/Head``.
+
+Several pattern texts given separately (a repeated ``--module``, a list of scopes)
+select what any of them selects; each text is read on its own (an exact tag in one is
+still exact), so prefer a list to joining texts with ``|``.
 """
 
 from __future__ import annotations
 
-__all__ = ["split_patterns", "tag_pattern"]
+__all__ = ["match_tags", "pattern_texts", "split_patterns", "tag_pattern"]
 
 import re
+from collections.abc import Collection, Iterable
+
+
+def pattern_texts(patterns: str | Iterable[str]) -> list[str]:
+    """``patterns`` as a list of pattern texts (one string is one text)."""
+    return [patterns] if isinstance(patterns, str) else list(patterns)
 
 
 def split_patterns(text: str) -> list[str]:
     """The alternatives of ``A|B|C`` (``|`` inside ``[...]`` does not split), stripped;
-    empty alternatives are dropped."""
+    empty alternatives are dropped. Syntax only: a whole text that is an exact tag is
+    not split by :func:`tag_pattern` or :func:`match_tags`, whatever this returns."""
     parts: list[str] = []
     start = i = 0
     n = len(text)
@@ -39,10 +59,37 @@ def split_patterns(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def tag_pattern(pattern: str) -> re.Pattern[str]:
-    """A compiled regex for ``pattern`` (see the module doc); use ``fullmatch``."""
+def tag_pattern(pattern: str, known: Collection[str] = ()) -> re.Pattern[str]:
+    """A compiled regex for ``pattern`` (see the module doc); use ``fullmatch``.
+
+    ``known``: the tags that exist. The whole text, or an alternative, equal to one of
+    them stands for that tag literally (exact match first). Without ``known`` the text
+    is read as a glob only: select through :func:`match_tags`."""
+    return re.compile("|".join(f"(?:{p})" for p in _regexes(pattern, known)))
+
+
+def match_tags(patterns: str | Iterable[str], known: Iterable[str]) -> list[str]:
+    """The tags of ``known`` (in their order, once each) that ``patterns`` select: one
+    pattern text, or several (any of them). An exact tag matches itself first."""
+    tags = list(dict.fromkeys(known))
+    present = set(tags)
+    parts = [p for text in pattern_texts(patterns) for p in _regexes(text, present)]
+    if not parts:
+        return []
+    regex = re.compile("|".join(f"(?:{p})" for p in parts))
+    return [tag for tag in tags if regex.fullmatch(tag)]
+
+
+def _regexes(pattern: str, known: Collection[str]) -> list[str]:
+    """One regex per alternative of ``pattern``; an exact known tag is itself, unsplit."""
+    for text in (pattern, pattern.strip()):
+        if text in known:
+            return [re.escape(text)]
     alternatives = split_patterns(pattern) or [pattern]
-    return re.compile("|".join(f"(?:{_one(p)})" for p in alternatives))
+    return [re.escape(p) if p in known else _one(p) for p in alternatives]
+
+
+_CLASS_SPECIAL = frozenset("\\[]&~|")  # literal in a glob class; special (or warned) in re's
 
 
 def _one(pattern: str) -> str:
@@ -61,8 +108,9 @@ def _one(pattern: str) -> str:
         elif c == "[" and "]" in pattern[i + 2 :]:
             end = pattern.index("]", i + 2)
             body = pattern[i + 1 : end]
-            body = "^" + body[1:] if body.startswith("!") else body
-            out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
+            negate = body.startswith("!")
+            body = "".join(f"\\{ch}" if ch in _CLASS_SPECIAL else ch for ch in body[negate:])
+            out.append(f"[{'^' if negate else ''}{body}]")
             i = end
         else:
             out.append(re.escape(c))

@@ -2,8 +2,10 @@
 
 ``Scoped(pass_, "*/BertLayer.0")`` is itself an onnx_ir pass; pipeline text spells it
 ``PASS{options}@PATTERN`` and TOML ``scope = "PATTERN"``. The pattern language is
-:mod:`graphtag.core.patterns` (``A|B`` names several). Each matched module is a
-*scope*: the main-graph nodes tagged with its tag or a descendant's.
+:mod:`graphtag.core.patterns` (``A|B`` names several; an exact tag, ``[``, ``]`` or
+``|`` in it included, selects itself; a list of patterns is read one by one). Each
+matched module is a *scope*: the main-graph nodes tagged with its tag or a
+descendant's.
 
 How a scope is rewritten (:mod:`graphtag.core.scoping` has the pass-side protocol):
 
@@ -50,7 +52,7 @@ from graphtag.core.errors import GraphtagError, PipelineError
 from graphtag.core.graphs import subgraph_owners
 from graphtag.core.hierarchy import is_ancestor_or_self
 from graphtag.core.pass_result import PassResult, diagnostics_of, stats_of
-from graphtag.core.patterns import split_patterns
+from graphtag.core.patterns import pattern_texts, split_patterns
 from graphtag.core.scoping import NodeScope, native_scoping
 from graphtag.core.scoping import whole_model_reason as declared_reason
 from graphtag.passes.toposort import TopologicalSortPass
@@ -108,9 +110,12 @@ class Scoped(ir.passes.InPlacePass):
     ) -> None:
         super().__init__()
         self.pass_ = pass_
-        self.pattern = pattern if isinstance(pattern, str) else "|".join(pattern)
+        # Several patterns are matched one by one (an exact tag may contain '|'); the
+        # joined text only names them in messages.
+        self.patterns = pattern_texts(pattern)
+        self.pattern = "|".join(self.patterns)
         self.name = name or type(pass_).__name__
-        if not split_patterns(self.pattern):
+        if not any(split_patterns(text) for text in self.patterns):
             raise PipelineError(f"pass '{self.name}': empty scope pattern after '@'")
         reason = whole_model_reason(pass_)
         if reason is not None:
@@ -131,7 +136,7 @@ class Scoped(ir.passes.InPlacePass):
         return f"Scoped({self.pass_!r}, {self.pattern!r})"
 
     def call(self, model: ir.Model) -> PassResult:
-        scopes = module_scopes(model, self.pattern)
+        scopes = module_scopes(model, self.patterns)
         nested = _nested(scopes)
         diagnostics = _overlaps(nested)
         if native_scoping(self.pass_):
