@@ -492,6 +492,28 @@ def test_dataflow_liveness():
     recorder.discard()
 
 
+def test_dataflow_dependence():
+    from graphtag.exporter.dataflow import DataflowRecorder
+
+    recorder = DataflowRecorder()
+    x = torch.arange(4.0)
+    weight = torch.ones(4)
+    with torch.no_grad(), recorder:
+        zeros = torch.zeros(4)
+        scaled = weight * 2  # parameters only: a constant
+        shifted = x + scaled
+        buffer = torch.zeros(4)
+        head = buffer[:2]  # a view of the buffer, still constant here
+        start = recorder.position
+        buffer[2:].copy_(x[:2])  # the input written into the buffer's storage
+    dependence = recorder.dependence([x])
+    assert dependence.depends(x) and dependence.depends(shifted)
+    assert not dependence.depends(zeros) and not dependence.depends(scaled)
+    assert not dependence.depends(head, start)  # before the write
+    assert dependence.depends(head) and dependence.depends(buffer)  # after it
+    recorder.discard()
+
+
 # ---------------------------------------------------------------- injected faults
 
 
