@@ -8,6 +8,7 @@ each turn the module they hit into MISMATCH or ERROR, through the API and the co
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -492,6 +493,28 @@ def test_dataflow_liveness():
     recorder.discard()
 
 
+def test_dataflow_dependence():
+    from graphtag.exporter.dataflow import DataflowRecorder
+
+    recorder = DataflowRecorder()
+    x = torch.arange(4.0)
+    weight = torch.ones(4)
+    with torch.no_grad(), recorder:
+        zeros = torch.zeros(4)
+        scaled = weight * 2  # parameters only: a constant
+        shifted = x + scaled
+        buffer = torch.zeros(4)
+        head = buffer[:2]  # a view of the buffer, still constant here
+        start = recorder.position
+        buffer[2:].copy_(x[:2])  # the input written into the buffer's storage
+    dependence = recorder.dependence([x])
+    assert dependence.depends(x) and dependence.depends(shifted)
+    assert not dependence.depends(zeros) and not dependence.depends(scaled)
+    assert not dependence.depends(head, start)  # before the write
+    assert dependence.depends(head) and dependence.depends(buffer)  # after it
+    recorder.discard()
+
+
 # ---------------------------------------------------------------- injected faults
 
 
@@ -621,3 +644,129 @@ def test_a_fault_in_a_module_called_twice_names_the_calls():
     shared = _by_tag(verify_modules(module, inputs, transform=tamper))["/SiblingsNet/Block.shared"]
     assert shared.status == "MISMATCH" and shared.calls == 2, shared
     assert {u.split(" output")[0] for u in shared.unmatched} == {"call 1", "call 2"}, shared
+
+
+# ---------------------------------------------------------------- folded constants
+
+
+class _BiasAttention(nn.Module):
+    """Returns its attention bias too; without one, a zeros bias (T5 cross-attention).
+
+    ``input_bias``: PyTorch computes the same zeros from the input (``x * 0``), the
+    export uses the constant: an input-dependent value that no module output carries.
+    """
+
+    def __init__(self, input_bias: bool = False) -> None:
+        super().__init__()
+        self.q = nn.Linear(8, 8)
+        self.input_bias = input_bias
+
+    def forward(self, x, bias=None):
+        if bias is None:
+            bias = torch.zeros(1, 4, 4, dtype=x.dtype)
+            if self.input_bias and not torch.onnx.is_in_onnx_export():
+                bias = x[..., :4] * 0
+        scores = self.q(x) @ x.transpose(-1, -2) + bias
+        return scores.softmax(-1) @ x, bias
+
+
+class _ReusesBias(nn.Module):
+    """The second layer reuses the bias the first one returns."""
+
+    def __init__(self, input_bias: bool = False) -> None:
+        super().__init__()
+        self.a0 = _BiasAttention(input_bias)
+        self.a1 = _BiasAttention()
+
+    def forward(self, x):
+        y, bias = self.a0(x)
+        return self.a1(y, bias)[0]
+
+
+def _reused_bias(input_bias: bool = False):
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(1))
+    return _ReusesBias(input_bias).eval(), (x,)
+
+
+_A0, _A1 = "/_ReusesBias/_BiasAttention.a0", "/_ReusesBias/_BiasAttention.a1"
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_returned_constant_the_next_module_reuses(exporter):
+    """TorchScript copies the zeros bias into each layer that reads it, so it is no
+    output of a0's subgraph: CONSTANT (matched by a constant of the graph), not a
+    failure. Dynamo keeps it a0's output: OK."""
+    checks = _by_tag(verify_modules(*_reused_bias(), exporter=exporter))
+    a0 = checks[_A0]
+    assert (a0.matched, a0.total) == (2, 2) and not a0.failed, a0
+    if exporter == "torchscript":
+        assert (a0.status, a0.constant) == ("CONSTANT", 1)
+        assert a0.constant_outputs[0].startswith("output[1] (1, 4, 4) = ")
+        assert a0.status_text().startswith("CONSTANT: folded constant output[1] (1, 4, 4) = ")
+        assert "input-independent" in a0.reason
+    else:
+        assert (a0.status, a0.constant, a0.reason) == ("OK", 0, "")
+    assert checks[_A1].status == "OK" and checks["/_ReusesBias"].status == "OK"
+
+
+def test_cli_a_returned_constant_is_not_a_failure(capsys, tmp_path):
+    from graphtag.cli import main
+
+    factory = tmp_path / "reused_bias.py"
+    source = [inspect.getsource(obj) for obj in (_BiasAttention, _ReusesBias, _reused_bias)]
+    factory.write_text("import torch\nfrom torch import nn\n\n\n" + "\n\n".join(source))
+    args = ["verify", f"{factory}:_reused_bias", "--exporter", "torchscript"]
+    assert main([*args, "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["CONSTANT"] == 1 and report["counts"]["MISMATCH"] == 0
+    assert {m["tag"]: m["status"] for m in report["modules"]}[_A0] == "CONSTANT"
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "3 modules: 2 OK, 1 CONSTANT" in out and "CONSTANT: folded" in out
+
+
+def _scale_initializer(name: str, factor: float):
+    def tamper(model: ir.Model) -> None:
+        value = model.graph.initializers[name]
+        value.const_value = ir.tensor(value.const_value.numpy() * factor)
+
+    return tamper
+
+
+def _shift_bias_constants(model: ir.Model) -> None:
+    """Every (1, 4, 4) Constant node, i.e. each layer's copy of the zeros bias, + 1.
+
+    Softmax does not change when all scores shift by 1: the layers' results stay
+    right, only the folded bias is wrong."""
+    for node in model.graph:
+        value = node.attributes.get("value") if node.op_type == "Constant" else None
+        if value is not None and list(value.value.shape) == [1, 4, 4]:
+            node.attributes["value"] = ir.AttrTensor("value", ir.tensor(value.value.numpy() + 1))
+
+
+def test_a_fault_next_to_a_folded_constant_is_still_a_mismatch():
+    module, inputs = _reused_bias()
+    # A wrong weight in a0: its result has no match, its folded bias still does.
+    tampered = _scale_initializer("a0.q.bias", 1.5)
+    checks = _by_tag(verify_modules(module, inputs, exporter="torchscript", transform=tampered))
+    a0 = checks[_A0]
+    assert a0.status == "MISMATCH" and a0.failed, a0
+    assert a0.unmatched == ["output[0] (1, 4, 8)"] and a0.constant == 1
+    assert checks["/_ReusesBias"].status == "MISMATCH"
+    # A wrong folded value: no constant of the graph equals the bias any more.
+    checks = _by_tag(
+        verify_modules(module, inputs, exporter="torchscript", transform=_shift_bias_constants)
+    )
+    a0 = checks[_A0]
+    assert a0.status == "MISMATCH" and a0.unmatched == ["output[1] (1, 4, 4)"], a0
+    assert a0.constant == 0 and checks[_A1].status == "OK"
+
+
+def test_an_input_dependent_output_matching_a_constant_is_a_mismatch():
+    """a0 returns ``x * 0`` in PyTorch and the exported zeros constant: the values agree
+    but the tensor depends on the input, so a constant cannot stand for it."""
+    checks = _by_tag(verify_modules(*_reused_bias(input_bias=True), exporter="torchscript"))
+    a0 = checks[_A0]
+    assert a0.status == "MISMATCH" and a0.unmatched == ["output[1] (1, 4, 4)"], a0
+    assert a0.constant == 0

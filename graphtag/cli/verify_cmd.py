@@ -31,6 +31,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "passed through are not compared. A module called several times is checked on "
             "every call. Status per module: OK, UNUSED (some outputs nothing in the model "
             "uses have no node: the exporter removed them; every other output matched), "
+            "CONSTANT (some outputs do not depend on the model's inputs and only a constant "
+            "of the graph reproduces them: the exporter folded them into their consumers; "
+            "every other output matched), "
             "MISMATCH, NOT-EXECUTED, NO-NODES (no node left, e.g. folded by the optimizer) "
             "or ERROR. Exit status 1 when a module is MISMATCH or ERROR. " + model_args.MODEL_HELP
         ),
@@ -148,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-_ORDER = ("OK", "UNUSED", "MISMATCH", "ERROR", "NO-NODES", "NOT-EXECUTED")
+_ORDER = ("OK", "UNUSED", "CONSTANT", "MISMATCH", "ERROR", "NO-NODES", "NOT-EXECUTED")
 
 
 def _json_check(check) -> dict:

@@ -11,6 +11,13 @@ live tensor, or writes in place into storage that a later live operation reads (
 of a buffer being filled). Everything else is dead: removing it cannot change the
 model's outputs, so an exporter may drop it.
 
+:meth:`DataflowRecorder.dependence` walks the same operations forwards from the model's
+inputs: a tensor that does not depend on them (``torch.zeros(...)`` returned by a module,
+a value computed from parameters only) is a constant of the traced program, which an
+exporter may fold into every consumer instead of computing it where PyTorch did.
+Dependence carried by Python numbers (``.item()``, sizes, data-dependent control flow)
+is not seen: an exporter that traces bakes those values in as well.
+
 The recorder keeps a reference to every tensor it sees until it is discarded, so tensor
 identities (``id``) are never reused during the run; that is the memory cost of an exact
 answer (one run's intermediate tensors, as autograd would keep).
@@ -48,6 +55,27 @@ class Liveness:
     def read_after(self, tensor: torch.Tensor, index: int) -> bool:
         """A live operation at ``index`` or later reads ``tensor``, or it is in the result."""
         return id(tensor) in self.result or self.last_live_read.get(id(tensor), -1) >= index
+
+
+@dataclasses.dataclass
+class Dependence:
+    """Which tensors of one recorded run depend on the given source tensors."""
+
+    tensors: dict[int, int]  # tensor id -> index of the op that made it depend (-1: a source)
+    storages: dict[int, int]  # storage key -> index of the first dependent write (-1: source)
+    storage_of: dict[int, int]  # tensor id -> storage key, for the tensors seen
+
+    def depends(self, tensor: torch.Tensor, before: int | None = None) -> bool:
+        """Whether ``tensor``'s value depends on a source, by the time the op at ``before``
+        runs (None: at the end of the run). A tensor sharing storage with one a
+        dependent op wrote into counts as dependent (a view of a buffer being filled)."""
+        limit = float("inf") if before is None else before
+        made = self.tensors.get(id(tensor))
+        if made is not None and made < limit:
+            return True
+        storage = self.storage_of.get(id(tensor), _storage_key(tensor))
+        written = self.storages.get(storage)
+        return written is not None and written < limit
 
 
 class DataflowRecorder(TorchDispatchMode):
@@ -112,6 +140,22 @@ class DataflowRecorder(TorchDispatchMode):
                 live_storages.add(self._storage[tensor_id])
                 last_read.setdefault(tensor_id, index)  # walking backwards: first seen is last
         return Liveness(live, last_read, sinks)
+
+    def dependence(self, sources: Iterable[torch.Tensor]) -> Dependence:
+        """Forward walk from ``sources`` (the model's inputs): an op that reads a
+        dependent tensor (or a tensor whose storage a dependent op wrote into) makes
+        every tensor it returns or writes dependent, and the storages it writes in place."""
+        sources = list(sources)
+        tensors = {id(t): -1 for t in sources}
+        storages = {_storage_key(t): -1 for t in sources}
+        for index, op in enumerate(self.ops):
+            if not any(r in tensors or self._storage.get(r) in storages for r in op.reads):
+                continue
+            for tensor_id in op.writes:
+                tensors.setdefault(tensor_id, index)
+            for storage in op.mutated_storages:
+                storages.setdefault(storage, index)
+        return Dependence(tensors, storages, dict(self._storage))
 
     def discard(self) -> None:
         """Drop the references kept during the run."""

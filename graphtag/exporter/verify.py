@@ -11,8 +11,9 @@ default ``optimize=False``, so tags are exact), then:
    one of the module's own parameters/buffers, are left out (same tensor object, or same
    storage, shape and strides): no node of the module produces them. The same run
    records its dataflow (graphtag.exporter.dataflow), which tells for every captured
-   tensor whether the model's result depends on it (*live*) and whether a live
-   operation after the call reads it (*used outside* the call).
+   tensor whether the model's result depends on it (*live*), whether a live
+   operation after the call reads it (*used outside* the call) and whether it depends
+   on the model's inputs at all (else it is a *constant* of the traced program).
 2. ONNX: one onnxruntime run of the full model with every intermediate value exposed as
    an output (on a serialized copy) gives every value of the graph.
 3. Every module is extracted (graphtag.surgery.extraction), run alone in onnxruntime on
@@ -30,16 +31,28 @@ default ``optimize=False``, so tags are exact), then:
    UNUSED: the exporter removed dead code. Liveness comes from the PyTorch run, not
    from the ONNX graph under test, so a wrong export cannot make a live tensor UNUSED.
 
+   A live captured tensor that does not depend on the model's inputs (a module
+   returning ``torch.zeros(...)`` that the next module reuses, T5's zero position
+   bias) and that the module's subgraph does not reproduce where required is a
+   CONSTANT when a constant value of the ONNX graph (an initializer, a Constant node,
+   or a value computed from those only) matches it: the exporter folded it into its
+   consumers (TorchScript copies such a constant into every module that reads it, so
+   none is an output of the module that returned it). Both conditions are needed: an
+   input-dependent tensor, or a constant no ONNX constant reproduces (a wrong folded
+   value), is still a MISMATCH.
+
 Modules called more than once: every call is captured and checked. ONNX gives all calls
 one tag, so the extracted model holds them all and, when one call feeds the next, the
 earlier call's result is internal to it: an earlier call's tensors may match any value
 the extracted model computes.
 
-Statuses: OK; UNUSED (every live tensor matched, some dead ones have no node); MISMATCH
-(a live tensor has no match); NOT-EXECUTED (no call in the eager run); NO-NODES
-(executed, but no node carries its tag or a descendant's, e.g. folded away by the
-optimizer); ERROR (extraction or onnxruntime failed; ``reason``). A module with nothing
-to compare (all outputs passed through) is OK with 0/0.
+Statuses: OK; UNUSED (every live tensor matched, some dead ones have no node); CONSTANT
+(every live tensor matched, some input-independent ones only by a constant of the graph
+outside the module's outputs); MISMATCH (a live tensor has no match); NOT-EXECUTED (no
+call in the eager run); NO-NODES (executed, but no node carries its tag or a
+descendant's, e.g. folded away by the optimizer); ERROR (extraction or onnxruntime
+failed; ``reason``). A module with nothing to compare (all outputs passed through) is
+OK with 0/0.
 """
 
 from __future__ import annotations
@@ -64,7 +77,7 @@ from graphtag.exporter.switches import implementation_switches
 # error grows with the magnitude of the values and with depth (compare_arrays).
 RTOL = 1e-3
 ATOL = 1e-5
-STATUSES = ("OK", "UNUSED", "MISMATCH", "NOT-EXECUTED", "NO-NODES", "ERROR")
+STATUSES = ("OK", "UNUSED", "CONSTANT", "MISMATCH", "NOT-EXECUTED", "NO-NODES", "ERROR")
 
 
 @dataclasses.dataclass
@@ -79,22 +92,25 @@ class ModuleCheck:
     total: int = 0  # captured tensors compared (over all calls)
     unused: int = 0  # dead captured tensors no value reproduces (no node computes them)
     internal: int = 0  # of the matched, reproduced by a value internal to the module
+    constant: int = 0  # of the matched, input-independent and reproduced by a constant
     max_abs_diff: float | None = None  # worst best-candidate |onnx - torch|; None: none
     max_rel_diff: float | None = None  # same, relative to max |torch| of that tensor
     calls: int = 0
     # ERROR: the failure; MISMATCH: the first unmatched tensors; UNUSED: the first unused
-    # ones; NO-NODES: where its computation went ("fused into <tag>", "folded into
-    # constant <name>"), when known.
+    # ones; CONSTANT: the first folded constants and the values matching them; NO-NODES:
+    # where its computation went ("fused into <tag>", "folded into constant <name>"),
+    # when known.
     reason: str = ""
     unmatched: list[str] = dataclasses.field(default_factory=list)
     unused_outputs: list[str] = dataclasses.field(default_factory=list)
+    constant_outputs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return self.status in ("MISMATCH", "ERROR")
 
     def status_text(self) -> str:
-        shown = self.status in ("ERROR", "NO-NODES", "UNUSED") and self.reason
+        shown = self.status in ("ERROR", "NO-NODES", "UNUSED", "CONSTANT") and self.reason
         return f"{self.status}: {self.reason}" if shown else self.status
 
 
@@ -104,6 +120,7 @@ class _Captured:
     array: np.ndarray
     live: bool = True  # the model's result depends on it
     outside: bool = True  # a live operation after the call reads it (or it is a result)
+    constant: bool = False  # it does not depend on the model's inputs
 
     def describe(self) -> str:
         return f"output{self.label} {tuple(self.array.shape)}"
@@ -213,6 +230,7 @@ def compare_modules(
     boundaries = module_boundaries(model)
     extractor = Extractor(model, boundaries)
     absorbed = _fused_into(model)
+    constants = _ConstantPool(model, values)
     checks = []
     for index, info in enumerate(hierarchy, 1):
         say(f"[{index}/{len(hierarchy)}] {info.tag}")
@@ -240,7 +258,7 @@ def compare_modules(
             check.reason = _first_line(exc)
             continue
         final = {name: computed[name] for name in outputs}
-        _match_calls(check, calls, final, computed, rtol, atol)
+        _match_calls(check, calls, final, computed, rtol, atol, constants)
     return checks
 
 
@@ -319,6 +337,7 @@ def _match_calls(
     computed: Mapping[str, np.ndarray],
     rtol: float,
     atol: float,
+    constants: _ConstantPool | None = None,
 ) -> None:
     worst_abs: float | None = None
     worst_rel: float | None = None
@@ -330,10 +349,20 @@ def _match_calls(
             # call itself uses (or nothing uses) may be any value the subgraph computes.
             strict = last and item.outside
             best, name = best_match(item.array, (final if strict else computed).items(), rtol, atol)
+            folded = False
+            if item.live and item.constant and constants is not None and not _within(best):
+                # Input-independent: the exporter may have folded it into its consumers.
+                found, where_found = best_match(item.array, constants.items(), rtol, atol)
+                if _within(found):
+                    best, name, folded = found, where_found, True
             if best is not None and (best.within or item.live):
                 worst_abs = best.abs if worst_abs is None else max(worst_abs, best.abs)
                 worst_rel = best.rel if worst_rel is None else max(worst_rel, best.rel)
-            if best is not None and best.within:
+            if folded:
+                check.matched += 1
+                check.constant += 1
+                check.constant_outputs.append(f"{where}{item.describe()} = {name}")
+            elif best is not None and best.within:
                 check.matched += 1
                 check.internal += name not in final
             elif not item.live:
@@ -348,6 +377,57 @@ def _match_calls(
     elif check.unused:
         check.status = "UNUSED"
         check.reason = ", ".join(check.unused_outputs[:3]) + " not used by the model"
+    if check.constant_outputs and not check.unmatched:  # UNUSED wins, naming both
+        check.status = "UNUSED" if check.unused else "CONSTANT"
+        folded = (
+            "folded constant "
+            + ", ".join(check.constant_outputs[:3])
+            + " (input-independent: the exporter copied it into its consumers)"
+        )
+        check.reason = f"{check.reason}; {folded}" if check.reason else folded
+
+
+def _within(found: Difference | None) -> bool:
+    return found is not None and found.within
+
+
+class _ConstantPool:
+    """The values of ``model``'s main graph that depend on no graph input, by name:
+    initializers, Constant nodes' outputs and values computed from those only (nodes
+    with subgraphs excluded). Built on first use."""
+
+    def __init__(self, model: ir.Model, values: Mapping[str, np.ndarray]) -> None:
+        self._model, self._values = model, values
+        self._items: list[tuple[str, np.ndarray]] | None = None
+
+    def items(self) -> list[tuple[str, np.ndarray]]:
+        if self._items is None:
+            self._items = list(_constant_values(self._model, self._values))
+        return self._items
+
+
+def _constant_values(
+    model: ir.Model, values: Mapping[str, np.ndarray]
+) -> Iterator[tuple[str, np.ndarray]]:
+    graph = model.graph
+    inputs = {value.name for value in graph.inputs}
+    constant: set[str] = set()
+    for name, value in graph.initializers.items():
+        if name in inputs or value.const_value is None:
+            continue
+        constant.add(name)
+        yield name, value.const_value.numpy()
+    for node in graph:  # topologically sorted
+        subgraph = any(
+            attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+            for attr in node.attributes.values()
+        )
+        if subgraph or not all(v is None or v.name in constant for v in node.inputs):
+            continue
+        for value in node.outputs:
+            if value.name and value.name in values:
+                constant.add(value.name)
+                yield value.name, values[value.name]
 
 
 # ---------------------------------------------------------------------------- comparison
@@ -425,7 +505,8 @@ def capture_calls(
     """Tag -> one list per call of the tensors the module returned (one eager run).
 
     The run is recorded (graphtag.exporter.dataflow) to mark each captured tensor
-    ``live`` (the result depends on it) and ``outside`` (read after the call).
+    ``live`` (the result depends on it), ``outside`` (read after the call) and
+    ``constant`` (it does not depend on the model's inputs when the call returns).
     """
     by_object: dict[int, list[list[_Captured]]] = {}
     handles = []
@@ -447,9 +528,11 @@ def capture_calls(
         with torch.no_grad(), recorder:
             result = module(*inputs.args, **inputs.kwargs)
         liveness = recorder.liveness(t for _, t in _tensors(result, ""))
+        dependence = recorder.dependence(t for _, t in _tensors((inputs.args, inputs.kwargs), ""))
         for item, tensor, end in pending:
             item.live = liveness.is_live(tensor)
             item.outside = liveness.read_after(tensor, end)
+            item.constant = not dependence.depends(tensor, end)
     finally:
         for handle in handles:
             handle.remove()
