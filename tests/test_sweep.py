@@ -68,7 +68,7 @@ def test_subset_model(subset_rows, name):
     assert row["route"] == ROUTES[name] and row["auto"]
     assert row["tagged"] == 1.0 and row["validate"] == "PASS"
     counts = row["verify"]["counts"]
-    assert set(counts) <= {"OK", "UNUSED", "NOT-EXECUTED"}, row["verify"]["problems"]
+    assert set(counts) <= {"OK", "UNUSED", "CONSTANT", "NOT-EXECUTED"}, row["verify"]["problems"]
     assert counts.get("OK", 0) > 5
     caught = {kind: fault["caught"] for kind, fault in row["faults"].items()}
     assert caught == {"initializer": True, "tags": True, "node": True}, row["faults"]

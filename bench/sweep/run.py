@@ -393,7 +393,10 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         n for r in verified for s, n in r["verify"]["counts"].items() if s != "NOT-EXECUTED"
     )
     good = sum(
-        n for r in verified for s, n in r["verify"]["counts"].items() if s in ("OK", "UNUSED")
+        n
+        for r in verified
+        for s, n in r["verify"]["counts"].items()
+        if s in ("OK", "UNUSED", "CONSTANT")
     )
     faults = [
         f for r in rows for f in (r.get("faults") or {}).values() if f.get("caught") is not None
@@ -405,7 +408,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         f"export with auto (the ladder: dynamo, switches, TorchScript): {share(auto)}",
         f"export by some route: {share(anyway)}",
         f"verified models: {len(verified)}; modules: {modules}, executed: {executed}, "
-        f"OK or UNUSED: {good} ({good / executed:.1%})"
+        f"OK, UNUSED or CONSTANT: {good} ({good / executed:.1%})"
         if executed
         else "verified: 0",
         f"injected faults caught: {sum(bool(f['caught']) for f in faults)}/{len(faults)}",
