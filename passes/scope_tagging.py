@@ -5,16 +5,19 @@ from __future__ import annotations
 __all__ = ["ScopeTaggingPass"]
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Annotated, Literal
 
 import onnx_ir as ir
 
 from graphtag.analysis.attribution import TorchScriptScopeResolver, tag_from_name_scopes
 from graphtag.analysis.boundaries import ancestors_and_self
+from graphtag.analysis.parameters import initializer_copies
 from graphtag.core import metadata
 from graphtag.core.graphs import iter_all_nodes, iter_values
 from graphtag.core.hierarchy import Hierarchy
 from graphtag.core.pass_result import PassResult
+from graphtag.passes.tag_propagation import choose_tag
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,16 @@ class ScopeTaggingPass(ir.passes.InPlacePass):
     module in the stored hierarchy: true when a node carries its tag or a descendant's.
     Where tags change, ``pkg.graphtag.consumers`` records are rewritten from the graph
     (on values that carry one; none is added).
+
+    A copy of an initializer that the exporter made outside any module call (an
+    ``Identity`` chain from an initializer, see
+    :func:`graphtag.analysis.parameters.initializer_copies`, with no scope: TorchScript
+    merges parameters of identical value into ``Identity(n1.weight) -> n2.weight``)
+    belongs to the module reading it: it takes the tags of the nodes consuming it,
+    combined by tag-propagation's rule when they are several (their deepest common
+    module; when that is the root while a consumer lies deeper, the most frequent
+    consumer tag). A copy nothing tagged reads keeps what its scope says (TorchScript:
+    the root).
 
     Invariants: graph structure untouched; existing tags kept unless ``retag``; linear
     in nodes; idempotent (a second run reports ``modified=False``).
@@ -70,18 +83,14 @@ class ScopeTaggingPass(ir.passes.InPlacePass):
             scoped = any(metadata.TORCH_NAME_SCOPES in n.metadata_props for n in nodes)
             source = "name-scopes" if scoped else "node-names"
         tag_of = self._tagger(source, hierarchy, model)
-        tagged = unknown = 0
-        for node in nodes:
-            current = metadata.node_tag(node)
-            if current is not None and not self.retag:
-                continue
-            tag = tag_of(node)
-            if tag is None:
-                unknown += 1
-                continue
-            if tag != current or metadata.tag_source(node) is not None:
-                metadata.set_tag(node, tag)
-                tagged += 1
+        unscoped = _unscoped(source)
+        copies = {value.producer() for value in initializer_copies(model)}
+        todo = [n for n in nodes if self.retag or metadata.node_tag(n) is None]
+        later = {n for n in todo if n in copies and unscoped(n)}  # tagged after their readers
+        tagged, unknown = _apply([n for n in todo if n not in later], tag_of)
+        readers = _reader_tags([n for n in todo if n in later], hierarchy.root, tag_of)
+        tagged_copies, unknown_copies = _apply(readers, readers.get)
+        tagged, unknown = tagged + tagged_copies, unknown + unknown_copies
         if unknown:
             logger.info("scope-tagging: %d nodes have no scope naming a known module", unknown)
         if tagged:  # new tags change who consumes what: keep those records true
@@ -107,6 +116,56 @@ class ScopeTaggingPass(ir.passes.InPlacePass):
         prefix = model.metadata_props.get(metadata.PARAMETER_PREFIX, "").rstrip(".")
         resolver = TorchScriptScopeResolver(hierarchy, prefix)
         return lambda node: resolver.tag(node.name or "")
+
+
+def _apply(nodes: Iterable[ir.Node], tag_of: Callable[[ir.Node], str | None]) -> tuple[int, int]:
+    """Tag ``nodes`` (dropping any tag source); the numbers tagged and without a tag."""
+    tagged = unknown = 0
+    for node in nodes:
+        tag = tag_of(node)
+        if tag is None:
+            unknown += 1
+        elif tag != metadata.node_tag(node) or metadata.tag_source(node) is not None:
+            metadata.set_tag(node, tag)
+            tagged += 1
+    return tagged, unknown
+
+
+def _unscoped(source: str) -> Callable[[ir.Node], bool]:
+    """Whether the exporter recorded no module call for a node."""
+    if source == "name-scopes":
+        return lambda node: metadata.TORCH_NAME_SCOPES not in node.metadata_props
+    return lambda node: not (node.name or "").startswith("/")  # TorchScript: "Identity_3"
+
+
+def _reader_tags(
+    copies: list[ir.Node], root: str | None, fallback: Callable[[ir.Node], str | None]
+) -> dict[ir.Node, str | None]:
+    """Tag of each copy node from the tags of the nodes reading its output (a copy read
+    by another of ``copies`` counts with that one's tag); ``fallback`` when none is
+    tagged. Iterative (a chain of copies can be long); each copy is settled once."""
+    pending = set(copies)
+    found: dict[ir.Node, str | None] = {}
+    for start in copies:
+        stack = [start]
+        while stack:
+            node = stack[-1]
+            if node in found:
+                stack.pop()
+                continue
+            readers = [use.node for value in node.outputs for use in value.uses()]
+            unsettled = [r for r in readers if r in pending and r not in found]
+            if unsettled:  # copies end at an initializer: a chain has no cycle
+                stack.extend(unsettled)
+                continue
+            tags = [
+                t
+                for r in readers
+                if (t := found[r] if r in pending else metadata.node_tag(r)) is not None
+            ]
+            found[node] = choose_tag([], tags, root)[0] if tags else fallback(node)
+            stack.pop()
+    return found
 
 
 def _mark_executed(model: ir.Model, hierarchy: Hierarchy, nodes: list[ir.Node]) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TagPropagationPass"]
+__all__ = ["TagPropagationPass", "choose_tag"]
 
 import logging
 from collections import Counter, deque
@@ -116,7 +116,9 @@ class TagPropagationPass(ir.passes.InPlacePass):
             producers, consumers = _neighbour_tags(node)
             if not producers and not consumers:
                 continue  # retried when a neighbour gets a tag
-            tag, rule = self._choose(producers, consumers, root)
+            tag, rule = choose_tag(
+                producers, consumers, root, strategy=self.strategy, allow_root=self.allow_root
+            )
             metadata.set_tag(node, tag, f"inferred:{rule}")
             stats[rule] += 1
             pending.discard(node)
@@ -135,23 +137,33 @@ class TagPropagationPass(ir.passes.InPlacePass):
             for graph in subgraphs_of(node):
                 self._propagate(graph, root, metadata.node_tag(node), stats)
 
-    def _choose(self, producers: list[str], consumers: list[str], root: str | None):
-        if self.strategy != "lca":
-            first, second = (
-                (producers, consumers) if self.strategy == "producers" else (consumers, producers)
-            )
-            side = first or second
-            return tag_lca(side), self.strategy if first else f"{self.strategy}-fallback"
-        tag = tag_lca(producers + consumers)
-        if tag is not None and (self.allow_root or not _is_root(tag, root, producers + consumers)):
-            return tag, "lca"
-        for side, rule in ((producers, "producers-lca"), (consumers, "consumers-lca")):
-            side_tag = tag_lca(side)
-            if side_tag is not None and not _is_root(side_tag, root, side):
-                return side_tag, rule
-        counts = Counter(producers + consumers)
-        best = max(counts.items(), key=lambda item: (item[1], -len(item[0]), item[0]))[0]
-        return best, "majority"
+
+def choose_tag(
+    producers: list[str],
+    consumers: list[str],
+    root: str | None,
+    *,
+    strategy: Strategy = "lca",
+    allow_root: bool = False,
+) -> tuple[str, str]:
+    """The tag for a node from its neighbours' tags (one entry per edge, at least one in
+    all), and the rule that decided: the rules of :class:`TagPropagationPass`."""
+    if strategy != "lca":
+        first, second = (
+            (producers, consumers) if strategy == "producers" else (consumers, producers)
+        )
+        side = first or second
+        return tag_lca(side), strategy if first else f"{strategy}-fallback"
+    tag = tag_lca(producers + consumers)
+    if tag is not None and (allow_root or not _is_root(tag, root, producers + consumers)):
+        return tag, "lca"
+    for side, rule in ((producers, "producers-lca"), (consumers, "consumers-lca")):
+        side_tag = tag_lca(side)
+        if side_tag is not None and not _is_root(side_tag, root, side):
+            return side_tag, rule
+    counts = Counter(producers + consumers)
+    best = max(counts.items(), key=lambda item: (item[1], -len(item[0]), item[0]))[0]
+    return best, "majority"
 
 
 def _is_root(tag: str, root: str | None, neighbours: list[str]) -> bool:

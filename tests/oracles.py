@@ -191,6 +191,33 @@ def torchscript_tag(
     return tags[current]
 
 
+def torchscript_tags(
+    model: onnx.ModelProto, module: nn.Module, tags: dict[str, str], prefix: str = ""
+) -> list[str]:
+    """TorchScript, per main-graph node: the module of its scope (:func:`torchscript_tag`),
+    except a copy of an initializer made outside any module call (an unscoped
+    ``Identity`` reading an initializer or such a copy: TorchScript's merged parameters,
+    ``Identity(n1.weight) -> n2.weight``): it takes the module of the nodes reading it,
+    by README's tag-propagation rule over their tags (:func:`inferred_tag`)."""
+    graph = model.graph
+    expected = [torchscript_tag(n.name, module, tags, prefix) for n in graph.node]
+    copies = {t.name for t in graph.initializer}  # grows with the copies, in graph order
+    unscoped: set[int] = set()
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, []).append(i)
+        if node.op_type == "Identity" and node.input[0] in copies:
+            copies.add(node.output[0])
+            if not node.name.startswith("/"):
+                unscoped.add(i)
+    for i in sorted(unscoped, reverse=True):  # readers come later in a sorted graph
+        found = [expected[j] for j in readers.get(graph.node[i].output[0], [])]
+        if found:
+            expected[i] = inferred_tag([], found, tags[""])
+    return expected
+
+
 # ---------------------------------------------------------------- ONNX protobuf helpers
 
 

@@ -99,16 +99,15 @@ def oracle(name: str, exporter: str) -> dict[int, tuple[str | None, str]]:
     each node of torch's unoptimized export gets its innermost scope's module; a node
     the optimizer kept has that node's tag, a node it made (or one that absorbed
     computing nodes) the lowest common ancestor of the nodes it stands for.
-    TorchScript: the scoped node names."""
+    TorchScript: the scoped node names (a copy of an initializer outside any scope: the
+    module of its readers)."""
     case = zoo_export(name, exporter)
     tags = oracles.module_tags(case.module)
     model = onnx.load(str(case.path))
     if exporter == "torchscript":
         prefix = KwargsWrapper.attribute if case.inputs.kwargs else ""
-        return {
-            j: (oracles.torchscript_tag(node.name, case.module, tags, prefix), "same")
-            for j, node in enumerate(model.graph.node)
-        }
+        found = oracles.torchscript_tags(model, case.module, tags, prefix)
+        return {j: (tag, "same") for j, tag in enumerate(found)}
     raw = noopt_export(name)
     reference = raw.proto()
     ref_tags = [oracles.scope_tag(oracles.props(n)[SCOPES], tags) for n in reference.graph.node]

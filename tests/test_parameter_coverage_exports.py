@@ -1,21 +1,28 @@
-"""validate's parameter-coverage rule on exports graphtag makes itself (real dynamo exports).
+"""validate's parameter-coverage rule on exports graphtag makes itself (real exports).
 
-Two shapes the architecture sweep found the rule failing on: a decoder whose output
+Three shapes the architecture sweep found the rule failing on: a decoder whose output
 projection is tied to its input embedding (torch.export keeps one initializer for both
-names), loaded back from ``save_pretrained`` as the sweep does; and a convolution
+names), loaded back from ``save_pretrained`` as the sweep does; a convolution
 followed by a batch norm with its activation in one module (timm's ``BatchNormAct2d``,
 rebuilt here): the optimizer folds the norm into the convolution and the folded bias
-records no origin. Both must PASS; a parameter really missing must still FAIL.
+records no origin; and two default-initialised layer norms exported by TorchScript,
+which keeps one initializer for parameters of identical value and writes the other as
+``Identity(n1.weight) -> n2.weight``. All must PASS; a parameter really missing must
+still FAIL.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import onnx_ir as ir
+import onnxruntime as ort
 import pytest
 import torch
 import transformers
 
 import graphtag
+from graphtag.analysis.parameters import initializer_copies
 from graphtag.checks.validation import validate
 from graphtag.core import metadata
 from graphtag.core.graphs import iter_all_nodes, iter_initializers
@@ -53,6 +60,21 @@ class ConvBnAct(torch.nn.Module):
 
     def forward(self, x):
         return self.head(self.bn(self.conv(x)))
+
+
+class TwoNorms(torch.nn.Module):
+    """Two layer norms left at their default values (weight 1, bias 0): equal tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.n1 = torch.nn.LayerNorm(8)
+        self.n2 = torch.nn.LayerNorm(8)
+
+    def forward(self, x):
+        return self.n2(self.n1(x) * 2)
+
+
+N2 = "/TwoNorms/LayerNorm.n2"
 
 
 def _coverage(model: ir.Model):
@@ -97,6 +119,17 @@ def conv_bn_act(tmp_path_factory):
     return path
 
 
+def _two_norms_input() -> torch.Tensor:
+    return torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def merged_norms(tmp_path_factory):
+    path = tmp_path_factory.mktemp("merged") / "two_norms.onnx"
+    export(TwoNorms().eval(), (_two_norms_input(),), f=path, exporter="torchscript")
+    return path
+
+
 def test_tied_embedding_decoder_passes(tied_decoder):
     model = graphtag.load(tied_decoder)
     names = {v.name for v in iter_initializers(model)}
@@ -117,9 +150,64 @@ def test_conv_batchnorm_activation_folded_passes(conv_bn_act):
     assert "removed by the optimizer" in result.detail or "folded" in result.detail
 
 
+def test_merged_parameters_pass(merged_norms):
+    model = graphtag.load(merged_norms)
+    copies = {copy.name: source.name for copy, source in initializer_copies(model).items()}
+    # Really merged: n2's parameters are copies of n1's initializers, not initializers.
+    assert copies == {"n2.weight": "n1.weight", "n2.bias": "n1.bias"}
+    assert not {"n2.weight", "n2.bias"} & {v.name for v in iter_initializers(model)}
+    result = _coverage(model)
+    assert result.status == "PASS", result.detail
+    assert "2 merged into an identical parameter" in result.detail
+    report = validate(model, path=merged_norms)
+    assert report.passed, [(r.rule, r.detail) for r in report.results if r.status == "FAIL"]
+
+
+def test_merged_parameter_copy_is_tagged_with_its_reader(merged_norms):
+    model = graphtag.load(merged_norms)
+    copies = [n for n in iter_all_nodes(model) if n.op_type == "Identity"]
+    assert len(copies) == 2
+    for node in copies:
+        (reader,) = [use.node for use in node.outputs[0].uses()]
+        assert reader.op_type == "LayerNormalization"
+        assert metadata.node_tag(reader) == N2
+        assert metadata.node_tag(node) == N2, node.name
+        assert metadata.tag_source(node) is None  # from the exporter's graph, not inferred
+        assert metadata.consumers(node.inputs[0]) == {"/TwoNorms/LayerNorm.n1", N2}
+
+
+def test_merged_parameters_export_runs_like_torch(merged_norms):
+    onnx.checker.check_model(str(merged_norms), full_check=True)
+    x = _two_norms_input()
+    with torch.no_grad():
+        expected = TwoNorms().eval()(x).numpy()  # default values: the exported model's
+    session = ort.InferenceSession(str(merged_norms), providers=["CPUExecutionProvider"])
+    (spec,) = session.get_inputs()
+    (got,) = session.run(None, {spec.name: x.numpy()})
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_copy_of_a_graph_input_is_no_merged_parameter(merged_norms):
+    """The same Identity reading the model's input instead of an initializer carries no
+    parameter: n2's parameters are missing."""
+    model = graphtag.load(merged_norms)
+    for node in iter_all_nodes(model):
+        if node.op_type == "Identity":
+            node.replace_input_with(0, model.graph.inputs[0])
+    assert not initializer_copies(model)
+    result = _coverage(model)
+    assert result.status == "FAIL", result.detail
+    assert result.items == ["n2.weight", "n2.bias"]
+
+
 @pytest.mark.parametrize(
     ("fixture", "module"),
-    [("tied_decoder", "transformer.h.0.mlp.c_fc"), ("conv_bn_act", "head")],
+    [
+        ("tied_decoder", "transformer.h.0.mlp.c_fc"),
+        ("conv_bn_act", "head"),
+        ("merged_norms", "n1"),  # its initializers are read by n2's copies too
+        ("merged_norms", "n2"),  # reads n1's initializers through its merged copies
+    ],
 )
 def test_a_parameter_really_missing_still_fails(request, fixture, module):
     """Record one more parameter for a module whose nodes read only its own weights:

@@ -36,6 +36,12 @@ parameter appears under the one name the exporter kept; the module owning the ot
 name shows as a consumer that does not own it (:attr:`ParameterUse.foreign_consumers`).
 Sharing is invisible once an exporter copies a tensor without recording it
 (TorchScript's constant folding stores a transposed LM head as ``onnx::MatMul_<n>``).
+
+*Merged* parameters (:func:`initializer_copies`): TorchScript's
+exporter keeps one initializer for parameters of identical value (two default-initialised
+``LayerNorm``s) and writes the others as copies, ``Identity(n1.weight) -> n2.weight``,
+outside any module call. Such a copy is a node output, not an initializer: the parameter
+it is named after is held by the initializer it copies.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from __future__ import annotations
 __all__ = [
     "NameResolver",
     "ParameterUse",
+    "initializer_copies",
     "parameter_usage",
     "recorded_origins",
     "recorded_parameters",
@@ -206,3 +213,41 @@ def recorded_origins(model: ir.Model) -> set[str]:
             found.update(metadata.folded_from(value))
             found.update(metadata.origin(value) or ())
     return found
+
+
+def initializer_copies(model: ir.Model) -> dict[ir.Value, ir.Value]:
+    """Every value that is a copy of an initializer -> that initializer.
+
+    A copy is the output of an ``Identity`` whose input is an initializer or another
+    copy: a chain of constants that reads no other graph input or node output (an
+    initializer also listed as a graph input, ``keep_initializers_as_inputs``, still
+    counts), in the main graph, subgraphs and functions. Linear in the number of nodes
+    (each chain is followed once).
+    """
+    copies: dict[ir.Value, ir.Value] = {}
+    seen: set[ir.Value] = set()  # copy-free values, and cycle guard
+    for node in iter_all_nodes(model):
+        if not _is_identity(node):
+            continue
+        chain: list[ir.Value] = []
+        value = node.outputs[0]
+        while value not in copies and value not in seen:
+            seen.add(value)
+            producer = value.producer()
+            if producer is None or not _is_identity(producer) or producer.inputs[0] is None:
+                break
+            chain.append(value)
+            value = producer.inputs[0]
+        source = copies.get(value, value if value.is_initializer() else None)
+        if source is not None:
+            copies.update(dict.fromkeys(chain, source))
+    return copies
+
+
+def _is_identity(node: ir.Node) -> bool:
+    return (
+        node.op_type == "Identity"
+        and node.domain in ("", "ai.onnx")
+        and len(node.inputs) == 1
+        and len(node.outputs) == 1
+    )

@@ -24,6 +24,11 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
     * an *initializer* (or graph input) of that name;
     * *folded*: named in a recorded origin of a folded value
       (``pkg.onnxscript.optimizer.folded_from``, or graphtag's origin key when defined);
+    * *merged*: the output of an ``Identity`` chain copying an initializer -- the
+      TorchScript exporter keeps one initializer for parameters of identical value and
+      writes ``Identity(n1.weight) -> n2.weight`` for the others
+      (:func:`graphtag.analysis.parameters.initializer_copies`). The copy is the
+      merged parameter's own access: it is no evidence of a tie (below);
     * *unused*: its module did not execute during export (``executed`` is false);
     * *tied*: its module (or a descendant) consumes a parameter recorded for another
       module that nodes of two or more modules consume, directly or through a folded copy
@@ -60,7 +65,7 @@ import dataclasses
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set
 from pathlib import Path
 
 import onnx
@@ -68,7 +73,12 @@ import onnx_ir as ir
 
 from graphtag.analysis.kahn import unorderable_nodes
 from graphtag.analysis.manager import analysis_scope, hierarchy
-from graphtag.analysis.parameters import parameter_usage, recorded_origins, recorded_parameters
+from graphtag.analysis.parameters import (
+    initializer_copies,
+    parameter_usage,
+    recorded_origins,
+    recorded_parameters,
+)
 from graphtag.analysis.summary import node_label
 from graphtag.checks.invariants import TagCheck, check_tags, listing, run_onnx_checker
 from graphtag.core import metadata
@@ -222,11 +232,14 @@ def _parameter_coverage(ctx: _Context) -> Outcome:
     owners = recorded_parameters(hierarchy)
     if not owners:
         return PASS, "no parameters recorded", []
-    present = {v.name for v in iter_initializers(model)}
-    present.update(v.name for g in model.graphs() for v in g.inputs)
     prefix = metadata.parameter_prefix(model)
-    if prefix:
-        present.update(n[len(prefix) :] for n in list(present) if n.startswith(prefix))
+    present = _with_unprefixed(
+        {v.name for v in iter_initializers(model)}
+        | {v.name for g in model.graphs() for v in g.inputs},
+        prefix,
+    )
+    copies = {v.name: v for v in initializer_copies(model) if v.name}
+    merged = _with_unprefixed(set(copies), prefix)
     folded = recorded_origins(model)
     renamed = _by_dotted_suffix(present)
     extracted = model.metadata_props.get(metadata.EXTRACTED_MODULE)
@@ -239,13 +252,16 @@ def _parameter_coverage(ctx: _Context) -> Outcome:
             kinds[name] = "initializer"
         elif name in folded:
             kinds[name] = "folded"
+        elif name in merged:
+            kinds[name] = "merged"
         elif name in renamed:
             kinds[name] = "renamed"
         elif hierarchy.modules[owner].executed is False:
             kinds[name] = "unused"
         else:
             pending.setdefault(owner, []).append(name)
-    evidence = _owner_evidence(model, hierarchy, owners, set(pending))
+    accesses = {v.producer() for n, v in copies.items() if _unprefixed(n, prefix) in owners}
+    evidence = _owner_evidence(model, hierarchy, owners, set(pending), accesses)
     for owner, names in pending.items():
         kinds.update(dict.fromkeys(names, evidence[owner]))
     counts = Counter(kinds.values())
@@ -257,6 +273,16 @@ def _parameter_coverage(ctx: _Context) -> Outcome:
     if bad:
         return FAIL, summary + "; " + listing(len(bad), "not found", bad), bad
     return PASS, summary, [name for name in owners if kinds[name] == "removed"]
+
+
+def _unprefixed(name: str, prefix: str) -> str:
+    """``name`` without a wrapper's ``prefix`` (TorchScript's ``model.``)."""
+    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
+
+def _with_unprefixed(names: set[str], prefix: str) -> set[str]:
+    """``names`` and, for those starting with a wrapper's ``prefix``, the rest."""
+    return names | {_unprefixed(n, prefix) for n in names}
 
 
 def _by_dotted_suffix(names: set[str]) -> dict[str, str]:
@@ -273,6 +299,7 @@ def _by_dotted_suffix(names: set[str]) -> dict[str, str]:
 _KIND_LABELS = (
     ("initializer", "initializers"),
     ("folded", "folded (recorded origin)"),
+    ("merged", "merged into an identical parameter"),
     ("tied", "tied to a shared parameter"),
     ("unused", "of modules that did not run"),
     ("removed", "removed by the optimizer"),
@@ -283,9 +310,16 @@ _KIND_LABELS = (
 
 
 def _owner_evidence(
-    model: ir.Model, hierarchy: Hierarchy, owners: dict[str, str], wanted: set[str]
+    model: ir.Model,
+    hierarchy: Hierarchy,
+    owners: dict[str, str],
+    wanted: set[str],
+    accesses: set[ir.Node],
 ) -> dict[str, str]:
-    """For each wanted module tag: "tied", "removed" or "missing" (see parameter-coverage)."""
+    """For each wanted module tag: "tied", "removed" or "missing" (see parameter-coverage).
+
+    ``accesses``: the copies of initializers that are merged parameters; reading one is
+    no evidence of a tie."""
     if not wanted:
         return {}
     buffers = {b for info in hierarchy for b in [*info.buffers, *info.inherited_buffers]}
@@ -315,7 +349,7 @@ def _owner_evidence(
         tags: set[str] = set()
         for held in use.initializers:
             if held in values:
-                tags |= readers.tags(values[held])
+                tags |= readers.tags(values[held], skip=accesses)
         # Evidence of a tie (torch.export keeps one name for a tied weight): two or more
         # modules read it, or it belongs outside the module extracted here and a module
         # inside reads it (the other side of the tie stayed behind).
@@ -359,10 +393,12 @@ class _Readers:
             for tag in tags
         }
 
-    def tags(self, value: ir.Value) -> set[str]:
+    def tags(self, value: ir.Value, skip: Set[ir.Node] = frozenset()) -> set[str]:
         found: set[str] = set()
         for use in value.uses():
             node = use.node
+            if node in skip:
+                continue
             function = self._function(node)
             if function is None or use.idx >= len(function.inputs):
                 if (tag := metadata.node_tag(node)) is not None:
