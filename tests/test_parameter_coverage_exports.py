@@ -7,8 +7,9 @@ followed by a batch norm with its activation in one module (timm's ``BatchNormAc
 rebuilt here): the optimizer folds the norm into the convolution and the folded bias
 records no origin; and two default-initialised layer norms exported by TorchScript,
 which keeps one initializer for parameters of identical value and writes the other as
-``Identity(n1.weight) -> n2.weight``. All must PASS; a parameter really missing must
-still FAIL.
+``Identity(n1.weight) -> n2.weight``; a learned position embedding TorchScript folds
+into the rows it reads (graphtag's export finds it by value). All must PASS; a parameter
+really missing must still FAIL.
 """
 
 from __future__ import annotations
@@ -77,6 +78,32 @@ class TwoNorms(torch.nn.Module):
 N2 = "/TwoNorms/LayerNorm.n2"
 
 
+class Positions(torch.nn.Embedding):
+    """A learned position embedding read at fixed positions, as LED's (an nn.Embedding
+    subclass): TorchScript folds ``weight[arange(n)]`` (times ``scale``) into one
+    initializer the parent's ``Add`` reads, and drops the parameter; the module keeps a
+    node of its own that does not read it (here ``abs``; in LED a shared index
+    constant)."""
+
+    def __init__(self, scale: float):
+        super().__init__(16, 8)
+        self.scale = scale
+
+    def forward(self, x):
+        return super().forward(torch.arange(x.shape[1])) * self.scale, x.abs()
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.positions = Positions(scale)
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        rows, magnitude = self.positions(x)
+        return self.proj(x + rows + magnitude)
+
+
 def _coverage(model: ir.Model):
     (result,) = [r for r in validate(model).results if r.rule == "parameter-coverage"]
     return result
@@ -128,6 +155,46 @@ def merged_norms(tmp_path_factory):
     path = tmp_path_factory.mktemp("merged") / "two_norms.onnx"
     export(TwoNorms().eval(), (_two_norms_input(),), f=path, exporter="torchscript")
     return path
+
+
+def _positions_export(folder, scale: float) -> ir.Model:
+    torch.manual_seed(0)
+    model = Encoder(scale).eval()
+    path = folder / f"positions_{scale}.onnx"
+    export(model, (torch.randn(1, 6, 8),), f=path, exporter="torchscript")
+    return graphtag.load(path)
+
+
+def _folded_holders(model: ir.Model) -> list[ir.Value]:
+    """Initializers whose recorded origin names another value than themselves."""
+    return [v for v in iter_initializers(model) if set(metadata.origin(v) or ()) - {v.name}]
+
+
+@pytest.fixture(scope="module")
+def folded_positions(tmp_path_factory):
+    return _positions_export(tmp_path_factory.mktemp("positions"), 1.0)
+
+
+def test_parameter_folded_by_torchscript_is_found_by_value(folded_positions):
+    model = folded_positions
+    assert "positions.weight" not in {v.name for v in iter_initializers(model)}
+    (holder,) = _folded_holders(model)
+    assert metadata.origin(holder) == ["positions.weight"]
+    assert list(holder.shape) == [6, 8]  # the six rows read, not the table
+    result = _coverage(model)
+    assert result.status == "PASS", result.detail
+    assert "1 folded (recorded origin)" in result.detail
+    report = validate(model)
+    assert report.passed, [(r.rule, r.detail) for r in report.results if r.status == "FAIL"]
+
+
+def test_parameter_folded_with_other_values_is_not_claimed(tmp_path):
+    """``weight[arange(n)] * 3`` holds none of the table's values: nothing is recorded
+    and the parameter stays missing (the rule can still fail on TorchScript exports)."""
+    model = _positions_export(tmp_path, 3.0)
+    assert not _folded_holders(model)
+    result = _coverage(model)
+    assert result.status == "FAIL" and result.items == ["positions.weight"], result.detail
 
 
 def test_tied_embedding_decoder_passes(tied_decoder):

@@ -23,7 +23,9 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
 
     * an *initializer* (or graph input) of that name;
     * *folded*: named in a recorded origin of a folded value
-      (``pkg.onnxscript.optimizer.folded_from``, or graphtag's origin key when defined);
+      (``pkg.onnxscript.optimizer.folded_from``, or graphtag's origin key when defined:
+      graphtag's TorchScript export records it on a constant folded from a parameter,
+      :mod:`graphtag.exporter.folded_parameters`);
     * *merged*: the output of an ``Identity`` chain copying an initializer -- the
       TorchScript exporter keeps one initializer for parameters of identical value and
       writes ``Identity(n1.weight) -> n2.weight`` for the others
@@ -228,16 +230,40 @@ def _node_coverage(ctx: _Context) -> Outcome:
 def _parameter_coverage(ctx: _Context) -> Outcome:
     if ctx.hierarchy is None:
         return SKIP, "no hierarchy to take the parameters from", []
-    model, hierarchy = ctx.model, ctx.hierarchy
-    owners = recorded_parameters(hierarchy)
-    if not owners:
+    kinds = parameter_kinds(ctx.model, ctx.hierarchy)
+    if not kinds:
         return PASS, "no parameters recorded", []
-    prefix = metadata.parameter_prefix(model)
-    present = _with_unprefixed(
+    counts = Counter(kinds.values())
+    summary = f"{len(kinds)} parameters: " + ", ".join(
+        f"{counts[k]} {label}" for k, label in _KIND_LABELS if counts[k]
+    )
+    bad = [n for n, kind in kinds.items() if kind == "missing"]
+    renamed = _by_dotted_suffix(_present(ctx.model))
+    bad += [f"{n} (stored as {renamed[n]})" for n, kind in kinds.items() if kind == "renamed"]
+    if bad:
+        return FAIL, summary + "; " + listing(len(bad), "not found", bad), bad
+    return PASS, summary, [name for name, kind in kinds.items() if kind == "removed"]
+
+
+def _present(model: ir.Model) -> set[str]:
+    """The names a parameter may be held under: initializers and graph inputs (with and
+    without a wrapper's prefix)."""
+    return _with_unprefixed(
         {v.name for v in iter_initializers(model)}
         | {v.name for g in model.graphs() for v in g.inputs},
-        prefix,
+        metadata.parameter_prefix(model),
     )
+
+
+def parameter_kinds(model: ir.Model, hierarchy: Hierarchy) -> dict[str, str]:
+    """Every parameter the hierarchy records -> how ``model`` holds it (the kinds of the
+    parameter-coverage rule: "initializer", "folded", "merged", "tied", "unused",
+    "removed", "outside", "renamed", "missing")."""
+    owners = recorded_parameters(hierarchy)
+    if not owners:
+        return {}
+    prefix = metadata.parameter_prefix(model)
+    present = _present(model)
     copies = {v.name: v for v in initializer_copies(model) if v.name}
     merged = _with_unprefixed(set(copies), prefix)
     folded = recorded_origins(model)
@@ -264,15 +290,7 @@ def _parameter_coverage(ctx: _Context) -> Outcome:
     evidence = _owner_evidence(model, hierarchy, owners, set(pending), accesses)
     for owner, names in pending.items():
         kinds.update(dict.fromkeys(names, evidence[owner]))
-    counts = Counter(kinds.values())
-    summary = f"{len(owners)} parameters: " + ", ".join(
-        f"{counts[k]} {label}" for k, label in _KIND_LABELS if counts[k]
-    )
-    bad = [n for n in owners if kinds[n] == "missing"]
-    bad += [f"{n} (stored as {renamed[n]})" for n in owners if kinds[n] == "renamed"]
-    if bad:
-        return FAIL, summary + "; " + listing(len(bad), "not found", bad), bad
-    return PASS, summary, [name for name in owners if kinds[name] == "removed"]
+    return {name: kinds[name] for name in owners}
 
 
 def _unprefixed(name: str, prefix: str) -> str:

@@ -41,6 +41,7 @@ from graphtag.exporter.exporters import (
     resolve_exporter,
     wrap_kwargs,
 )
+from graphtag.exporter.folded_parameters import record_folded_parameters
 from graphtag.exporter.module_tree import FilterConfig, build_hierarchy
 from graphtag.passes import DEFAULT_PIPELINE
 from graphtag.pipeline import PipelineReport
@@ -195,6 +196,8 @@ def export(
     )
     runner = Pipeline(steps)
     onnx_model = runner(onnx_model).model
+    if not exported.dynamo:  # dynamo's route records its folding itself (folded_from)
+        record_folded_parameters(onnx_model, model, hierarchy)
     optimizer_seconds = sum(r.seconds for r in runner.report.records if r.name == OPTIMIZER_PASS)
     stored = Hierarchy.from_model(onnx_model) or hierarchy
     stats = _stats(onnx_model, stored)
