@@ -34,12 +34,15 @@ default ``optimize=False``, so tags are exact), then:
    A live captured tensor that does not depend on the model's inputs (a module
    returning ``torch.zeros(...)`` that the next module reuses, T5's zero position
    bias) and that the module's subgraph does not reproduce where required is a
-   CONSTANT when a constant value of the ONNX graph (an initializer, a Constant node,
-   or a value computed from those only) matches it: the exporter folded it into its
+   CONSTANT when a stored constant of the ONNX graph (an initializer, or the output of
+   a node reading nothing, as Constant) matches it: the exporter folded it into its
    consumers (TorchScript copies such a constant into every module that reads it, so
    none is an output of the module that returned it). Both conditions are needed: an
    input-dependent tensor, or a constant no ONNX constant reproduces (a wrong folded
-   value), is still a MISMATCH.
+   value), is still a MISMATCH. Values *computed* from constants do not count: nodes
+   compute them, and the module those nodes are tagged with must show them (a position
+   embedding's lookup at fixed positions moved to another module by wrong tags is a
+   MISMATCH, not a folded constant).
 
 Modules called more than once: every call is captured and checked. ONNX gives all calls
 one tag, so the extracted model holds them all and, when one call feeds the next, the
@@ -69,6 +72,7 @@ import torch
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import subgraphs_of
 from graphtag.exporter.dataflow import DataflowRecorder
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.switches import implementation_switches
@@ -392,9 +396,9 @@ def _within(found: Difference | None) -> bool:
 
 
 class _ConstantPool:
-    """The values of ``model``'s main graph that depend on no graph input, by name:
-    initializers, Constant nodes' outputs and values computed from those only (nodes
-    with subgraphs excluded). Built on first use."""
+    """The constants stored in ``model``'s main graph, by name: initializers (not graph
+    inputs) and the outputs of nodes reading nothing (Constant; nodes with subgraphs
+    excluded). Built on first use."""
 
     def __init__(self, model: ir.Model, values: Mapping[str, np.ndarray]) -> None:
         self._model, self._values = model, values
@@ -411,22 +415,14 @@ def _constant_values(
 ) -> Iterator[tuple[str, np.ndarray]]:
     graph = model.graph
     inputs = {value.name for value in graph.inputs}
-    constant: set[str] = set()
     for name, value in graph.initializers.items():
-        if name in inputs or value.const_value is None:
-            continue
-        constant.add(name)
-        yield name, value.const_value.numpy()
-    for node in graph:  # topologically sorted
-        subgraph = any(
-            attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-            for attr in node.attributes.values()
-        )
-        if subgraph or not all(v is None or v.name in constant for v in node.inputs):
+        if name not in inputs and value.const_value is not None:
+            yield name, value.const_value.numpy()
+    for node in graph:
+        if any(v is not None for v in node.inputs) or subgraphs_of(node):
             continue
         for value in node.outputs:
             if value.name and value.name in values:
-                constant.add(value.name)
                 yield value.name, values[value.name]
 
 
