@@ -447,3 +447,26 @@ def test_single_config_vision_language_model_gets_an_image():
     kwargs = _generated(transformers.ViltModel, cfg)
     assert kwargs["pixel_values"].shape == (1, 3, 32, 32)
     assert kwargs["input_ids"].shape == (1, 8)
+
+
+def test_specs_file_inputs_export_the_stateless_forward(tmp_path):
+    """A spec file gives tensors only; the option generated inputs carry for a model with
+    a cache (use_cache=False) applies as well, so a decoder exports from a spec file
+    (before, every route failed on the DynamicCache in the outputs)."""
+    from graphtag.exporter.sources import LoadedModel, prepare_inputs
+    from graphtag.exporter.tagged_export import export
+
+    torch.manual_seed(0)
+    config = tiny_configs()["gpt2"]
+    model = transformers.GPT2LMHeadModel(config).eval()
+    path = write(tmp_path, {"input_ids": {"shape": [1, 6], "dtype": "int64", "high": VOCAB}})
+    inputs = prepare_inputs(LoadedModel(model, config), path)
+    assert inputs.kwargs["use_cache"] is False and inputs.kwargs["input_ids"].shape == (1, 6)
+    result = export(model, inputs.args, inputs.kwargs, exporter="dynamo", optimize=False)
+    assert len(result.model.graph.outputs) == 1  # the logits: no cache tensors
+    # A model without a cache gets no such option.
+    plain = prepare_inputs(
+        LoadedModel(nn.Linear(4, 2)),
+        write(tmp_path, {"input": {"shape": [1, 4], "dtype": "float32"}}, "linear.json"),
+    )
+    assert list(plain.kwargs) == ["input"]

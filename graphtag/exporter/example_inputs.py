@@ -94,12 +94,20 @@ def make_example_inputs(
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if dtype is not None:
         values = {k: v.to(dtype) if v.is_floating_point() else v for k, v in values.items()}
-    if "use_cache" in params or (_takes_any_keyword(model) and _uses_cache(config)):
-        # Export the stateless forward: cache objects in the outputs are not tensors, and
-        # neither exporter can return them. Composite models take use_cache through
-        # **kwargs and hand it to their language model.
-        values["use_cache"] = False
+    values.update(stateless_options(model, config))
     return _split_positional(params, values)
+
+
+def stateless_options(model: nn.Module, config: Any) -> dict[str, Any]:
+    """Keyword options every example input set gets (generated or from a spec file):
+    ``use_cache=False`` for a model that takes it, so the stateless forward is exported:
+    cache objects in the outputs are not tensors, and neither exporter can return them.
+    Composite models take use_cache through **kwargs and hand it to their language
+    model."""
+    params = _forward_params(model)
+    if "use_cache" in params or (_takes_any_keyword(model) and _uses_cache(config)):
+        return {"use_cache": False}
+    return {}
 
 
 def _model_config(model: nn.Module) -> Any:

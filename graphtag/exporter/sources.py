@@ -324,10 +324,14 @@ def prepare_inputs(loaded: LoadedModel, input_specs: str | os.PathLike | None = 
         inputs_from_specs,
         load_input_specs,
         make_example_inputs,
+        stateless_options,
     )
 
     if input_specs:
         inputs = inputs_from_specs(load_input_specs(input_specs))
+        # The tensors come from the file; the options generated inputs carry still apply.
+        for key, value in stateless_options(loaded.module, loaded.config).items():
+            inputs.kwargs.setdefault(key, value)
     elif loaded.example_inputs is not None:
         inputs = loaded.example_inputs
     else:
