@@ -51,6 +51,7 @@ __all__ = [
 
 import dataclasses
 import importlib
+import json
 import logging
 import re
 from collections import deque
@@ -58,6 +59,7 @@ from typing import Annotated
 
 import onnx_ir as ir
 
+from graphtag.analysis.parameters import recorded_origins
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import connected_groups, iter_all_nodes, iter_graphs, iter_values
@@ -85,7 +87,9 @@ class TorchOptimizerPass(ir.passes.InPlacePass):
     renamed inputs/outputs renamed again the way torch does after optimizing); on nodes
     the optimizer created, ``pkg.graphtag.module``, ``pkg.graphtag.tag_source``
     (``fused``/``rewritten``) and ``pkg.graphtag.contexts`` (role ``fused``) by the merge
-    policy in the module docstring. Imports onnxscript, never torch.
+    policy in the module docstring; on the model, ``pkg.graphtag.optimizer_removed``:
+    the initializers it dropped without a ``folded_from`` record (a zero bias whose
+    ``Add`` it removed). Imports onnxscript, never torch.
 
     Invariants: surviving nodes keep their tags; a fused node's tag is the lowest common
     ancestor of its sources' tags; ``modified`` is False when the optimizer left every
@@ -117,6 +121,7 @@ class TorchOptimizerPass(ir.passes.InPlacePass):
                 "export with optimize=False to skip it"
             ) from exc
         stats = reconcile_tags(optimized, snapshot)
+        _record_removed(optimized, snapshot.initializer_names)
         _redo_renames(optimized, renamed)
         modified = bool(stats.created or stats.removed) or not _unchanged(
             optimized, snapshot, before
@@ -236,10 +241,11 @@ class Snapshot:
     producer: dict[int, int]  # id(value) -> index of the node producing it
     values: list[ir.Value]  # every value seen, kept alive
     graph_outputs: dict[int, tuple[ir.Value, ...]]  # id(graph) -> its outputs
+    initializer_names: list[str] = dataclasses.field(default_factory=list)  # main graph's
 
     @classmethod
     def take(cls, model: ir.Model) -> Snapshot:
-        snap = cls([], [], [], {}, {}, [], {})
+        snap = cls([], [], [], {}, {}, [], {}, list(model.graph.initializers))
         for graph in iter_graphs(model):
             snap.graph_outputs[id(graph)] = tuple(graph.outputs)
             snap.values.extend(graph.inputs)
@@ -256,6 +262,19 @@ class Snapshot:
                 snap.values.append(value)
         snap.values.extend(v for inputs in snap.inputs for v in inputs if v is not None)
         return snap
+
+
+def _record_removed(model: ir.Model, before: list[str]) -> None:
+    """Name in ``pkg.graphtag.optimizer_removed`` the initializers the optimizer dropped
+    without recording them in any ``folded_from`` (added to what an earlier run
+    recorded): validate's parameter-coverage then knows they went, not got lost."""
+    kept = set(model.graph.initializers)
+    folded = recorded_origins(model)
+    gone = {name for name in before if name not in kept and name not in folded}
+    text = model.metadata_props.get(metadata.OPTIMIZER_REMOVED)
+    earlier = set(metadata.parse_name_list(text) or ()) if text else set()
+    if gone - earlier:
+        model.metadata_props[metadata.OPTIMIZER_REMOVED] = json.dumps(sorted(earlier | gone))
 
 
 def reconcile_tags(model: ir.Model, snapshot: Snapshot) -> ReconcileStats:

@@ -14,6 +14,8 @@ really missing must still FAIL.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -195,6 +197,56 @@ def test_parameter_folded_with_other_values_is_not_claimed(tmp_path):
     assert not _folded_holders(model)
     result = _coverage(model)
     assert result.status == "FAIL" and result.items == ["positions.weight"], result.detail
+
+
+@pytest.fixture(scope="module")
+def default_init_decoder(tmp_path_factory):
+    """GPT-2 at its default initialisation: zero biases, unit layer norms. torch's
+    optimizer drops ``Add(x, 0)`` with its zero bias and records no origin."""
+    config = transformers.GPT2Config(
+        n_layer=2, n_embd=16, n_head=2, vocab_size=64, n_positions=16, use_cache=False
+    )
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 64, (1, 8))
+    path = tmp_path_factory.mktemp("default_init") / "gpt2.onnx"
+    export(model, (ids,), f=path, exporter="dynamo", optimize=True)
+    with torch.no_grad():
+        expected = model(ids).logits.numpy()
+    return path, ids, expected
+
+
+def test_parameters_the_optimizer_dropped_are_recorded(default_init_decoder):
+    path, ids, expected = default_init_decoder
+    model = graphtag.load(path)
+    dropped = json.loads(model.metadata_props[metadata.OPTIMIZER_REMOVED])
+    names = {v.name for v in iter_initializers(model)}
+    assert "transformer.h.0.mlp.c_fc.bias" in dropped and not set(dropped) & names
+    result = _coverage(model)
+    assert result.status == "PASS", result.detail
+    assert "removed by the optimizer" in result.detail
+    report = validate(model, path=path)
+    assert report.passed, [(r.rule, r.detail) for r in report.results if r.status == "FAIL"]
+    # The export is right: onnxruntime agrees with PyTorch.
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: ids.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # Without the record the same parameters are missing: the record is what explains them.
+    del model.metadata_props[metadata.OPTIMIZER_REMOVED]
+    result = _coverage(model)
+    assert result.status == "FAIL" and "transformer.h.0.mlp.c_fc.bias" in result.items
+
+
+def test_optimizer_record_is_kept_when_nothing_changes(default_init_decoder):
+    """A second optimizer run removes nothing: modified=False and the record stays."""
+    from graphtag.pipeline import registry
+
+    path, _, _ = default_init_decoder
+    model = graphtag.load(path)
+    record = model.metadata_props[metadata.OPTIMIZER_REMOVED]
+    result = registry().get("torch-optimizer").create({})(model)
+    assert not result.modified
+    assert result.model.metadata_props[metadata.OPTIMIZER_REMOVED] == record
 
 
 def test_tied_embedding_decoder_passes(tied_decoder):

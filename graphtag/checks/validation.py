@@ -41,7 +41,9 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
       descendant) consumes a derived floating-point initializer -- one that is neither a
       recorded parameter nor a recorded buffer and holds more than one element; a fused
       node consumes for the modules of its ``fused`` contexts -- or has no node left at
-      all. These are expected and counted in the detail.
+      all; or the torch-optimizer pass recorded that the optimizer dropped it
+      (``pkg.graphtag.optimizer_removed``: a zero bias whose ``Add`` it removed). These
+      are expected and counted in the detail.
 
     Two cases fail the rule: a parameter *stored under another name* (an initializer's
     name ends with ``.<parameter>``, e.g. a wrapper's prefix leaked into the names), and a
@@ -288,9 +290,17 @@ def parameter_kinds(model: ir.Model, hierarchy: Hierarchy) -> dict[str, str]:
             pending.setdefault(owner, []).append(name)
     accesses = {v.producer() for n, v in copies.items() if _unprefixed(n, prefix) in owners}
     evidence = _owner_evidence(model, hierarchy, owners, set(pending), accesses)
+    dropped = _with_unprefixed(_optimizer_removed(model), prefix)
     for owner, names in pending.items():
-        kinds.update(dict.fromkeys(names, evidence[owner]))
+        for name in names:  # the optimizer pass saw it go: removed, not lost
+            missing = evidence[owner] == "missing"
+            kinds[name] = "removed" if missing and name in dropped else evidence[owner]
     return {name: kinds[name] for name in owners}
+
+
+def _optimizer_removed(model: ir.Model) -> set[str]:
+    text = model.metadata_props.get(metadata.OPTIMIZER_REMOVED)
+    return set(metadata.parse_name_list(text) or ()) if text else set()
 
 
 def _unprefixed(name: str, prefix: str) -> str:

@@ -51,6 +51,9 @@ EXPORT_ROUTE = "pkg.graphtag.export_route"
 BOUNDARIES = "pkg.graphtag.analysis.boundaries"
 # Model: on an extracted model, the tag of the module it holds.
 EXTRACTED_MODULE = "pkg.graphtag.extracted_module"
+# Model: JSON list of the initializers torch's optimizer (the torch-optimizer pass)
+# removed without recording where their value went (a zero bias whose Add it dropped).
+OPTIMIZER_REMOVED = "pkg.graphtag.optimizer_removed"
 
 # Node: Model Explorer's grouping key (its ONNX adapter, model-explorer-onnx, builds its
 # layers from it; torch's dynamo exporter writes its own module path there). The
