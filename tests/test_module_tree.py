@@ -568,3 +568,78 @@ def test_every_kept_class_tags_its_nodes_in_a_real_export():
             kept = f"/All/Wraps.{i}/{name}"
             assert (tags[kept] > 0) == (config is None), (name, tags)
             assert tags[f"/All/Wraps.{i}"] > 0, (name, tags)
+
+
+class _Leaf(nn.Module):
+    def __init__(self, child: str = "l") -> None:
+        super().__init__()
+        setattr(self, child, nn.Linear(4, 4))
+        self.child = child
+
+    def forward(self, x):
+        return getattr(self, self.child)(x) * 2
+
+
+class _ListOfDicts(nn.Module):
+    """ModuleDicts in a ModuleList: TorchScript writes every ``blocks.N.alpha`` as
+    ``/alpha`` (``blocks.N`` is never called), numbering the calls ``_1``, ``_2``."""
+
+    def __init__(self, n: int = 3, order: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.ModuleDict({"alpha": _Leaf()}) for _ in range(n)])
+        self.order = order or tuple(range(n))
+
+    def forward(self, x):
+        for i in self.order:
+            x = self.blocks[i]["alpha"](x) + 1
+        return x
+
+
+def test_torchscript_ambiguous_scope_gets_the_common_module(caplog) -> None:
+    h = build_hierarchy(_ListOfDicts())
+    resolver = TorchScriptScopeResolver(h)
+    with caplog.at_level("INFO", logger="graphtag.analysis.attribution"):
+        for name in ("/alpha/l/Gemm", "/alpha/l_1/Gemm", "/alpha_2/Mul", "/alpha/Constant"):
+            assert resolver.tag(name) == "/_ListOfDicts", name
+    assert resolver.ambiguous["/alpha/l_1"] == tuple(f"blocks.{i}.alpha.l" for i in range(3))
+    assert "names 3 modules alike" in caplog.text
+    # A later segment only one candidate has settles it.
+    other = _ListOfDicts(2)
+    other.blocks[1]["alpha"] = _Leaf("m")
+    h = build_hierarchy(other)
+    resolver = TorchScriptScopeResolver(h)
+    assert resolver.tag("/alpha/m/Gemm") == h.name_to_tag["blocks.1.alpha"]
+    assert resolver.tag("/alpha_1/Mul") == "/_ListOfDicts"
+    assert "/alpha/m" not in resolver.ambiguous
+
+
+@pytest.mark.parametrize("n, order", [(2, None), (3, None), (4, None), (3, (2, 0, 1))])
+def test_torchscript_list_of_dicts_tags_no_other_block(tmp_path, n, order) -> None:
+    """No node of one block carries another block's tag, whatever the call order (torch's
+    ``_<n>`` numbers calls, not indices: with order 2, 0, 1, ``/alpha/l`` is blocks.2)."""
+    model = _ListOfDicts(n, order).eval()
+    h = build_hierarchy(model)
+    resolver = TorchScriptScopeResolver(h)
+    nodes = _torchscript_nodes(model, (torch.randn(2, 4),), tmp_path / "lod.onnx")
+    gemms = 0
+    for node in nodes:
+        tag = resolver.tag(node.name or "")
+        weights = [v.name for v in node.inputs if v is not None and v.name.endswith(".weight")]
+        if weights:  # the Gemm of blocks.<i>.alpha.l
+            gemms += 1
+            ran_in = h.name_to_tag[weights[0].rsplit(".", 2)[0]]
+            assert ran_in.startswith(tag), (node.name, tag, ran_in)
+        assert tag == "/_ListOfDicts", node.name  # nothing tells the blocks apart
+    assert gemms == n
+
+
+def test_torchscript_list_of_modules_keeps_per_index_tags(tmp_path) -> None:
+    """The unambiguous case: ModuleList items are called, so ``layers.N`` is written."""
+    model = _Encoder().eval()
+    h = build_hierarchy(model)
+    resolver = TorchScriptScopeResolver(h)
+    nodes = _torchscript_nodes(model, (torch.randn(2, 4),), tmp_path / "enc.onnx")
+    gemm_tags = [resolver.tag(node.name) for node in nodes if node.op_type == "Gemm"]
+    assert gemm_tags == [h.name_to_tag["layers.0"], h.name_to_tag["layers.1"]]
+    assert gemm_tags == ["/_Encoder/_Layer.0", "/_Encoder/_Layer.1"]
+    assert not resolver.ambiguous

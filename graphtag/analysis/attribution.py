@@ -17,14 +17,28 @@ TorchScript exporter (``dynamo=False``)
     path repeats (a module called twice) torch appends ``_<n>`` to its last segment
     (``/left_1/Relu``, ``/left/lin_1/Gemm``). Nodes created outside any module call
     (``Identity_3``, no leading '/') have no scope.
+
+    Several modules can share one scope path: the entries of ModuleDicts in a ModuleList
+    (``blocks.0.alpha``, ``blocks.1.alpha``: the never-called ``blocks.N`` leaves no
+    segment, so all are ``/alpha``). The ``_<n>`` suffix does not tell them apart: torch
+    numbers the calls (scopes) of one path in the order their first node appears in the
+    final graph, counting only calls that kept a node of their own and counting a
+    repeated call of one module like a call of another, and nothing in the file says
+    which module made which call (a loop over ``reversed(blocks)`` names ``blocks.2``'s
+    nodes ``/alpha/...``). Such a scope is tagged with the deepest common module of the
+    candidates instead of one of them (logged), unless a later segment names a child
+    only one of them has.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from graphtag.core import metadata
-from graphtag.core.hierarchy import Hierarchy
+from graphtag.core.hierarchy import Hierarchy, tag_lca
+
+logger = logging.getLogger(__name__)
 
 # torch.export marks repeated calls of one module as "name@<n>" in some places.
 _CALL_SUFFIX = re.compile(r"^(.*)@\d+$")
@@ -62,12 +76,25 @@ def _split_prefix(prefix: str) -> tuple[str, ...]:
     return tuple(s for s in prefix.strip("/").split("/") if s)
 
 
-def _depth(name: str) -> int:
-    return name.count(".") + 1 if name else 0
+def _skipped(name: str, current: str) -> int:
+    """How many module levels between ``current`` and ``name`` its scope segment leaves
+    out (0: a child of ``current``, or a ModuleList item ``layers.0`` of it)."""
+    inner = name[len(current) + 1 :] if current else name
+    return inner.count(".") - _unqualified(name).count(".")
+
+
+def _outermost(names: set[str]) -> set[str]:
+    """``names`` without those lying inside another of them (``layer`` over
+    ``layer.layer``: the scope segment names the outer one first)."""
+    return {n for n in names if not any(n.startswith(o + ".") for o in names if o != n)}
 
 
 class TorchScriptScopeResolver:
-    """Resolves TorchScript node names against one hierarchy (build once per model)."""
+    """Resolves TorchScript node names against one hierarchy (build once per model).
+
+    ``ambiguous`` maps each scope resolved so far that several modules could have
+    written (see the module docstring) to those modules' dotted names.
+    """
 
     def __init__(self, hierarchy: Hierarchy, prefix: str = "") -> None:
         self.hierarchy = hierarchy
@@ -77,9 +104,11 @@ class TorchScriptScopeResolver:
             if name:
                 self._by_segment.setdefault(_unqualified(name), []).append(name)
         self._cache: dict[str, str | None] = {}
+        self.ambiguous: dict[str, tuple[str, ...]] = {}
 
     def tag(self, node_name: str) -> str | None:
-        """Tag of the deepest module named by the node's scope; root tag when unscoped."""
+        """Tag of the deepest module named by the node's scope; root tag when unscoped;
+        the candidates' deepest common module when the scope names several alike."""
         cut = node_name.rfind("/")
         scope = node_name[:cut] if node_name.startswith("/") else ""
         if scope not in self._cache:
@@ -93,31 +122,50 @@ class TorchScriptScopeResolver:
             if tuple(segments[: len(self.prefix)]) != self.prefix:
                 return root  # a node of the wrapper itself, outside the wrapped model
             segments = segments[len(self.prefix) :]
-        current = ""
+        current = {""}  # the modules the segments so far can name
         for segment in segments:
-            name = self._resolve_segment(segment, current)
-            if name is None:
-                break  # unknown scope: keep the deepest module resolved so far
-            current = name
-        return self.hierarchy.name_to_tag.get(current, root)
+            names = self._resolve_segment(segment, current)
+            if not names:
+                break  # unknown scope: keep the deepest modules resolved so far
+            current = names
+        tags = {self.hierarchy.name_to_tag[n] for n in current}
+        if len(tags) == 1:
+            return tags.pop()
+        self.ambiguous[scope] = tuple(sorted(current))
+        tag = tag_lca(tags) or root
+        logger.info(
+            "scope-tagging: TorchScript scope %s names %d modules alike (%s): its nodes "
+            "are tagged with their common module %s",
+            scope,
+            len(current),
+            ", ".join(sorted(current)),
+            tag,
+        )
+        return tag
 
-    def _resolve_segment(self, segment: str, current: str) -> str | None:
-        # Preference: exact segment below the current module, then with torch's "_<n>"
+    def _resolve_segment(self, segment: str, current: set[str]) -> set[str]:
+        # Preference: exact segment below a current module, then with torch's "_<n>"
         # repeat suffix removed, then the same two anywhere (a module called from outside
-        # its parent, e.g. through a shared reference); shallowest first, then by name.
+        # its parent, e.g. through a shared reference). Below the current modules, one
+        # that is their child (nothing skipped) wins over deeper ones; otherwise every
+        # candidate is kept (the caller tags their common module).
         match = _SCOPE_SUFFIX.match(segment)
         spellings = [segment] + ([match.group(1)] if match else [])
-        below = current + "." if current else ""
-        for must_be_below in (True, False):
-            for spelling in spellings:
-                names = [
-                    n
-                    for n in self._by_segment.get(spelling, ())
-                    if not must_be_below or n.startswith(below)
-                ]
-                if names:
-                    return min(names, key=lambda n: (_depth(n), n))
-        return None
+        for spelling in spellings:
+            below = {
+                (n, c)
+                for n in self._by_segment.get(spelling, ())
+                for c in current
+                if not c or n.startswith(c + ".")
+            }
+            if below:
+                direct = {n for n, c in below if _skipped(n, c) == 0}
+                return _outermost(direct or {n for n, _ in below})
+        for spelling in spellings:
+            anywhere = set(self._by_segment.get(spelling, ()))
+            if anywhere:
+                return _outermost(anywhere)
+        return set()
 
 
 _last_resolver: TorchScriptScopeResolver | None = None

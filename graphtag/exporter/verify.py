@@ -234,6 +234,7 @@ def compare_modules(
     boundaries = module_boundaries(model)
     extractor = Extractor(model, boundaries)
     absorbed = _fused_into(model)
+    ambiguous = _ambiguous_scopes(model)
     constants = _ConstantPool(model, values)
     checks = []
     for index, info in enumerate(hierarchy, 1):
@@ -248,6 +249,8 @@ def compare_modules(
         boundary = boundaries.get(info.tag)
         if boundary is None or not boundary.nodes:
             _without_nodes(check, calls, model, info, absorbed, values, rtol, atol)
+            if check.reason == _ELSEWHERE and info.tag in ambiguous:
+                check.reason = ambiguous[info.tag]  # why other modules' nodes compute it
             continue
         try:
             sub = extractor.extract(info.tag)
@@ -264,6 +267,9 @@ def compare_modules(
         final = {name: computed[name] for name in outputs}
         _match_calls(check, calls, final, computed, rtol, atol, constants)
     return checks
+
+
+_ELSEWHERE = "its outputs are computed by nodes of other modules"
 
 
 def _without_nodes(check, calls, model, info, absorbed, values, rtol, atol) -> None:
@@ -303,7 +309,7 @@ def _without_nodes(check, calls, model, info, absorbed, values, rtol, atol) -> N
         check.status, check.unmatched = "MISMATCH", lost
         check.reason = "no node carries its tag and no value matches " + ", ".join(lost[:3])
     else:
-        check.reason = "its outputs are computed by nodes of other modules"
+        check.reason = _ELSEWHERE
 
 
 def _fused_into(model: ir.Model) -> dict[str, str]:
@@ -321,6 +327,35 @@ def _fused_into(model: ir.Model) -> dict[str, str]:
             module = context["module"]
             if context["role"] == metadata.FUSED_ROLE and module != tag:
                 found.setdefault(module, f"fused into {tag}")
+    return found
+
+
+def _ambiguous_scopes(model: ir.Model) -> dict[str, str]:
+    """Module tag -> why its nodes carry an ancestor's tag, for the modules of TorchScript
+    scopes that several modules write alike (see graphtag.analysis.attribution)."""
+    from graphtag.analysis.attribution import TorchScriptScopeResolver
+    from graphtag.core.graphs import iter_all_nodes
+    from graphtag.core.hierarchy import Hierarchy
+
+    hierarchy = Hierarchy.from_model(model)
+    if hierarchy is None or model.metadata_props.get(metadata.EXPORT_ROUTE) != "torchscript":
+        return {}
+    prefix = model.metadata_props.get(metadata.PARAMETER_PREFIX, "").rstrip(".")
+    resolver = TorchScriptScopeResolver(hierarchy, prefix)
+    found: dict[str, str] = {}
+    for node in iter_all_nodes(model):
+        name = node.name or ""
+        if not name.startswith("/"):
+            continue  # no scope
+        tag = resolver.tag(name)
+        scope = name[: name.rfind("/")]
+        names = resolver.ambiguous.get(scope, ())
+        for module in names:
+            found.setdefault(
+                hierarchy.name_to_tag[module],
+                f"TorchScript scope {scope} names {len(names)} modules alike "
+                f"({', '.join(names)}): their nodes carry the common module {tag}",
+            )
     return found
 
 
