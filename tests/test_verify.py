@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -513,6 +514,128 @@ def test_dataflow_dependence():
     assert not dependence.depends(head, start)  # before the write
     assert dependence.depends(head) and dependence.depends(buffer)  # after it
     recorder.discard()
+
+
+class _CondBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.cond(x.sum() > 0, lambda x: self.a(x), lambda x: self.b(x) * 2, (x,))
+
+
+class _WithCond(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.branch, self.post = _CondBranch(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.post(self.branch(x))
+
+
+def _with_cond():
+    torch.manual_seed(0)
+    return _WithCond().eval(), (torch.randn(2, 4, generator=torch.Generator().manual_seed(1)) + 1,)
+
+
+def test_dataflow_records_inside_higher_order_operators():
+    """cond, while_loop, map, scan: the subgraphs' ATen operations are recorded (the
+    weight they read is live, their results depend on the input), nothing is opaque,
+    and torch.cond still works outside the recorder afterwards."""
+    from torch._higher_order_ops.map import map as hop_map
+    from torch._higher_order_ops.scan import scan
+    from torch._higher_order_ops.while_loop import while_loop
+
+    from graphtag.exporter.dataflow import DataflowRecorder
+
+    x = torch.randn(4, 3) + 1
+    weight, unread = torch.randn(3, 3), torch.randn(3, 3)
+    runs = {
+        "cond": lambda: torch.cond(x.sum() > 0, lambda x: x @ weight, lambda x: x @ unread, (x,)),
+        "while_loop": lambda: while_loop(
+            lambda i, y: i < 3, lambda i, y: (i + 1, y @ weight), (torch.tensor(0), x)
+        )[1],
+        "map": lambda: hop_map(lambda row: row @ weight, x),
+        "scan": lambda: scan(lambda c, row: (c + row @ weight, c * 2), torch.zeros(3), x)[1],
+    }
+    for name, run in runs.items():
+        recorder = DataflowRecorder()
+        with torch.no_grad(), recorder:
+            dead = x @ weight  # read by nothing
+            result = run()
+        live = recorder.liveness([result])
+        assert live.is_live(weight) and live.is_live(x), name
+        assert not live.is_live(dead) and not live.is_live(unread), name
+        assert recorder.dependence([x]).depends(result), name
+        assert not recorder.opaque, name
+        torch.testing.assert_close(result, run())  # also: Dynamo was left usable
+        recorder.discard()
+
+
+def test_dataflow_an_operator_it_cannot_see_into_is_opaque(caplog):
+    """A higher-order operator given an object the recorder cannot wrap (its work may
+    read tensors the recorder never sees) is noted, and verify then assumes every
+    captured tensor live, used outside and input-dependent, and says so."""
+    from torch._C import DispatchKey
+    from torch._ops import HigherOrderOperator
+
+    from graphtag.exporter.dataflow import DataflowRecorder
+    from graphtag.exporter.verify import capture_calls
+
+    class _Holder:  # hides a tensor from the recorder
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    class _Opaque(HigherOrderOperator):
+        def __init__(self):
+            super().__init__("graphtag_test_opaque")
+
+        def __call__(self, holder, x):
+            return super().__call__(holder, x)
+
+    opaque = _Opaque()
+    opaque.py_impl(DispatchKey.CompositeExplicitAutograd)(lambda holder, x: x + holder.tensor)
+    opaque.py_autograd_impl(lambda holder, x: opaque(holder, x))
+
+    class _Dead(nn.Module):
+        def forward(self, x):
+            return x * 0  # dead and input-dependent; exact dataflow says not live
+
+    class _Uses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dead, self.holder = _Dead(), _Holder(torch.ones(3))
+
+        def forward(self, x):
+            self.dead(x)
+            return opaque(self.holder, x)
+
+    recorder = DataflowRecorder()
+    x = torch.randn(3)
+    with torch.no_grad(), recorder:
+        out = opaque(_Holder(torch.ones(3)), x)
+    assert recorder.opaque == ["graphtag_test_opaque"]
+    torch.testing.assert_close(out, x + 1)
+    recorder.discard()
+
+    with caplog.at_level(logging.WARNING, logger="graphtag"):
+        captured = capture_calls(_Uses(), ExampleInputs(args=(x,)), {"/_Uses/_Dead": "dead"})
+    [[item]] = captured["/_Uses/_Dead"]
+    assert item.live and item.outside and not item.constant
+    assert "not recorded inside graphtag_test_opaque" in caplog.text
+
+
+def test_a_torch_cond_model_verifies_and_a_fault_in_the_branch_taken_is_caught():
+    module, inputs = _with_cond()
+    checks = verify_modules(module, inputs)
+    assert [check.status for check in checks] == ["OK", "OK"], checks
+    # A wrong weight in the branch PyTorch takes (the inputs' sum is positive).
+    tampered = _scale_initializer("branch.a.weight", 1.5)
+    checks = _by_tag(verify_modules(module, inputs, transform=tampered))
+    branch = checks["/_WithCond/_CondBranch"]
+    assert branch.status == "MISMATCH" and branch.unmatched, branch
+    assert checks["/_WithCond"].status == "MISMATCH"
 
 
 # ---------------------------------------------------------------- injected faults

@@ -18,6 +18,19 @@ exporter may fold into every consumer instead of computing it where PyTorch did.
 Dependence carried by Python numbers (``.item()``, sizes, data-dependent control flow)
 is not seen: an exporter that traces bakes those values in as well.
 
+Higher-order operators (``torch.cond``, ``while_loop``, ``map``, ``scan``, ...) reach the
+recorder as one call whose subgraphs are Python callables. The recorder runs the
+operator's own eager implementation with every callable argument wrapped so that it runs
+under the recorder again: the ATen operations of the branch taken, of every loop
+iteration, ... are recorded like any other (nested higher-order operators included).
+The operator's glue (the branch choice, stacking a map's results) runs unrecorded, so
+one summary operation follows the inner ones: it reads the operator's tensor arguments
+and every tensor a subgraph returned, and writes the operator's results and any tensor
+argument whose version counter moved. An argument the recorder cannot make run under it
+(an object that is neither a tensor, a callable, nor a plain value) may hide reads, so
+the operator is noted in :attr:`DataflowRecorder.opaque`; liveness and dependence are
+then not exact, and a caller must treat every tensor as live and input-dependent.
+
 The recorder keeps a reference to every tensor it sees until it is discarded, so tensor
 identities (``id``) are never reused during the run; that is the memory cost of an exact
 answer (one run's intermediate tensors, as autograd would keep).
@@ -26,12 +39,14 @@ answer (one run's intermediate tensors, as autograd would keep).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import enum
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch._ops import HigherOrderOperator, OpOverload, OpOverloadPacket
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
 
 @dataclasses.dataclass
@@ -83,14 +98,41 @@ class DataflowRecorder(TorchDispatchMode):
 
     ``paused`` (a context manager) runs operations without recording them, for work
     that is not the model's own (copying tensors in a forward hook).
+
+    ``opaque``: names of the higher-order operators whose inside could not be recorded
+    (see the module docstring); when not empty, liveness and dependence are not exact.
     """
+
+    supports_higher_order_operators = True  # handled in __torch_dispatch__
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: list[_Op] = []
+        self.opaque: list[str] = []
         self._keep: dict[int, torch.Tensor] = {}  # id -> tensor: ids stay unique
         self._storage: dict[int, int] = {}  # tensor id -> storage key
         self._paused = 0
+        self._stances: list[Any] = []
+
+    def __enter__(self) -> DataflowRecorder:
+        # torch.cond & co. run eagerly through torch.compile. Under a dispatch mode
+        # Dynamo skips that frame and marks its code "skip" for good, so a later
+        # torch.cond outside the recorder (an export, another run) fails to compile:
+        # the recorded run ignores torch.compile instead, as the eager run it is.
+        stance = torch.compiler.set_stance("force_eager")
+        stance.__enter__()
+        self._stances.append(stance)
+        try:
+            return super().__enter__()
+        except BaseException:
+            self._stances.pop().__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._stances.pop().__exit__(*exc)
 
     @property
     def position(self) -> int:
@@ -102,6 +144,8 @@ class DataflowRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if isinstance(func, HigherOrderOperator):
+            return self._higher_order(func, args, kwargs)
         out = func(*args, **kwargs)
         if self._paused:
             return out
@@ -111,6 +155,48 @@ class DataflowRecorder(TorchDispatchMode):
         for tensor in _written_arguments(func, args, kwargs):  # in place and out=
             writes.append(self._track(tensor))
             mutated.append(self._storage[id(tensor)])
+        self.ops.append(_Op(tuple(reads), tuple(writes), tuple(mutated)))
+        return out
+
+    def _higher_order(self, func: HigherOrderOperator, args: tuple, kwargs: dict) -> Any:
+        """Run ``func`` (the recorder is off: torch popped it) with its subgraphs run under
+        the recorder, then record the summary operation (module docstring)."""
+        if self._paused:
+            return func(*args, **kwargs)
+        returned: list[torch.Tensor] = []
+        hidden = False
+
+        def under_recorder(fn: Callable) -> Callable:
+            def run(*inner_args: Any, **inner_kwargs: Any) -> Any:
+                with self:
+                    out = fn(*inner_args, **inner_kwargs)
+                returned.extend(_tensors(out))
+                return out
+
+            return run
+
+        def wrap(leaf: Any) -> Any:
+            nonlocal hidden
+            if isinstance(leaf, torch.Tensor) or _is_plain(leaf):
+                return leaf
+            if callable(leaf) and not isinstance(leaf, type):
+                return under_recorder(leaf)
+            hidden = True  # an object whose work the recorder cannot reach
+            return leaf
+
+        wrapped_args, wrapped_kwargs = tree_map(wrap, (tuple(args), dict(kwargs)))
+        given = _tensors((args, kwargs))
+        versions = [tensor._version for tensor in given]
+        out = func(*wrapped_args, **wrapped_kwargs)
+        if hidden:
+            self.opaque.append(func.name())
+        reads = [self._track(t) for t in (*given, *returned)]
+        writes = [self._track(t) for t in _tensors(out)]
+        mutated = []
+        for tensor, version in zip(given, versions, strict=True):
+            if tensor._version != version:  # written in place by the operator's glue
+                writes.append(self._track(tensor))
+                mutated.append(self._storage[id(tensor)])
         self.ops.append(_Op(tuple(reads), tuple(writes), tuple(mutated)))
         return out
 
@@ -175,7 +261,33 @@ class _Paused:
         self.recorder._paused -= 1
 
 
-def _tensors(obj: Any) -> Iterable[torch.Tensor]:
+_PLAIN = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    enum.Enum,
+    torch.dtype,
+    torch.device,
+    torch.layout,
+    torch.memory_format,
+    torch.SymInt,
+    torch.SymFloat,
+    torch.SymBool,
+    OpOverload,  # an ATen operator argument (out_dtype) reads only what it is given
+    OpOverloadPacket,
+)
+
+
+def _is_plain(leaf: Any) -> bool:
+    """A value that holds no tensor and runs no code of its own."""
+    return isinstance(leaf, _PLAIN)
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
     return [leaf for leaf in tree_leaves(obj) if isinstance(leaf, torch.Tensor)]
 
 

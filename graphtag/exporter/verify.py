@@ -14,6 +14,9 @@ default ``optimize=False``, so tags are exact), then:
    tensor whether the model's result depends on it (*live*), whether a live
    operation after the call reads it (*used outside* the call) and whether it depends
    on the model's inputs at all (else it is a *constant* of the traced program).
+   Higher-order operators (``torch.cond``, ``while_loop``, ...) are recorded inside;
+   one the recorder cannot see into makes every captured tensor live, used outside
+   and input-dependent (a warning says so).
 2. ONNX: one onnxruntime run of the full model with every intermediate value exposed as
    an output (on a serialized copy) gives every value of the graph.
 3. Every module is extracted (graphtag.surgery.extraction), run alone in onnxruntime on
@@ -63,6 +66,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -76,6 +80,8 @@ from graphtag.core.graphs import subgraphs_of
 from graphtag.exporter.dataflow import DataflowRecorder
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.switches import implementation_switches
+
+logger = logging.getLogger(__name__)
 
 # float32 onnxruntime against float32 PyTorch: kernels sum in different orders, so the
 # error grows with the magnitude of the values and with depth (compare_arrays).
@@ -560,7 +566,18 @@ def capture_calls(
             result = module(*inputs.args, **inputs.kwargs)
         liveness = recorder.liveness(t for _, t in _tensors(result, ""))
         dependence = recorder.dependence(t for _, t in _tensors((inputs.args, inputs.kwargs), ""))
+        if recorder.opaque:  # the dataflow is incomplete: assume the worst of every tensor
+            names = ", ".join(sorted(set(recorder.opaque)))
+            logger.warning(
+                "the PyTorch run's dataflow is not recorded inside %s: every module output "
+                "counts as live, used outside its call and input-dependent "
+                "(no UNUSED or CONSTANT)",
+                names,
+            )
         for item, tensor, end in pending:
+            if recorder.opaque:
+                item.live, item.outside, item.constant = True, True, False
+                continue
             item.live = liveness.is_live(tensor)
             item.outside = liveness.read_after(tensor, end)
             item.constant = not dependence.depends(tensor, end)
