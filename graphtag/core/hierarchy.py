@@ -35,6 +35,11 @@ def tag_parent(tag: str) -> str | None:
     return tag[:cut] if cut > 0 else None
 
 
+def name_within(name: str, ancestor: str) -> bool:
+    """Dotted module names: ``name`` is ``ancestor`` or below it ('' is the root)."""
+    return not ancestor or name == ancestor or name.startswith(ancestor + ".")
+
+
 def is_ancestor_or_self(ancestor: str, tag: str) -> bool:
     """True when ``tag`` is ``ancestor`` or lies inside it."""
     return tag == ancestor or tag.startswith(ancestor + "/")

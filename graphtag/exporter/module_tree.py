@@ -31,7 +31,7 @@ from collections.abc import Iterable
 
 import torch
 
-from graphtag.core.hierarchy import Hierarchy, ModuleInfo
+from graphtag.core.hierarchy import Hierarchy, ModuleInfo, name_within
 
 DEFAULT_KEEP_TORCH_CLASSES: frozenset[str] = frozenset(
     {
@@ -128,11 +128,6 @@ class _Entry:
 
 def _join(prefix: str, attr: str) -> str:
     return f"{prefix}.{attr}" if prefix else attr
-
-
-def _is_within(name: str, ancestor: str) -> bool:
-    """``name`` is ``ancestor`` or a dotted name below it ('' is the root)."""
-    return not ancestor or name == ancestor or name.startswith(ancestor + ".")
 
 
 def _escape(segment: str) -> str:
@@ -250,7 +245,7 @@ def build_hierarchy(model: torch.nn.Module, config: FilterConfig | None = None) 
     # Aliases in discovery order: an alias found inside another alias's target has already
     # been mapped when the outer one is processed, so nested aliases resolve too.
     for alias, target in aliases:
-        for name in [n for n in name_to_tag if _is_within(n, target)]:
+        for name in [n for n in name_to_tag if name_within(n, target)]:
             rest = name[len(target) :] if target else "." + name if name else ""
             name_to_tag[alias + rest] = name_to_tag[name]
 
