@@ -288,7 +288,7 @@ def parameter_kinds(model: ir.Model, hierarchy: Hierarchy) -> dict[str, str]:
             kinds[name] = "unused"
         else:
             pending.setdefault(owner, []).append(name)
-    accesses = {v.producer() for n, v in copies.items() if _unprefixed(n, prefix) in owners}
+    accesses = {v.producer() for n, v in copies.items() if metadata.unprefixed(n, prefix) in owners}
     evidence = _owner_evidence(model, hierarchy, owners, set(pending), accesses)
     dropped = _with_unprefixed(_optimizer_removed(model), prefix)
     for owner, names in pending.items():
@@ -303,14 +303,9 @@ def _optimizer_removed(model: ir.Model) -> set[str]:
     return set(metadata.parse_name_list(text) or ()) if text else set()
 
 
-def _unprefixed(name: str, prefix: str) -> str:
-    """``name`` without a wrapper's ``prefix`` (TorchScript's ``model.``)."""
-    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
-
-
 def _with_unprefixed(names: set[str], prefix: str) -> set[str]:
     """``names`` and, for those starting with a wrapper's ``prefix``, the rest."""
-    return names | {_unprefixed(n, prefix) for n in names}
+    return names | {metadata.unprefixed(n, prefix) for n in names}
 
 
 def _by_dotted_suffix(names: set[str]) -> dict[str, str]:

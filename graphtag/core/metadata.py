@@ -275,6 +275,12 @@ def parameter_prefix(model: ir.Model) -> str:
     return model.metadata_props.get(PARAMETER_PREFIX, "")
 
 
+def unprefixed(name: str, prefix: str) -> str:
+    """A parameter's ``name`` without the exporter's wrapper ``prefix`` (see
+    :func:`parameter_prefix`; TorchScript's ``model.``)."""
+    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
+
 def set_boundaries(model: ir.Model, summary: dict[str, dict]) -> bool:
     """Store the boundary summary (see boundary-detection); True when the text changed."""
     return _put(model.metadata_props, BOUNDARIES, _compact(summary))

@@ -79,13 +79,10 @@ def _derived(value: ir.Value, owners: dict[str, str], prefix: str) -> bool:
     """A floating-point initializer with a value, named after no parameter (with or
     without a wrapper's ``prefix``)."""
     tensor = value.const_value
-    name = value.name or ""
-    if prefix and name.startswith(prefix):
-        name = name[len(prefix) :]
     return (
         tensor is not None
         and tensor.dtype.is_floating_point()
-        and name not in owners
+        and metadata.unprefixed(value.name or "", prefix) not in owners
         and tensor.size > 0
     )
 
