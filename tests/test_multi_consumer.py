@@ -92,6 +92,11 @@ def test_consumers_on_every_value_and_idempotent():
     assert not MultiConsumerPass()(model).modified
     # Value metadata survives serialization.
     assert consumers(_copy(model).graph.initializers["fc1.bias"]) == ["/MLP/Layer.fc1"]
+    # Equal records are one string in memory (a 100k-node model has few distinct ones).
+    fc1 = [
+        graph.initializers[n].metadata_props[metadata.CONSUMERS] for n in ("fc1.weight", "fc1.bias")
+    ]
+    assert fc1[0] == '["/MLP/Layer.fc1"]' and fc1[0] is fc1[1]
 
 
 def test_value_used_by_several_modules_lists_all_sorted():

@@ -146,9 +146,20 @@ def contexts(node: ir.Node) -> list[dict[str, str]]:
 def set_contexts(node: ir.Node, entries: list[dict[str, str]]) -> bool:
     """Write the context entries, deduplicated and sorted by (module, role); none removes
     the key. Returns whether the stored text changed."""
-    unique = {(e["module"], e["role"]) for e in entries}
-    data = [{"module": m, "role": r} for m, r in sorted(unique)]
-    return _put(node.metadata_props, CONTEXTS, _compact(data) if data else None)
+    unique = tuple(sorted({(e["module"], e["role"]) for e in entries}))
+    return _put(node.metadata_props, CONTEXTS, _contexts_text(unique) if unique else None)
+
+
+# Many values and nodes carry the same record (every value a layer passes to the next):
+# one shared string per distinct record keeps a 100k-node model's metadata small.
+@functools.lru_cache(maxsize=16384)
+def _shared_text(names: tuple[str, ...]) -> str:
+    return _compact(list(names))
+
+
+@functools.lru_cache(maxsize=16384)
+def _contexts_text(pairs: tuple[tuple[str, str], ...]) -> str:
+    return _compact([{"module": m, "role": r} for m, r in pairs])
 
 
 def parse_name_list(text: str) -> list[str] | None:
@@ -199,7 +210,7 @@ def consumers(value: ir.Value) -> set[str] | None:
 
 def set_consumers(value: ir.Value, tags: set[str] | list[str] | None) -> bool:
     """Record the consuming modules (sorted); None removes the key. True when changed."""
-    text = None if tags is None else _compact(sorted(set(tags)))
+    text = None if tags is None else _shared_text(tuple(sorted(set(tags))))
     return _put(value.metadata_props, CONSUMERS, text)
 
 
