@@ -10,7 +10,7 @@ from onnx_builders import feeds, run_ort, tagged_mlp
 
 import graphtag
 from graphtag.core import io as gio
-from graphtag.core import metadata
+from graphtag.core import metadata, proto_file
 
 
 def test_round_trip_keeps_metadata(tmp_path):
@@ -31,12 +31,12 @@ def test_failed_save_leaves_existing_output_and_no_temp_file(tmp_path, monkeypat
     graphtag.save(tagged_mlp(seed=1), path)
     before = path.read_bytes()
 
-    def failing_save(model, target, **kwargs):
+    def failing_write(proto, target):
         with open(target, "wb") as f:
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ir, "save", failing_save)
+    monkeypatch.setattr(proto_file, "write_proto", failing_write)
     with pytest.raises(graphtag.GraphtagError, match="could not write .*disk full"):
         graphtag.save(tagged_mlp(seed=2), path)
     assert path.read_bytes() == before

@@ -364,13 +364,14 @@ def test_unwritable_output_is_an_error_and_writes_nothing(bert, bert_ort_all, tm
 
 def test_failed_write_leaves_nothing(bert, bert_ort_all, tmp_path, monkeypatch, capsys):
     from graphtag.cli import main
+    from graphtag.core import proto_file
 
-    def broken_save(model, path, **kwargs):
+    def broken_write(proto, path):
         with open(path, "wb") as handle:
             handle.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ir, "save", broken_save)
+    monkeypatch.setattr(proto_file, "write_proto", broken_write)
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
     assert main(["retag", str(bert.path), str(bert_ort_all), "-o", str(out)]) == 2

@@ -35,6 +35,7 @@ import onnx_ir as ir
 
 from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import iter_all_nodes, iter_initializers
+from graphtag.core.proto_file import write_model
 
 logger = logging.getLogger(__name__)
 
@@ -305,9 +306,9 @@ def _in_memory(tensor: ir.TensorProtocol) -> ir.TensorProtocol:
 
 
 def _write_proto(model: ir.Model, tmp_name: str) -> None:
-    # Without external_data, ir.save writes every tensor as it is: the ExternalTensors
-    # swapped in keep their locations, the others are embedded.
-    ir.save(model, tmp_name)
+    # Every tensor is written as it is: the ExternalTensors swapped in keep their
+    # locations, the others are embedded.
+    write_model(model, tmp_name)
 
 
 def _free_data_name(folder: Path, model_name: str, taken: set[str]) -> str:

@@ -14,6 +14,7 @@ from graphtag.core import outputs
 from graphtag.core.errors import GraphtagError
 from graphtag.core.external_data import check_external_data, save_external
 from graphtag.core.graphs import iter_initializers
+from graphtag.core.proto_file import write_model
 from graphtag.core.strings import invalid_strings
 
 # protobuf refuses messages of 2 GiB; leave room for the graph itself.
@@ -108,7 +109,7 @@ def save(
             # Embedding needs the values; references would point next to the old file.
             ir.external_data.load_to_model(model)
         with atomic_output(path) as tmp_name:
-            ir.save(model, tmp_name)
+            write_model(model, tmp_name)
     except GraphtagError as exc:
         if isinstance(exc.__cause__, ir.serde.SerdeError):
             raise unserializable_error(model, path, exc.__cause__) from exc.__cause__
