@@ -954,3 +954,71 @@ def test_a_module_under_two_names_is_no_false_mismatch():
         verify_modules(module, inputs, transform=_scale_initializer("pa.own.weight", 1.5))
     )
     assert faulty[parent_a].status == "MISMATCH"
+
+
+class _UnsortedRouter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Linear(8, 6, bias=False)
+
+    def forward(self, x):
+        scores = self.w(x).sigmoid()
+        index = torch.topk(scores, k=3, dim=-1, sorted=False)[1]
+        return scores.gather(1, index), index
+
+
+class _Mixture(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.router = _UnsortedRouter()
+        self.experts = nn.Parameter(torch.randn(6, 8))
+
+    def forward(self, x):
+        weights, index = self.router(x)
+        return (weights.unsqueeze(-1) * self.experts[index]).sum(1)  # order-independent
+
+
+def test_an_unsorted_top_k_is_reordered_not_a_mismatch(tmp_path):
+    """topk(sorted=False) leaves the order of its result unspecified, and PyTorch and
+    onnxruntime pick different ones: the router is REORDERED (matched, named, not a
+    failure) exactly when onnxruntime's indices differ from PyTorch's in order only,
+    which is checked here independently of verify. A wrong weight is still a MISMATCH."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    module, x = _Mixture().eval(), torch.randn(16, 8)
+    inputs = ExampleInputs((x,), {})
+    _, torch_index = module.router(x)
+    program = torch.onnx.export(module, (x,), dynamo=True, optimize=False, verbose=False)
+    topk = next(node for node in program.model.graph if node.op_type == "TopK")
+    program.model.graph.outputs.append(topk.outputs[1])
+    program.save(tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    ort_index = session.run(None, {session.get_inputs()[0].name: x.numpy()})[1]
+    same_sets = np.array_equal(np.sort(ort_index, -1), np.sort(torch_index.numpy(), -1))
+    assert same_sets  # the same experts, whatever their order
+    reordered = not np.array_equal(ort_index, torch_index.numpy())
+
+    checks = _by_tag(verify_modules(module, inputs))
+    router = checks["/_Mixture/_UnsortedRouter"]
+    assert router.status == ("REORDERED" if reordered else "OK"), router.reason
+    assert not router.failed and router.matched == router.total == 2
+    if reordered:
+        assert router.reordered == 2 and "output[1]" in router.reason
+        assert "order" in router.status_text()
+    assert checks["/_Mixture"].status == "OK"
+    faulty = _by_tag(verify_modules(module, inputs, transform=_scale_initializer("experts", 1.5)))
+    assert faulty["/_Mixture"].status == "MISMATCH"
+
+
+def test_rows_permuted_within_match_unordered_but_not_across():
+    from graphtag.exporter.verify import best_match_unordered
+
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    within = rows[:, ::-1].copy()
+    across = rows.T.reshape(3, 4).copy()  # the same elements, moved between rows
+    found, name = best_match_unordered(rows, [("within", within)], 1e-5, 1e-5)
+    assert name == "within" and found.within
+    found, _ = best_match_unordered(rows, [("across", across)], 1e-5, 1e-5)
+    assert not found.within
+    assert best_match_unordered(rows[:, :1], [("one", rows[:, :1])], 1e-5, 1e-5) == (None, None)

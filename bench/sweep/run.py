@@ -396,7 +396,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         n
         for r in verified
         for s, n in r["verify"]["counts"].items()
-        if s in ("OK", "UNUSED", "CONSTANT")
+        if s in ("OK", "UNUSED", "CONSTANT", "REORDERED")
     )
     faults = [
         f for r in rows for f in (r.get("faults") or {}).values() if f.get("caught") is not None

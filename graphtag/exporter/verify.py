@@ -54,7 +54,9 @@ the extracted model computes.
 
 Statuses: OK; UNUSED (every live tensor matched, some dead ones have no node); CONSTANT
 (every live tensor matched, some input-independent ones only by a constant of the graph
-outside the module's outputs); MISMATCH (a live tensor has no match); NOT-EXECUTED (no
+outside the module's outputs); REORDERED (every live tensor matched, some only once
+each row is sorted: an operation with unspecified output order, as top-k without
+sorting, ordered them differently); MISMATCH (a live tensor has no match); NOT-EXECUTED (no
 call in the eager run); NO-NODES (executed, but no node carries its tag or a
 descendant's, e.g. folded away by the optimizer); ERROR (extraction or onnxruntime
 failed; ``reason``). A module with nothing to compare (all outputs passed through) is
@@ -88,7 +90,16 @@ logger = logging.getLogger(__name__)
 # error grows with the magnitude of the values and with depth (compare_arrays).
 RTOL = 1e-3
 ATOL = 1e-5
-STATUSES = ("OK", "UNUSED", "CONSTANT", "MISMATCH", "NOT-EXECUTED", "NO-NODES", "ERROR")
+STATUSES = (
+    "OK",
+    "UNUSED",
+    "CONSTANT",
+    "REORDERED",
+    "MISMATCH",
+    "NOT-EXECUTED",
+    "NO-NODES",
+    "ERROR",
+)
 
 
 @dataclasses.dataclass
@@ -104,24 +115,28 @@ class ModuleCheck:
     unused: int = 0  # dead captured tensors no value reproduces (no node computes them)
     internal: int = 0  # of the matched, reproduced by a value internal to the module
     constant: int = 0  # of the matched, input-independent and reproduced by a constant
+    reordered: int = 0  # of the matched, equal only up to the order along the last axis
     max_abs_diff: float | None = None  # worst best-candidate |onnx - torch|; None: none
     max_rel_diff: float | None = None  # same, relative to max |torch| of that tensor
     calls: int = 0
     # ERROR: the failure; MISMATCH: the first unmatched tensors; UNUSED: the first unused
-    # ones; CONSTANT: the first folded constants and the values matching them; NO-NODES:
+    # ones; CONSTANT: the first folded constants and the values matching them;
+    # REORDERED: the first tensors equal only up to order and their values; NO-NODES:
     # where its computation went ("fused into <tag>", "folded into constant <name>"),
     # when known.
     reason: str = ""
     unmatched: list[str] = dataclasses.field(default_factory=list)
     unused_outputs: list[str] = dataclasses.field(default_factory=list)
     constant_outputs: list[str] = dataclasses.field(default_factory=list)
+    reordered_outputs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return self.status in ("MISMATCH", "ERROR")
 
     def status_text(self) -> str:
-        shown = self.status in ("ERROR", "NO-NODES", "UNUSED", "CONSTANT") and self.reason
+        shown = self.status in ("ERROR", "NO-NODES", "UNUSED", "CONSTANT", "REORDERED")
+        shown = shown and bool(self.reason)
         return f"{self.status}: {self.reason}" if shown else self.status
 
 
@@ -423,12 +438,19 @@ def _match_calls(
             # call itself uses (or nothing uses) may be any value the subgraph computes.
             strict = last and item.outside and not foreign
             best, name = best_match(item.array, (final if strict else computed).items(), rtol, atol)
-            folded = False
+            folded = reordered = False
             if item.live and item.constant and constants is not None and not _within(best):
                 # Input-independent: the exporter may have folded it into its consumers.
                 found, where_found = best_match(item.array, constants.items(), rtol, atol)
                 if _within(found):
                     best, name, folded = found, where_found, True
+            if item.live and not _within(best):
+                # An operation whose output order is unspecified (top-k without sorting)
+                # may order its result differently in PyTorch and onnxruntime.
+                pool = (final if strict else computed).items()
+                found, where_found = best_match_unordered(item.array, pool, rtol, atol)
+                if _within(found):
+                    best, name, reordered = found, where_found, True
             if best is not None and (best.within or item.live):
                 worst_abs = best.abs if worst_abs is None else max(worst_abs, best.abs)
                 worst_rel = best.rel if worst_rel is None else max(worst_rel, best.rel)
@@ -436,6 +458,11 @@ def _match_calls(
                 check.matched += 1
                 check.constant += 1
                 check.constant_outputs.append(f"{where}{item.describe()} = {name}")
+            elif reordered:
+                check.matched += 1
+                check.reordered += 1
+                check.internal += name not in final
+                check.reordered_outputs.append(f"{where}{item.describe()} ~ {name}")
             elif best is not None and best.within:
                 check.matched += 1
                 check.internal += name not in final
@@ -459,6 +486,15 @@ def _match_calls(
             + " (input-independent: the exporter copied it into its consumers)"
         )
         check.reason = f"{check.reason}; {folded}" if check.reason else folded
+    if check.reordered_outputs and not check.unmatched:  # UNUSED and CONSTANT win
+        if check.status == "OK":
+            check.status = "REORDERED"
+        order = (
+            ", ".join(check.reordered_outputs[:3])
+            + " equal only up to the order of elements along the last axis (an operation"
+            " whose output order is unspecified, such as top-k without sorting)"
+        )
+        check.reason = f"{check.reason}; {order}" if check.reason else order
 
 
 def _within(found: Difference | None) -> bool:
@@ -560,6 +596,25 @@ def best_match(
             if best.abs == 0.0:
                 break
     return best, name
+
+
+def best_match_unordered(
+    expected: np.ndarray, candidates: Iterable[tuple[str, Any]], rtol: float, atol: float
+) -> tuple[Difference | None, str | None]:
+    """:func:`best_match` of the arrays sorted along their last axis: equal up to the
+    order of each row's elements (None when that order cannot differ)."""
+    if expected.ndim == 0 or expected.shape[-1] < 2:
+        return None, None
+    try:
+        ordered = np.sort(expected, axis=-1)
+    except TypeError:  # not orderable
+        return None, None
+    same_shape = (
+        (key, np.sort(value, axis=-1))
+        for key, value in candidates
+        if isinstance(value, np.ndarray) and value.shape == expected.shape
+    )
+    return best_match(ordered, same_shape, rtol, atol)
 
 
 # ---------------------------------------------------------------------------- PyTorch side
