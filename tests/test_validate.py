@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 
@@ -361,3 +362,33 @@ def test_zoo_exports_validate_and_analyze(zoo_path, name, coverage):
     assert analysis.untagged == [] and analysis.modules[0].nodes_inclusive == analysis.nodes
     shared = [(s.name, len(s.tags)) for s in analysis.shared_parameters]
     assert shared == ([("lm_head.weight", 2)] if name == "gpt2-lmhead" else [])
+
+
+def test_parameters_named_through_a_module_s_other_name():
+    """One module object under two names (``pa.s`` and ``pb.inner``): the hierarchy
+    records its parameters under the first name, dynamo names the initializers after
+    the other. They count as held under another name of their module (was: "removed by
+    the optimizer"), and only because the hierarchy knows that name."""
+    from alias_models import two_parents
+
+    from graphtag.checks.validation import parameter_kinds
+
+    module, args = two_parents()
+    model = graphtag.export(module, args, optimize=False, exporter="dynamo", verbose=False).model
+    hierarchy = graphtag.Hierarchy.from_model(model)
+    shared = hierarchy.tag_of("pa.s")
+    assert hierarchy.tag_of("pb.inner") == shared and hierarchy.is_alias("pb.inner")
+    assert not hierarchy.is_alias("pa.s") and not hierarchy.is_alias("pa.s.l")
+    assert hierarchy.alias_roots() == {shared: ["pb.inner"]}
+    assert "pb.inner.l.weight" in model.graph.initializers
+    check = result(model, "parameter-coverage")
+    assert check.status == "PASS" and "2 under another name of their module" in check.detail
+    kinds = parameter_kinds(model, hierarchy)
+    assert kinds["pa.s.l.weight"] == kinds["pa.s.l.bias"] == "alias"
+    assert kinds["pa.own.weight"] == "initializer"
+    # Without the second name the same initializers explain nothing by name.
+    forgotten = dataclasses.replace(
+        hierarchy,
+        name_to_tag={n: t for n, t in hierarchy.name_to_tag.items() if not n.startswith("pb.")},
+    )
+    assert parameter_kinds(model, forgotten)["pa.s.l.weight"] != "alias"

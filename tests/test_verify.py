@@ -20,6 +20,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 import torch
+from alias_models import two_parents
 from torch import nn
 from zoo import ZOO
 
@@ -895,54 +896,12 @@ def test_an_input_dependent_output_matching_a_constant_is_a_mismatch():
     assert a0.constant == 0
 
 
-class _AliasShared(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.l = torch.nn.Linear(8, 8)
-
-    def forward(self, x):
-        return torch.tanh(self.l(x))
-
-
-class _AliasParentA(torch.nn.Module):
-    def __init__(self, shared):
-        super().__init__()
-        self.s, self.own = shared, torch.nn.Linear(8, 8)
-
-    def forward(self, x):
-        return self.s(self.own(x)) * 2
-
-
-class _AliasParentB(torch.nn.Module):
-    def __init__(self, shared):
-        super().__init__()
-        self.inner = shared  # the same object as ParentA's ``s``: one tag, ParentA's
-
-    def forward(self, x):
-        return self.inner(x) + 1
-
-
-class _TwoParents(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        shared = _AliasShared()
-        self.pa, self.pb = _AliasParentA(shared), _AliasParentB(shared)
-
-    def forward(self, x):
-        return self.pb(self.pa(x))
-
-
-def _two_parents():
-    torch.manual_seed(0)
-    return _TwoParents().eval(), (torch.randn(2, 8),)
-
-
 def test_a_module_under_two_names_is_no_false_mismatch():
     """ParentB's call of the shared module is tagged inside ParentA (one object, one
     tag): ParentA's output is then read inside its own subgraph. It is compared with
     the values that subgraph computes, not reported missing (was: MISMATCH "no match
     for output"); a fault in ParentA's own weight is still caught."""
-    module, inputs = _two_parents()
+    module, inputs = two_parents()
     checks = _by_tag(verify_modules(module, inputs))
     parent_a = "/_TwoParents/_AliasParentA"
     assert parent_a in checks and "/_TwoParents/_AliasParentA/_AliasShared" in checks

@@ -22,6 +22,9 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
     ``inherited_parameters`` of every module) is accounted for, as one of:
 
     * an *initializer* (or graph input) of that name;
+    * *alias*: an initializer named through another name of its module: a module object
+      registered under two names (``a.s`` and ``b.inner``) has one tag and records its
+      parameters under its first name, while the exporter may use the other;
     * *folded*: named in a recorded origin of a folded value
       (``pkg.onnxscript.optimizer.folded_from``, or graphtag's origin key when defined:
       graphtag's TorchScript export records it on a constant folded from a parameter,
@@ -259,7 +262,7 @@ def _present(model: ir.Model) -> set[str]:
 
 def parameter_kinds(model: ir.Model, hierarchy: Hierarchy) -> dict[str, str]:
     """Every parameter the hierarchy records -> how ``model`` holds it (the kinds of the
-    parameter-coverage rule: "initializer", "folded", "merged", "tied", "unused",
+    parameter-coverage rule: "initializer", "alias", "folded", "merged", "tied", "unused",
     "removed", "outside", "renamed", "missing")."""
     owners = recorded_parameters(hierarchy)
     if not owners:
@@ -271,6 +274,7 @@ def parameter_kinds(model: ir.Model, hierarchy: Hierarchy) -> dict[str, str]:
     folded = recorded_origins(model)
     renamed = _by_dotted_suffix(present)
     extracted = model.metadata_props.get(metadata.EXTRACTED_MODULE)
+    aliases = hierarchy.alias_roots()
     kinds: dict[str, str] = {}
     pending: dict[str, list[str]] = {}  # owner tag -> parameters to explain structurally
     for name, owner in owners.items():
@@ -278,6 +282,8 @@ def parameter_kinds(model: ir.Model, hierarchy: Hierarchy) -> dict[str, str]:
             kinds[name] = "outside"  # an extracted module keeps the whole hierarchy
         elif name in present:
             kinds[name] = "initializer"
+        elif any(other in present for other in _alias_names(hierarchy, aliases, name, owner)):
+            kinds[name] = "alias"
         elif name in folded:
             kinds[name] = "folded"
         elif name in merged:
@@ -296,6 +302,17 @@ def parameter_kinds(model: ir.Model, hierarchy: Hierarchy) -> dict[str, str]:
             missing = evidence[owner] == "missing"
             kinds[name] = "removed" if missing and name in dropped else evidence[owner]
     return {name: kinds[name] for name in owners}
+
+
+def _alias_names(
+    hierarchy: Hierarchy, aliases: dict[str, list[str]], name: str, owner: str
+) -> list[str]:
+    """``name``, a parameter of module ``owner``, through the module's other names (the
+    exporter may name the tensor after the path it met first)."""
+    base = hierarchy.modules[owner].name
+    if not base or not name.startswith(base + "."):
+        return []
+    return [alias + name[len(base) :] for alias in aliases.get(owner, ())]
 
 
 def _optimizer_removed(model: ir.Model) -> set[str]:
@@ -321,6 +338,7 @@ def _by_dotted_suffix(names: set[str]) -> dict[str, str]:
 
 _KIND_LABELS = (
     ("initializer", "initializers"),
+    ("alias", "under another name of their module"),
     ("folded", "folded (recorded origin)"),
     ("merged", "merged into an identical parameter"),
     ("tied", "tied to a shared parameter"),

@@ -108,6 +108,25 @@ class Hierarchy:
         """Tag for a dotted module name, or None when the name is not a module."""
         return self.name_to_tag.get(module_name)
 
+    def is_alias(self, module_name: str) -> bool:
+        """Whether ``module_name`` is a second name of a module object (or lies below one):
+        a module registered under two names (``a.s`` and ``b.inner``) has one tag, its
+        first name's, and the other name maps to that tag from outside its dotted name."""
+        info = self.modules.get(self.name_to_tag.get(module_name, ""))
+        return info is not None and not name_within(module_name, info.name)
+
+    def alias_roots(self) -> dict[str, list[str]]:
+        """Tag -> the other names its module object is registered under (not the names
+        below them, which the aliases of its filtered-out children are)."""
+        found: dict[str, list[str]] = {}
+        for name, tag in self.name_to_tag.items():
+            if self.is_alias(name):
+                found.setdefault(tag, []).append(name)
+        return {
+            tag: [n for n in names if not any(m != n and name_within(n, m) for m in names)]
+            for tag, names in found.items()
+        }
+
     def to_json_dict(self) -> dict:
         return {
             "schema": SCHEMA_VERSION,

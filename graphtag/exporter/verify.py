@@ -79,7 +79,7 @@ import torch
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import subgraphs_of
-from graphtag.core.hierarchy import name_within, tag_parent
+from graphtag.core.hierarchy import Hierarchy, name_within, tag_parent
 from graphtag.exporter.dataflow import DataflowRecorder
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.switches import implementation_switches
@@ -301,12 +301,12 @@ def _hosts_foreign_calls(hierarchy: Any) -> set[str]:
     ``a`` that ``b.inner`` reads is read *inside* that subgraph: it need not be one of its
     outputs. For each alias name (one not below the dotted name of the module it maps
     to), every module containing that tag but not that name hosts a foreign call."""
-    names = getattr(hierarchy, "name_to_tag", None) or {}
-    modules = getattr(hierarchy, "modules", None) or {}
+    if not isinstance(hierarchy, Hierarchy):
+        return set()  # a plain list of modules knows no names
+    modules = hierarchy.modules
     hosts: set[str] = set()
-    for name, tag in names.items():
-        info = modules.get(tag)
-        if info is None or name_within(name, info.name):
+    for name, tag in hierarchy.name_to_tag.items():
+        if not hierarchy.is_alias(name):
             continue  # a canonical name (or one of a module folded into its kept parent)
         current: str | None = tag
         while current is not None and current in modules:
@@ -382,7 +382,6 @@ def _ambiguous_scopes(model: ir.Model) -> dict[str, str]:
     scopes that several modules write alike (see graphtag.analysis.attribution)."""
     from graphtag.analysis.attribution import TorchScriptScopeResolver
     from graphtag.core.graphs import iter_all_nodes
-    from graphtag.core.hierarchy import Hierarchy
 
     hierarchy = Hierarchy.from_model(model)
     if hierarchy is None or model.metadata_props.get(metadata.EXPORT_ROUTE) != "torchscript":
