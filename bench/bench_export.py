@@ -3,7 +3,7 @@
 Usage::
 
     python bench/bench_export.py [--models bert-tiny gpt2-24] [--repeat N] [--json OUT]
-                                 [--profile]
+                                 [--profile] [--processes]
 
 Both sides get the same model object, the same inputs and the same options (torch's
 defaults, ``verbose=False``; torch exports with dynamo, graphtag with its default
@@ -13,6 +13,8 @@ to a fresh temporary folder (torch's default ``external_data=True``: weights in
 optimization and the write. One warm-up call each, then ``--repeat`` (default 5) timed
 calls each, alternating which goes first, in one process; medians are reported with
 ``ratio = graphtag / plain``. The garbage collector is collected before every call.
+``--processes`` times every export in a fresh process instead (a tiny warm-up export
+first), so no export inherits the previous one's caches and heap.
 
 ``--profile`` runs one more graphtag export per model under cProfile and prints where
 graphtag's time goes beyond the plain export (hierarchy, the export pipeline's passes:
@@ -108,15 +110,25 @@ def timed(side: str, model, inputs: ExampleInputs) -> tuple[float, int]:
         return time.perf_counter() - start, nodes
 
 
-def bench_model(name: str, repeat: int) -> dict:
-    model, inputs = MODELS[name]()
+def bench_model(name: str, repeat: int, *, processes: bool = False) -> dict:
+    """``repeat`` rounds, alternating which side goes first, after a warm-up round.
+
+    ``processes``: each timed export in a fresh process (``_one``, which warms up on the
+    tiny BERT itself, so there is no warm-up round): one process accumulates torch's
+    caches and heap from export to export, which made single GPT-2 exports range from
+    8.6 to 13.5 s here."""
+    if processes:
+        run, first = (lambda side: _in_child(side, name)), 1
+    else:
+        model, inputs = MODELS[name]()
+        run, first = (lambda side: timed(side, model, inputs)), 0
     times: dict[str, list[float]] = {side: [] for side in SIDES}
     nodes: dict[str, int] = {}
-    for i in range(1 + repeat):  # the first round is the warm-up
+    for i in range(first, 1 + repeat):  # round 0 is the warm-up
         order = list(SIDES) if i % 2 == 0 else list(reversed(SIDES))
         this_round = {}
         for side in order:
-            this_round[side], nodes[side] = timed(side, model, inputs)
+            this_round[side], nodes[side] = run(side)
             if i:
                 times[side].append(this_round[side])
         print(
@@ -125,6 +137,31 @@ def bench_model(name: str, repeat: int) -> dict:
             file=sys.stderr,
             flush=True,
         )
+    return _row(name, nodes, times)
+
+
+def _in_child(side: str, name: str) -> tuple[float, int]:
+    import subprocess
+
+    command = [sys.executable, __file__, "_one", side, name]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{side} export of {name} failed:\n{done.stderr[-2000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    return row["seconds"], row["nodes"]
+
+
+def _one(side: str, name: str) -> None:
+    """Child of --processes: a warm-up export of the tiny BERT, then one timed export."""
+    with quiet():
+        small, small_inputs = tiny_bert()
+        timed(side, small, small_inputs)
+        model, inputs = MODELS[name]()
+        seconds, nodes = timed(side, model, inputs)
+    print(json.dumps({"seconds": seconds, "nodes": nodes}))
+
+
+def _row(name: str, nodes: dict[str, int], times: dict[str, list[float]]) -> dict:
     medians = {side: statistics.median(values) for side, values in times.items()}
     return {
         "model": name,
@@ -202,24 +239,32 @@ def profile_model(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_one"]:
+        _one(argv[1], argv[2])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per side (>= 1)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--profile", action="store_true", help="profile graphtag's phases")
+    parser.add_argument(
+        "--processes", action="store_true", help="each timed export in a fresh process"
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     rows = []
     with quiet():
         for name in args.models:
-            rows.append(bench_model(name, args.repeat))
+            rows.append(bench_model(name, args.repeat, processes=args.processes))
         if args.profile:
             for name in args.models:
                 profile_model(name)
+    where = "each in a fresh process after a tiny warm-up" if args.processes else "1 warm-up"
     print(
         f"\ngraphtag.export vs torch.onnx.export (dynamo, same options, both writing to a "
-        f"temp dir), median of {args.repeat} after 1 warm-up, alternating:\n"
+        f"temp dir), median of {args.repeat} after {where}, alternating:\n"
     )
     print(markdown(rows))
     if args.json:
