@@ -926,15 +926,23 @@ class _UnsortedRouter(nn.Module):
         return scores.gather(1, index), index
 
 
+class _ExpertRows(nn.Module):
+    def forward(self, rows):
+        return torch.nn.functional.silu(rows * 2)
+
+
 class _Mixture(nn.Module):
     def __init__(self):
         super().__init__()
         self.router = _UnsortedRouter()
         self.experts = nn.Parameter(torch.randn(6, 8))
+        self.act = _ExpertRows()
 
     def forward(self, x):
         weights, index = self.router(x)
-        return (weights.unsqueeze(-1) * self.experts[index]).sum(1)  # order-independent
+        picked = self.experts[index]  # (token, k) rows in the router's order
+        rows = self.act(picked.reshape(-1, picked.shape[-1])).reshape(picked.shape)
+        return (weights.unsqueeze(-1) * rows).sum(1)  # order-independent
 
 
 def test_an_unsorted_top_k_is_reordered_not_a_mismatch(tmp_path):
@@ -965,12 +973,14 @@ def test_an_unsorted_top_k_is_reordered_not_a_mismatch(tmp_path):
     if reordered:
         assert router.reordered == 2 and "output[1]" in router.reason
         assert "order" in router.status_text()
+    # The activation sees the (token, k) rows in that order: rows reordered (axis 0).
+    assert checks["/_Mixture/_ExpertRows"].status == ("REORDERED" if reordered else "OK")
     assert checks["/_Mixture"].status == "OK"
     faulty = _by_tag(verify_modules(module, inputs, transform=_scale_initializer("experts", 1.5)))
     assert faulty["/_Mixture"].status == "MISMATCH"
 
 
-def test_rows_permuted_within_match_unordered_but_not_across():
+def test_reordered_along_one_axis_matches_but_mixed_elements_do_not():
     from graphtag.exporter.verify import best_match_unordered
 
     rows = np.arange(12, dtype=np.float32).reshape(3, 4)
@@ -980,4 +990,8 @@ def test_rows_permuted_within_match_unordered_but_not_across():
     assert name == "within" and found.within
     found, _ = best_match_unordered(rows, [("across", across)], 1e-5, 1e-5)
     assert not found.within
-    assert best_match_unordered(rows[:, :1], [("one", rows[:, :1])], 1e-5, 1e-5) == (None, None)
+    found, name = best_match_unordered(rows, [("rows", rows[[2, 0, 1]])], 1e-5, 1e-5)
+    assert name == "rows" and found.within  # whole rows in another order (axis 0)
+    found, _ = best_match_unordered(rows, [("changed", rows[:, ::-1] + 0.5)], 1e-5, 1e-5)
+    assert not found.within
+    assert best_match_unordered(rows[:1, :1], [("one", rows[:1, :1])], 1e-5, 1e-5) == (None, None)

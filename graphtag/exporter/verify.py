@@ -55,7 +55,7 @@ the extracted model computes.
 Statuses: OK; UNUSED (every live tensor matched, some dead ones have no node); CONSTANT
 (every live tensor matched, some input-independent ones only by a constant of the graph
 outside the module's outputs); REORDERED (every live tensor matched, some only once
-each row is sorted: an operation with unspecified output order, as top-k without
+sorted along one axis: an operation with unspecified output order, as top-k without
 sorting, ordered them differently); MISMATCH (a live tensor has no match); NOT-EXECUTED (no
 call in the eager run); NO-NODES (executed, but no node carries its tag or a
 descendant's, e.g. folded away by the optimizer); ERROR (extraction or onnxruntime
@@ -115,7 +115,7 @@ class ModuleCheck:
     unused: int = 0  # dead captured tensors no value reproduces (no node computes them)
     internal: int = 0  # of the matched, reproduced by a value internal to the module
     constant: int = 0  # of the matched, input-independent and reproduced by a constant
-    reordered: int = 0  # of the matched, equal only up to the order along the last axis
+    reordered: int = 0  # of the matched, equal only up to the order along one axis
     max_abs_diff: float | None = None  # worst best-candidate |onnx - torch|; None: none
     max_rel_diff: float | None = None  # same, relative to max |torch| of that tensor
     calls: int = 0
@@ -490,8 +490,8 @@ def _match_calls(
             check.status = "REORDERED"
         order = (
             ", ".join(check.reordered_outputs[:3])
-            + " equal only up to the order of elements along the last axis (an operation"
-            " whose output order is unspecified, such as top-k without sorting)"
+            + " equal only up to the order of elements along one axis (an operation whose"
+            " output order is unspecified, such as top-k without sorting)"
         )
         check.reason = f"{check.reason}; {order}" if check.reason else order
 
@@ -600,20 +600,34 @@ def best_match(
 def best_match_unordered(
     expected: np.ndarray, candidates: Iterable[tuple[str, Any]], rtol: float, atol: float
 ) -> tuple[Difference | None, str | None]:
-    """:func:`best_match` of the arrays sorted along their last axis: equal up to the
-    order of each row's elements (None when that order cannot differ)."""
-    if expected.ndim == 0 or expected.shape[-1] < 2:
-        return None, None
-    try:
-        ordered = np.sort(expected, axis=-1)
-    except TypeError:  # not orderable
-        return None, None
-    same_shape = (
-        (key, np.sort(value, axis=-1))
+    """:func:`best_match` of the arrays sorted along one axis (each axis of length 2 or
+    more in turn, the last first): equal up to the order of the elements along it, as
+    when an operation with unspecified output order (top-k without sorting) ordered
+    them differently, or rows were processed in that order. None when no order can
+    differ."""
+    axes = [a for a in reversed(range(expected.ndim)) if expected.shape[a] >= 2]
+    same_shape = [
+        (key, value)
         for key, value in candidates
         if isinstance(value, np.ndarray) and value.shape == expected.shape
-    )
-    return best_match(ordered, same_shape, rtol, atol)
+    ]
+    best: Difference | None = None
+    name: str | None = None
+    for axis in axes:
+        try:
+            ordered = np.sort(expected, axis=axis)
+        except TypeError:  # not orderable
+            return None, None
+        found, where = best_match(
+            ordered, ((key, np.sort(value, axis=axis)) for key, value in same_shape), rtol, atol
+        )
+        if found is not None and (
+            best is None or (found.excess, found.abs) < (best.excess, best.abs)
+        ):
+            best, name = found, where
+            if best.within:
+                break
+    return best, name
 
 
 # ---------------------------------------------------------------------------- PyTorch side
