@@ -208,6 +208,27 @@ TRANSFORMERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         "OlmoeForCausalLM",
         {**_MOE, "num_experts": 4, "num_experts_per_tok": 2, "pad_token_id": 0, "eos_token_id": 2},
     ),
+    "deepseek-v3": (  # a router with unsorted top-k: verify's REORDERED
+        "decoder (MoE)",
+        "DeepseekV3Config",
+        "DeepseekV3ForCausalLM",
+        {
+            **_DECODER,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "moe_intermediate_size": 16,
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "n_group": 1,
+            "topk_group": 1,
+            "first_k_dense_replace": 1,
+            "kv_lora_rank": 16,
+            "q_lora_rank": 16,
+            "qk_rope_head_dim": 8,
+            "qk_nope_head_dim": 8,
+            "v_head_dim": 16,
+        },
+    ),
     # decoders: state space
     "mamba": ("decoder (SSM)", "MambaConfig", "MambaForCausalLM", _SSM),
     "mamba2": (

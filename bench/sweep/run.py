@@ -408,7 +408,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         f"export with auto (the ladder: dynamo, switches, TorchScript): {share(auto)}",
         f"export by some route: {share(anyway)}",
         f"verified models: {len(verified)}; modules: {modules}, executed: {executed}, "
-        f"OK, UNUSED or CONSTANT: {good} ({good / executed:.1%})"
+        f"OK, UNUSED, CONSTANT or REORDERED: {good} ({good / executed:.1%})"
         if executed
         else "verified: 0",
         f"injected faults caught: {sum(bool(f['caught']) for f in faults)}/{len(faults)}",
