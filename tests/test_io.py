@@ -17,6 +17,8 @@ def test_round_trip_keeps_metadata(tmp_path):
     model = tagged_mlp()
     model.metadata_props["pkg.graphtag.version"] = "test"
     path = graphtag.save(model, tmp_path / "m.onnx")
+    # graphtag.core.proto_file writes protobuf's own encoding, field by field.
+    assert path.read_bytes() == ir.serde.serialize_model(model).SerializeToString()
     loaded = graphtag.load(path)
     assert [metadata.node_tag(n) for n in loaded.graph] == [
         metadata.node_tag(n) for n in model.graph
