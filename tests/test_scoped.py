@@ -160,6 +160,96 @@ def test_a_constant_copy_the_pass_edited_stays_the_scope_own():
     assert not np.allclose(run_ort(model, FEEDS)[0], run_ort(reference, FEEDS)[0])
 
 
+class EditInPlacePass(ir.passes.InPlacePass):
+    """Keep every node and edge; stamp metadata and doc strings, drop two tags, stamp
+    internal values, and stamp the copy of the outside Constant (metadata only)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for node in model.graph:
+            node.metadata_props["test.stamp"] = node.name
+            if node.op_type == "Relu":
+                node.doc_string = "edited"
+            if node.op_type == "Add":
+                metadata.set_tag(node, None)
+                node.outputs[0].metadata_props["test.value"] = "add"
+        return ir.passes.PassResult(model, True)
+
+
+def _ids(model: ir.Model) -> list[int]:
+    return [id(n) for n in model.graph]
+
+
+def test_a_rewrite_that_keeps_the_wiring_is_copied_onto_the_same_nodes(monkeypatch):
+    """Same result as the full splice (forced by hiding the extraction's origins), but
+    on the model's own node objects: nothing moves, nothing is re-sorted."""
+    from graphtag.surgery import splice
+
+    model, reference = layers(2), layers(2)
+    before, ids = views(model), _ids(model)
+    inside = {n.name for n in select(model, "*/Layer.0").nodes}
+    result = Scoped(EditInPlacePass(), "*/Layer.0")(model)
+    assert result.modified
+    assert result.stats["scopes"] == 1
+    assert result.stats["nodes_removed"] == result.stats["nodes_added"] == 0
+    assert result.stats["retagged"] == 2  # the two Adds lost their tag: the scope's again
+    assert _ids(model) == ids
+    after = views(model)
+    assert not outside_changes(before, after, inside)
+    assert after["n0_Constant"] == before["n0_Constant"]  # the copy's stamp stays behind
+    for name in inside:
+        assert after[name] != before[name]
+    adds = [n for n in model.graph if n.op_type == "Add" and n.name in inside]
+    assert {metadata.tag_source(n) for n in adds} == {SCOPE_TAG_SOURCE}
+    assert {n.outputs[0].metadata_props.get("test.value") for n in adds} == {"add"}
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    for got, want in zip(run_ort(model, FEEDS), run_ort(reference, FEEDS)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+    full = layers(2)
+    monkeypatch.setattr(splice._Wiring, "of", classmethod(lambda cls, graph, origins: None))
+    spliced = Scoped(EditInPlacePass(), "*/Layer.0")(full)
+    assert spliced.stats["nodes_removed"] == spliced.stats["nodes_added"] == len(inside)
+    assert views(full) == after
+    assert [[v.metadata_props for v in n.outputs] for n in full.graph] == [
+        [v.metadata_props for v in n.outputs] for n in model.graph
+    ]
+
+
+def _scaled_constant() -> ir.Model:
+    """``/M/A``: Mul(x, Constant 1.5); ``/M/B``: Relu."""
+    from scoped_builders import _Builder
+
+    b = _Builder()
+    c = b.node("Constant", [], "/M/A", value=ir.tensor(np.full((4,), 1.5, np.float32)))
+    return b.model(b.node("Relu", [b.node("Mul", [b.x, c], "/M/A")], "/M/B"), ["/M/A", "/M/B"])
+
+
+def test_an_attribute_replaced_in_place_reaches_the_model(monkeypatch):
+    from graphtag.surgery import splice
+
+    results = []
+    for path in ("in place", "full splice"):
+        if path == "full splice":
+            monkeypatch.setattr(splice._Wiring, "of", classmethod(lambda cls, g, o: None))
+        model = _scaled_constant()
+        ids = _ids(model)
+        Scoped(DoubleConstantsPass(), "/M/A")(model)
+        assert (_ids(model) == ids) == (path == "in place")
+        onnx.checker.check_model(ir.to_proto(model), full_check=True)
+        want = np.maximum(FEEDS["x"] * 3.0, 0)  # the Constant doubled: 1.5 -> 3
+        np.testing.assert_allclose(run_ort(model, FEEDS)[0], want, rtol=1e-6)
+        results.append(views(model))
+    assert results[0] == results[1]
+
+
+def test_a_restructuring_rewrite_still_goes_through_the_full_splice():
+    model = layers(2)
+    ids = set(_ids(model))
+    result = Scoped(cse(), "*/Layer.0")(model)
+    assert result.stats["nodes_removed"] == 6 and result.stats["nodes_added"] == 5
+    assert not ids & {id(n) for n in model.graph if metadata.node_tag(n) == "/M/Layer.0"}
+
+
 class RecordHierarchyPass(ir.passes.InPlacePass):
     """Record the modules and module names of the hierarchy each model carries."""
 

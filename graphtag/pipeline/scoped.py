@@ -15,7 +15,9 @@ How a scope is rewritten (:mod:`graphtag.core.scoping` has the pass-side protoco
   (:mod:`graphtag.surgery.splice`): boundary values keep their names, types and shapes
   (a pass changing one is an error naming it), new nodes get the scope's tag, and
   nothing outside the scope changes. The main graph is re-sorted (a no-op unless the
-  scope's nodes were interleaved with others);
+  scope's nodes were interleaved with others). A rewrite that kept every node and edge
+  (it edited metadata, attributes or types) is copied onto the scope's own nodes
+  instead: the same result, with no node moved and no re-sort;
 * native: a pass with ``call_scoped(model, scope)`` restricts itself on the whole model
   (graphtag's tag passes); it runs once over the union of the scopes;
 * a pass whose class declares ``whole_model = "reason"`` cannot be scoped: building the
@@ -178,7 +180,7 @@ class Scoped(ir.passes.InPlacePass):
         splicer = Splicer(model)
         order = _GraphOrder(model)
         current = dict(scopes)
-        spliced = False
+        modified = resort = False  # resort: nodes were moved, not only edited
         for tag, _ in scopes:
             nodes = current[tag]
             if not nodes:
@@ -191,10 +193,11 @@ class Scoped(ir.passes.InPlacePass):
                 continue
             boundaries[tag] = boundary
             try:
-                extracted = extractor.extract(tag)
+                extracted, origins = extractor.extract_traced(tag)
             except GraphtagError as exc:
                 raise ScopedPassError(f"pass '{self.name}': cannot extract {exc}") from exc
-            before = ExtractedIO.of(extracted, boundary, order.reentries(boundary, scope))
+            reentries = order.reentries(boundary, scope)
+            before = ExtractedIO.of(extracted, boundary, reentries, origins)
             result = self._run_on(extracted, tag)
             stats.update(stats_of(result))
             diagnostics.extend(f"{tag}: {d}" for d in diagnostics_of(result))
@@ -207,10 +210,11 @@ class Scoped(ir.passes.InPlacePass):
                 raise
             except GraphtagError as exc:
                 raise ScopedPassError(str(exc)) from exc
-            spliced = True
+            modified = True
+            resort = resort or not done.in_place
             stats["scopes"] += 1
             stats["nodes_removed"] += done.removed
-            stats["nodes_added"] += len(done.nodes)
+            stats["nodes_added"] += 0 if done.in_place else len(done.nodes)
             stats["retagged"] += done.retagged
             stats["renamed"] += done.renamed
             for inner in nested.get(tag, ()):  # they continue from this scope's result
@@ -219,7 +223,7 @@ class Scoped(ir.passes.InPlacePass):
                     for n in done.nodes
                     if (t := metadata.node_tag(n)) is not None and is_ancestor_or_self(inner, t)
                 ]
-        if spliced:
+        if resort:
             try:
                 TopologicalSortPass()(model)
             except GraphtagError as exc:
@@ -227,7 +231,7 @@ class Scoped(ir.passes.InPlacePass):
                     f"pass '{self.name}' (@{self.pattern}): the rewritten modules do not fit "
                     f"back into the graph: {exc}"
                 ) from exc
-        return PassResult(model, spliced, stats=dict(stats), diagnostics=diagnostics)
+        return PassResult(model, modified, stats=dict(stats), diagnostics=diagnostics)
 
     def _run_on(self, extracted: ir.Model, tag: str) -> ir.passes.PassResult:
         try:

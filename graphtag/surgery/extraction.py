@@ -103,6 +103,11 @@ class Extractor:
         self._inferred: dict[str, dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]] = {}
 
     def extract(self, tag: str) -> ir.Model:
+        return self.extract_traced(tag)[0]
+
+    def extract_traced(self, tag: str) -> tuple[ir.Model, list[ir.Node]]:
+        """:meth:`extract`, plus the source node of each node of the extracted main graph
+        (graph order): the modules' own nodes and the outside Constants copied in."""
         boundary = self.boundaries.get(tag)
         if boundary is None or not boundary.nodes:
             raise missing_module_error(self.model, tag, self.boundaries)
@@ -123,10 +128,11 @@ class Extractor:
         for value in [*boundary.inputs, *boundary.outputs]:
             if not value.name:
                 raise GraphtagError(f"module {tag}: a boundary value has no name")
+        origins = _ordered(tag, [*constant_nodes, *boundary.nodes])
         view = ir.GraphView(
             boundary.inputs,
             boundary.outputs,
-            nodes=_ordered(tag, [*constant_nodes, *boundary.nodes]),
+            nodes=origins,
             initializers=initializers,
             opset_imports=dict(source.graph.opset_imports),
             name=tag,
@@ -160,7 +166,7 @@ class Extractor:
         metadata.set_extracted_module(extracted, tag)
         # Only the module's nodes use its values now (its outputs: nothing inside it).
         metadata.refresh_consumers(iter_values(extracted))
-        return extracted
+        return extracted, origins
 
     @functools.cached_property
     def _hierarchy_index(self) -> _HierarchyIndex | None:

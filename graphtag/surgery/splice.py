@@ -24,6 +24,12 @@ Rules:
   has raises (both are shared with the rest of the model). Model and graph metadata
   the pass wrote on the extraction are not carried over.
 
+A rewrite that kept every node and edge of the extraction (same nodes, same values,
+same names; it edited attributes, metadata, doc strings or types) is copied onto the
+model's own nodes instead, which :meth:`Splicer.splice` does when the extraction's
+origins were given (``ExtractedIO.of(..., origins)``): the same result, O(scope), with
+nothing moved or renamed.
+
 The rewritten nodes are inserted before the first original node; the caller sorts the
 graph afterwards when the original nodes were interleaved with outside nodes
 (:class:`graphtag.pipeline.scoped.Scoped` does). Cost: O(nodes, edges and uses of the
@@ -112,6 +118,7 @@ class ExtractedIO:
     # input name -> the outputs it is computed from outside the scope (see
     # graphtag.analysis.boundaries.reentrant_inputs): paths the pass must not close.
     reentries: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    wiring: _Wiring | None = None  # given the extraction's origins
 
     @classmethod
     def of(
@@ -119,7 +126,10 @@ class ExtractedIO:
         extracted: ir.Model,
         boundary: ModuleBoundary,
         reentries: dict[str, set[str]] | None = None,
+        origins: list[ir.Node] | None = None,
     ) -> ExtractedIO:
+        """``origins``: the source node of each extracted node (Extractor.extract_traced);
+        with them, a rewrite that keeps the wiring is copied back onto those nodes."""
         graph = extracted.graph
         copied = {v.name for v in boundary.constants if not v.is_initializer()}
         copies: dict[str, tuple[ir.Node, tuple]] = {}
@@ -135,7 +145,58 @@ class ExtractedIO:
             copies,
             frozenset(extracted.functions),
             dict(reentries or {}),
+            _Wiring.of(graph, origins) if origins is not None else None,
         )
+
+
+class _Wiring:
+    """The extraction's nodes and edges as the pass received them, each node paired with
+    the model node it was copied from: what tells a rewrite that kept every node and
+    edge (it edited attributes, metadata, types) from one that restructured.
+
+    An extraction holding a control-flow body is never "kept" (bodies are not followed).
+    """
+
+    def __init__(self, nodes: list[ir.Node], origins: list[ir.Node], graph: ir.Graph) -> None:
+        self.nodes = nodes
+        self.pairs = list(zip(nodes, origins))
+        self.graph_io = (tuple(graph.inputs), tuple(graph.outputs))
+        self.initializers = [(v, v.name, v.const_value) for v in graph.initializers.values()]
+        self.opsets = dict(graph.opset_imports)
+        self.edges = _edges(nodes)
+
+    @classmethod
+    def of(cls, graph: ir.Graph, origins: list[ir.Node]) -> _Wiring | None:
+        nodes = list(graph)
+        if len(nodes) != len(origins) or _any_body(nodes):
+            return None
+        return cls(nodes, origins, graph)
+
+    def kept(self, graph: ir.Graph) -> bool:
+        """Whether ``graph`` (the rewrite) has the same nodes, in the same order, reading
+        and writing the same values under the same names, with the same interface."""
+        if (tuple(graph.inputs), tuple(graph.outputs)) != self.graph_io:
+            return False
+        if dict(graph.opset_imports) != self.opsets:
+            return False
+        initializers = graph.initializers
+        if len(initializers) != len(self.initializers) or any(
+            initializers.get(name) is not value or value.const_value is not tensor
+            for value, name, tensor in self.initializers
+        ):
+            return False
+        nodes = list(graph)  # Nodes and Values compare by identity
+        return nodes == self.nodes and _edges(nodes) == self.edges and not _any_body(nodes)
+
+
+def _edges(nodes: list[ir.Node]) -> tuple[list[tuple], list[str | None]]:
+    """The nodes' ops and names, the values they read and write, and those values' names."""
+    ops = [(n.op_type, n.domain, n.overload, n.name, n.inputs, n.outputs) for n in nodes]
+    return ops, [v.name for n in nodes for v in n.outputs]
+
+
+def _any_body(nodes: list[ir.Node]) -> bool:
+    return any(subgraphs_of(n) for n in nodes if n.attributes)
 
 
 def _fingerprint(node: ir.Node) -> tuple:
@@ -168,6 +229,7 @@ class SpliceResult:
     renamed: int  # values and nodes renamed to keep names unique
     initializers_added: int
     initializers_removed: int
+    in_place: bool = False  # the rewrite kept the wiring: copied onto the same nodes
 
 
 class Splicer:
@@ -211,6 +273,10 @@ class Splicer:
         _check_reentries(where, before, new_graph)
         new_opsets = self._check_opsets(where, rewritten)
         new_functions = self._check_functions(where, before, rewritten)
+        if before.wiring is not None and not new_functions and before.wiring.kept(new_graph):
+            done = self._copy_back(before, rewritten, tag)
+            if done is not None:
+                return done
 
         originals = {v.name: v for v in boundary.inputs}
         constants = {v.name: v for v in boundary.constants}
@@ -302,6 +368,36 @@ class Splicer:
         return SpliceResult(
             kept, len(old_nodes), retagged, renamed, len(created), removed_initializers
         )
+
+    def _copy_back(self, before: ExtractedIO, rewritten: ir.Model, tag: str) -> SpliceResult | None:
+        """A rewrite that kept every node and edge, copied onto the model's own nodes: the
+        same result as the full splice, without moving nodes or re-indexing names. None
+        (nothing changed) when the pass edited a copied outside Constant: those stay
+        the scope's own, which only the full splice does."""
+        wiring = before.wiring
+        assert wiring is not None
+        copies = {id(node): mark for node, mark in before.constant_copies.values()}
+        if any(
+            id(new) in copies and not _same_fingerprint(_fingerprint(new), copies[id(new)])
+            for new, _ in wiring.pairs
+        ):
+            return None
+        handed = {id(v) for v in rewritten.graph.outputs}  # the model's view of them stays
+        nodes: list[ir.Node] = []
+        retagged = 0
+        for new, old in wiring.pairs:
+            if id(new) in copies:  # an outside Constant's copy left alone: the original serves
+                continue
+            _copy_node(new, old)
+            for value, own in zip(new.outputs, old.outputs):
+                if id(value) not in handed:
+                    _copy_value(value, own)
+            if metadata.node_tag(old) is None:
+                metadata.set_tag(old, tag, SCOPE_TAG_SOURCE)
+                retagged += 1
+            nodes.append(old)
+        self.model.ir_version = max(self.model.ir_version, rewritten.ir_version)
+        return SpliceResult(nodes, 0, retagged, 0, 0, 0, in_place=True)
 
     # -- checks (nothing is changed before they pass) -------------------------------------
 
@@ -409,6 +505,28 @@ class Splicer:
         for function in functions:
             model.functions[function.identifier()] = function
         return len(renames)
+
+
+def _copy_node(new: ir.Node, old: ir.Node) -> None:
+    """What a rewrite keeping the wiring may have changed on ``new``, onto ``old``."""
+    attributes, edited = old.attributes.data, new.attributes.data  # Attr's == reads values
+    if len(attributes) != len(edited) or any(attributes.get(k) is not a for k, a in edited.items()):
+        old.attributes.clear()
+        old.attributes.update(edited)
+    if old.metadata_props != new.metadata_props:
+        old.metadata_props.clear()
+        old.metadata_props.update(new.metadata_props)
+    old.doc_string = new.doc_string
+
+
+def _copy_value(new: ir.Value, old: ir.Value) -> None:
+    old.type, old.doc_string = new.type, new.doc_string
+    old.shape = new.shape
+    if old.const_value is not new.const_value:
+        old.const_value = new.const_value
+    if old.metadata_props != new.metadata_props:
+        old.metadata_props.clear()
+        old.metadata_props.update(new.metadata_props)
 
 
 def _check_reentries(where: str, before: ExtractedIO, graph: ir.Graph) -> None:
