@@ -250,6 +250,61 @@ def test_a_restructuring_rewrite_still_goes_through_the_full_splice():
     assert not ids & {id(n) for n in model.graph if metadata.node_tag(n) == "/M/Layer.0"}
 
 
+class PrependIdentityPass(ir.passes.InPlacePass):
+    """Put an Identity of the first computed value at the very front of the graph, before
+    its producer: a rewrite that is not in dependency order."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        front = next(iter(model.graph))
+        first = next(n for n in model.graph if n.inputs)
+        value = first.outputs[0]
+        uses = list(value.uses())
+        identity = ir.Node("", "Identity", [value], name="prepended", num_outputs=1)
+        identity.outputs[0].name, identity.outputs[0].type = "prepended_out", value.type
+        model.graph.insert_before(front, identity)
+        for use in uses:
+            use.node.replace_input_with(use.idx, identity.outputs[0])
+        return ir.passes.PassResult(model, True)
+
+
+def _interleaved() -> ir.Model:
+    """``/M/A`` = {n0, n2} with ``/M/B``'s n1 between them, reading n0 and read by n2."""
+    from scoped_builders import _Builder
+
+    b = _Builder()
+    a = b.node("Relu", [b.x], "/M/A")
+    between = b.node("Neg", [a], "/M/B")
+    return b.model(b.node("Add", [a, between], "/M/A"), ["/M/A", "/M/B"])
+
+
+@pytest.mark.parametrize(
+    ("build", "pass_", "pattern", "sorts"),
+    [
+        (lambda: layers(3), InsertIdentityPass, "*/Layer.1", 0),  # one run, in order
+        (lambda: layers(3), cse, "*/Layer.1", 0),
+        (lambda: layers(3), PrependIdentityPass, "*/Layer.1", 1),  # out of order
+        (_interleaved, InsertIdentityPass, "/M/A", 1),  # the scope is not one run
+    ],
+)
+def test_the_graph_is_sorted_again_only_when_a_splice_may_have_broken_its_order(
+    monkeypatch, build, pass_, pattern, sorts
+):
+    import graphtag.pipeline.scoped as scoped
+
+    calls = []
+
+    class Counting(scoped.TopologicalSortPass):
+        def call(self, model):
+            calls.append(1)
+            return super().call(model)
+
+    monkeypatch.setattr(scoped, "TopologicalSortPass", Counting)
+    model, reference = build(), build()
+    assert Scoped(pass_(), pattern)(model).modified
+    assert len(calls) == sorts
+    check_clean(model, reference)
+
+
 class RecordHierarchyPass(ir.passes.InPlacePass):
     """Record the modules and module names of the hierarchy each model carries."""
 

@@ -14,8 +14,8 @@ How a scope is rewritten (:mod:`graphtag.core.scoping` has the pass-side protoco
   ``modified=True`` the result is spliced back in place of the scope's nodes
   (:mod:`graphtag.surgery.splice`): boundary values keep their names, types and shapes
   (a pass changing one is an error naming it), new nodes get the scope's tag, and
-  nothing outside the scope changes. The main graph is re-sorted (a no-op unless the
-  scope's nodes were interleaved with others). A rewrite that kept every node and edge
+  nothing outside the scope changes. The main graph is re-sorted when the scope's
+  nodes were interleaved with others or the rewrite is not in dependency order. A rewrite that kept every node and edge
   (it edited metadata, attributes or types) is copied onto the scope's own nodes
   instead: the same result, with no node moved and no re-sort;
 * native: a pass with ``call_scoped(model, scope)`` restricts itself on the whole model
@@ -28,7 +28,9 @@ once, outermost first; the inner scope is then taken from the outer one's result
 (its nodes as the outer run left them), so the inner nodes are rewritten twice. Name
 only the outer module to rewrite them once. Cost: one walk of the model to select the
 scopes, then per scope one extraction, the pass on the extraction and one splice
-(each O(scope)), plus one O(model) name index and one sort check of the main graph.
+(each O(scope)), plus one O(model) name index, and one sort of the main graph when a
+splice may have broken its order (a scope whose nodes were not one unbroken run, or a
+rewrite that is not in dependency order).
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ class Scoped(ir.passes.InPlacePass):
         splicer = Splicer(model)
         order = _GraphOrder(model)
         current = dict(scopes)
-        modified = resort = False  # resort: nodes were moved, not only edited
+        modified = resort = False
         for tag, _ in scopes:
             nodes = current[tag]
             if not nodes:
@@ -211,7 +213,7 @@ class Scoped(ir.passes.InPlacePass):
             except GraphtagError as exc:
                 raise ScopedPassError(str(exc)) from exc
             modified = True
-            resort = resort or not done.in_place
+            resort = resort or not (done.in_order and order.contiguous(nodes))
             stats["scopes"] += 1
             stats["nodes_removed"] += done.removed
             stats["nodes_added"] += 0 if done.in_place else len(done.nodes)
@@ -268,10 +270,22 @@ class _GraphOrder:
             self._owners = subgraph_owners(self.graph)
         return self._owners.get(node)
 
-    def reentries(self, boundary: ModuleBoundary, scope: NodeScope) -> dict[str, set[str]]:
+    @property
+    def position(self) -> dict[ir.Node, int]:
         if self._position is None:
             self._position = {node: i for i, node in enumerate(self.graph)}
-        return reentrant_inputs(boundary, scope, self._position, self._enclosing)
+        return self._position
+
+    def reentries(self, boundary: ModuleBoundary, scope: NodeScope) -> dict[str, set[str]]:
+        return reentrant_inputs(boundary, scope, self.position, self._enclosing)
+
+    def contiguous(self, nodes: list[ir.Node]) -> bool:
+        """Whether ``nodes`` were one unbroken run of the main graph when it was indexed
+        (nodes added since, by an outer scope's splice, have no position: False)."""
+        where = [self.position.get(node) for node in nodes]
+        if not where or None in where:
+            return False
+        return max(where) - min(where) + 1 == len(where)  # type: ignore[type-var]
 
 
 def _nested(scopes: list[tuple[str, list[ir.Node]]]) -> dict[str, list[str]]:

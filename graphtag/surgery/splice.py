@@ -230,6 +230,9 @@ class SpliceResult:
     initializers_added: int
     initializers_removed: int
     in_place: bool = False  # the rewrite kept the wiring: copied onto the same nodes
+    # The new nodes come in dependency order and hold no bodies: where the replaced nodes
+    # were contiguous in a sorted graph, the graph stays sorted.
+    in_order: bool = False
 
 
 class Splicer:
@@ -366,7 +369,13 @@ class Splicer:
         values_taken.commit()
         nodes_taken.commit()
         return SpliceResult(
-            kept, len(old_nodes), retagged, renamed, len(created), removed_initializers
+            kept,
+            len(old_nodes),
+            retagged,
+            renamed,
+            len(created),
+            removed_initializers,
+            in_order=len(new_deep) == len(kept) and _in_order(kept),
         )
 
     def _copy_back(self, before: ExtractedIO, rewritten: ir.Model, tag: str) -> SpliceResult | None:
@@ -397,7 +406,7 @@ class Splicer:
                 retagged += 1
             nodes.append(old)
         self.model.ir_version = max(self.model.ir_version, rewritten.ir_version)
-        return SpliceResult(nodes, 0, retagged, 0, 0, 0, in_place=True)
+        return SpliceResult(nodes, 0, retagged, 0, 0, 0, in_place=True, in_order=True)
 
     # -- checks (nothing is changed before they pass) -------------------------------------
 
@@ -505,6 +514,17 @@ class Splicer:
         for function in functions:
             model.functions[function.identifier()] = function
         return len(renames)
+
+
+def _in_order(nodes: list[ir.Node]) -> bool:
+    """Whether no node reads a value that a later one of ``nodes`` produces."""
+    later = {id(n) for n in nodes}
+    for node in nodes:
+        later.discard(id(node))
+        for value in node.inputs:
+            if value is not None and id(value.producer()) in later:
+                return False
+    return True
 
 
 def _copy_node(new: ir.Node, old: ir.Node) -> None:
