@@ -81,9 +81,12 @@ def check_external_data(model: ir.Model, model_path: str | os.PathLike) -> None:
     model_path = Path(model_path)
     folder = Path(os.path.realpath(model_path.parent if str(model_path.parent) else "."))
     sizes: dict[str, os.stat_result] = {}
+    places: dict[str, str | None] = {}  # location -> real path: one realpath per file
     for name, tensor in external_tensors(model):
         location = os.fspath(tensor.location)
-        real = _resolve_inside(folder, location)
+        if location not in places:
+            places[location] = _resolve_inside(folder, location)
+        real = places[location]
         if real is None:
             raise GraphtagError(
                 f"{model_path}: tensor {name}: external data location {location!r} is outside "
