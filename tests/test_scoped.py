@@ -305,6 +305,36 @@ def test_the_graph_is_sorted_again_only_when_a_splice_may_have_broken_its_order(
     check_clean(model, reference)
 
 
+class CseThenClashPass(ir.passes.InPlacePass):
+    """CSE on layer 0 (names are only dropped), then, on layer 1, an Identity whose node
+    and value take names used outside the scope (``n0_Constant``, ``v0``)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if model.metadata_props[metadata.EXTRACTED_MODULE] == "/M/Layer.0":
+            return cse()(model)
+        first = next(n for n in model.graph if n.inputs)
+        value = first.outputs[0]
+        uses = list(value.uses())
+        identity = ir.Node("", "Identity", [value], name="n0_Constant", num_outputs=1)
+        identity.outputs[0].name, identity.outputs[0].type = "v0", value.type
+        model.graph.insert_after(first, identity)
+        for use in uses:
+            use.node.replace_input_with(use.idx, identity.outputs[0])
+        return ir.passes.PassResult(model, True)
+
+
+def test_names_stay_unique_when_the_name_index_is_first_needed_by_a_later_scope():
+    model, reference = layers(2), layers(2)
+    result = Scoped(CseThenClashPass(), "*/Layer.0|*/Layer.1")(model)
+    assert result.stats["scopes"] == 2 and result.stats["renamed"] == 2
+    nodes = [n.name for n in model.graph]
+    values = [v.name for n in model.graph for v in n.outputs]
+    values += [*model.graph.initializers, *(v.name for v in model.graph.inputs)]
+    assert len(nodes) == len(set(nodes)) and len(values) == len(set(values))
+    assert {"n0_Constant_1", "v0_1"} <= {*nodes, *values}
+    check_clean(model, reference)
+
+
 class RecordHierarchyPass(ir.passes.InPlacePass):
     """Record the modules and module names of the hierarchy each model carries."""
 

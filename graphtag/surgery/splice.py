@@ -42,7 +42,7 @@ from __future__ import annotations
 __all__ = ["SCOPE_TAG_SOURCE", "ExtractedIO", "SpliceResult", "Splicer"]
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import onnx_ir as ir
 
@@ -240,19 +240,11 @@ class Splicer:
 
     def __init__(self, model: ir.Model) -> None:
         self.model = model
-        self._value_names: set[str] | None = None
-        self._node_names: set[str] | None = None
-
-    def _names(self) -> tuple[set[str], set[str]]:
-        if self._value_names is None or self._node_names is None:
-            graph = self.model.graph
-            values = {v.name for v in graph.inputs if v.name}
-            values.update(name for name in graph.initializers if name)
-            every, defined = _walk(graph)
-            values.update(v.name for v in defined if v.name)
-            self._value_names = values
-            self._node_names = {n.name for n in every if n.name}
-        return self._value_names, self._node_names
+        # Built from the model as it is when first needed (a rewrite bringing a name its
+        # scope did not have; most keep or drop names), then kept up to date by every
+        # splice's commit.
+        self._values = _NameIndex(lambda: _value_names(model.graph))
+        self._nodes = _NameIndex(lambda: {n.name for n in _walk(model.graph)[0] if n.name})
 
     def splice(
         self,
@@ -316,11 +308,10 @@ class Splicer:
 
         old_nodes = boundary.nodes
         (old_deep, old_values), (new_deep, new_values) = _walk(old_nodes), _walk(kept)
-        value_names, node_names = self._names()
         freed_values = {v.name for v in old_values if v.name}
         freed_nodes = {n.name for n in old_deep if n.name}
-        values_taken = _Taken(value_names, freed_values)
-        nodes_taken = _Taken(node_names, freed_nodes)
+        values_taken = _Taken(self._values, freed_values)
+        nodes_taken = _Taken(self._nodes, freed_nodes)
         renamed = _unique_names(new_deep, new_values, values_taken, nodes_taken)
 
         read_initializers = [v for v in boundary.constants if v.is_initializer()]
@@ -346,7 +337,7 @@ class Splicer:
         for value in read_initializers:
             if not value.uses() and not value.is_graph_input() and not value.is_graph_output():
                 graph.initializers.pop(value.name)
-                value_names.discard(value.name)
+                values_taken.discard(value.name)
                 removed_initializers += 1
         for value in created:  # an output the pass made a constant is one of them
             if value.name in values_taken or value.name in graph.initializers:
@@ -581,20 +572,50 @@ def _check_reentries(where: str, before: ExtractedIO, graph: ir.Graph) -> None:
                     stack.extend(node.outputs)
 
 
-class _Taken:
-    """The names in use in the model while a splice runs: the indexed ``names`` minus the
-    ``freed`` ones of the replaced nodes, plus those the splice adds (no O(model) copy)."""
+def _value_names(graph: ir.Graph) -> set[str]:
+    """Every value name of ``graph`` and its bodies."""
+    names = {v.name for v in graph.inputs if v.name}
+    names.update(name for name in graph.initializers if name)
+    names.update(v.name for v in _walk(graph)[1] if v.name)
+    return names
 
-    def __init__(self, names: set[str], freed: set[str]) -> None:
-        self.names, self.freed = names, freed
+
+class _NameIndex:
+    """The names in use in a model, built on first use."""
+
+    def __init__(self, build: Callable[[], set[str]]) -> None:
+        self._build = build
+        self.names: set[str] | None = None
+
+    def get(self) -> set[str]:
+        if self.names is None:
+            self.names = self._build()
+        return self.names
+
+
+class _Taken:
+    """The names in use in the model while a splice runs: the ``index`` minus the
+    ``freed`` ones of the replaced nodes, plus those the splice adds (no O(model) copy;
+    a name the replaced nodes had is free without looking at the index)."""
+
+    def __init__(self, index: _NameIndex, freed: set[str]) -> None:
+        self.index, self.freed = index, freed
         self.added: set[str] = set()
 
     def __contains__(self, name: object) -> bool:
-        return name in self.added or (name in self.names and name not in self.freed)
+        if name in self.added:
+            return True
+        return name not in self.freed and name in self.index.get()
 
     def add(self, name: str | None) -> None:
         if name:
             self.added.add(name)
+
+    def discard(self, name: str | None) -> None:
+        """``name`` is no longer in use (a removed initializer's)."""
+        self.added.discard(name or "")
+        if self.index.names is not None:
+            self.index.names.discard(name or "")
 
     def fresh(self, name: str, *also: Iterable[str]) -> str:
         """``name_1``, ``name_2``, ... the first not in use (nor in ``also``)."""
@@ -605,9 +626,11 @@ class _Taken:
         return candidate
 
     def commit(self) -> None:
-        """Make the index the model's names after the splice."""
-        self.names -= self.freed
-        self.names |= self.added
+        """Make the index, if built, the model's names after the splice."""
+        names = self.index.names
+        if names is not None:
+            names -= self.freed
+            names |= self.added
 
 
 def _unique_names(
