@@ -14,7 +14,9 @@ optimization and the write. One warm-up call each, then ``--repeat`` (default 5)
 calls each, alternating which goes first, in one process; medians are reported with
 ``ratio = graphtag / plain``. The garbage collector is collected before every call.
 ``--processes`` times every export in a fresh process instead (a tiny warm-up export
-first), so no export inherits the previous one's caches and heap.
+first), so no export inherits the previous one's caches and heap. Each export's CPU
+time (``time.process_time``: every thread of the process) is reported beside its wall
+time: on a shared machine it moves far less with the other work than wall time does.
 
 ``--profile`` runs one more graphtag export per model under cProfile and prints where
 graphtag's time goes beyond the plain export (hierarchy, the export pipeline's passes:
@@ -102,12 +104,13 @@ def tagged(model: torch.nn.Module, inputs: ExampleInputs, path: Path) -> int:
 SIDES = {"plain": plain, "graphtag": tagged}
 
 
-def timed(side: str, model, inputs: ExampleInputs) -> tuple[float, int]:
+def timed(side: str, model, inputs: ExampleInputs) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the process's threads, nodes) of one export."""
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         gc.collect()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         nodes = SIDES[side](model, inputs, Path(tmp) / "model.onnx")
-        return time.perf_counter() - start, nodes
+        return time.perf_counter() - start, time.process_time() - cpu, nodes
 
 
 def bench_model(name: str, repeat: int, *, processes: bool = False) -> dict:
@@ -123,24 +126,26 @@ def bench_model(name: str, repeat: int, *, processes: bool = False) -> dict:
         model, inputs = MODELS[name]()
         run, first = (lambda side: timed(side, model, inputs)), 0
     times: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     nodes: dict[str, int] = {}
     for i in range(first, 1 + repeat):  # round 0 is the warm-up
         order = list(SIDES) if i % 2 == 0 else list(reversed(SIDES))
         this_round = {}
         for side in order:
-            this_round[side], nodes[side] = run(side)
+            this_round[side], seconds, nodes[side] = run(side)
             if i:
                 times[side].append(this_round[side])
+                cpu[side].append(seconds)
         print(
             f"  {name} round {i}{'' if i else ' (warm-up)'}: "
             + ", ".join(f"{side} {this_round[side]:.2f} s" for side in SIDES),
             file=sys.stderr,
             flush=True,
         )
-    return _row(name, nodes, times)
+    return _row(name, nodes, times, cpu)
 
 
-def _in_child(side: str, name: str) -> tuple[float, int]:
+def _in_child(side: str, name: str) -> tuple[float, float, int]:
     import subprocess
 
     command = [sys.executable, __file__, "_one", side, name]
@@ -148,7 +153,7 @@ def _in_child(side: str, name: str) -> tuple[float, int]:
     if done.returncode != 0:
         raise SystemExit(f"{side} export of {name} failed:\n{done.stderr[-2000:]}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    return row["seconds"], row["nodes"]
+    return row["seconds"], row["cpu_seconds"], row["nodes"]
 
 
 def _one(side: str, name: str) -> None:
@@ -157,12 +162,15 @@ def _one(side: str, name: str) -> None:
         small, small_inputs = tiny_bert()
         timed(side, small, small_inputs)
         model, inputs = MODELS[name]()
-        seconds, nodes = timed(side, model, inputs)
-    print(json.dumps({"seconds": seconds, "nodes": nodes}))
+        seconds, cpu, nodes = timed(side, model, inputs)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "nodes": nodes}))
 
 
-def _row(name: str, nodes: dict[str, int], times: dict[str, list[float]]) -> dict:
+def _row(
+    name: str, nodes: dict[str, int], times: dict[str, list[float]], cpu: dict[str, list[float]]
+) -> dict:
     medians = {side: statistics.median(values) for side, values in times.items()}
+    cpu_medians = {side: statistics.median(values) for side, values in cpu.items()}
     return {
         "model": name,
         "nodes_plain": nodes["plain"],
@@ -172,13 +180,21 @@ def _row(name: str, nodes: dict[str, int], times: dict[str, list[float]]) -> dic
         "ratio": medians["graphtag"] / medians["plain"],
         "plain_s": times["plain"],
         "graphtag_s": times["graphtag"],
+        # CPU time of the process (every thread): what the export costs, less exposed
+        # than wall time to other work on the machine.
+        "plain_cpu_median_s": cpu_medians["plain"],
+        "graphtag_cpu_median_s": cpu_medians["graphtag"],
+        "cpu_ratio": cpu_medians["graphtag"] / cpu_medians["plain"],
+        "plain_cpu_s": cpu["plain"],
+        "graphtag_cpu_s": cpu["graphtag"],
     }
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | nodes | plain median s | graphtag median s | ratio |",
-        "|---|---:|---:|---:|---:|",
+        "| model | nodes | plain median s | graphtag median s | ratio | plain CPU s | "
+        "graphtag CPU s | CPU ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         nodes = str(row["nodes_plain"])
@@ -186,7 +202,9 @@ def markdown(rows: list[dict]) -> str:
             nodes += f" (graphtag {row['nodes_graphtag']})"
         lines.append(
             f"| {row['model']} | {nodes} | {row['plain_median_s']:.3f} "
-            f"| {row['graphtag_median_s']:.3f} | {row['ratio']:.3f} |"
+            f"| {row['graphtag_median_s']:.3f} | {row['ratio']:.3f} "
+            f"| {row['plain_cpu_median_s']:.3f} | {row['graphtag_cpu_median_s']:.3f} "
+            f"| {row['cpu_ratio']:.3f} |"
         )
     return "\n".join(lines)
 

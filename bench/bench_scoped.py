@@ -12,7 +12,7 @@ in one process (median of ``--repeat`` runs):
 
 Goal: scoped <= unscoped + extraction, for every pass and pattern.
 
-    python bench/bench_scoped.py [--repeat 5] [--json out.json]
+    python bench/bench_scoped.py [--repeat 5] [--passes PASS ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def _extract_scopes(model: ir.Model, pattern: str) -> None:
         extractor.extract(tag)
 
 
-def bench(path: Path, repeat: int) -> list[dict]:
+def bench(path: Path, repeat: int, passes: list[str] = PASSES) -> list[dict]:
     rows = []
-    for pass_name in PASSES:
+    for pass_name in passes:
         for label, pattern in PATTERNS.items():
             whole, scoped, extraction = [], [], []
             for _ in range(repeat):
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--passes", nargs="+", default=PASSES, metavar="PASS")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_gpt2_24l(Path(tmp) / "gpt2-24l-noopt.onnx", optimize=False)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             "scoped / (unscoped + extraction) |"
         )
         print("|---|---|---:|---:|---:|---:|---:|")
-        rows = bench(path, args.repeat)
+        rows = bench(path, args.repeat, args.passes)
     if args.json:
         args.json.write_text(json.dumps({"nodes": nodes, "rows": rows}, indent=2))
 
