@@ -83,19 +83,28 @@ def test_unscoped_cse_would_merge_every_layer():
     assert sum(n.op_type == "Relu" for n in model.graph) == 3
 
 
+def insert_identity(
+    graph: ir.Graph, source: ir.Node, name: str, value_name: str, *, at: ir.Node | None = None
+) -> None:
+    """An untagged Identity of ``source``'s first output, read by all its users instead;
+    placed after ``source``, or before ``at``."""
+    value = source.outputs[0]
+    uses = list(value.uses())
+    identity = ir.Node("", "Identity", [value], name=name, num_outputs=1)
+    identity.outputs[0].name, identity.outputs[0].type = value_name, value.type
+    if at is None:
+        graph.insert_after(source, identity)
+    else:
+        graph.insert_before(at, identity)
+    for use in uses:
+        use.node.replace_input_with(use.idx, identity.outputs[0])
+
+
 class InsertIdentityPass(ir.passes.InPlacePass):
     """Put an untagged Identity after the first node of the graph."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        first = next(iter(model.graph))
-        value = first.outputs[0]
-        uses = list(value.uses())
-        identity = ir.Node("", "Identity", [value], name="inserted", num_outputs=1)
-        identity.outputs[0].name = "inserted_out"
-        identity.outputs[0].type = value.type
-        model.graph.insert_after(first, identity)
-        for use in uses:
-            use.node.replace_input_with(use.idx, identity.outputs[0])
+        insert_identity(model.graph, next(iter(model.graph)), "inserted", "inserted_out")
         return ir.passes.PassResult(model, True)
 
 
@@ -255,15 +264,10 @@ class PrependIdentityPass(ir.passes.InPlacePass):
     its producer: a rewrite that is not in dependency order."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        front = next(iter(model.graph))
         first = next(n for n in model.graph if n.inputs)
-        value = first.outputs[0]
-        uses = list(value.uses())
-        identity = ir.Node("", "Identity", [value], name="prepended", num_outputs=1)
-        identity.outputs[0].name, identity.outputs[0].type = "prepended_out", value.type
-        model.graph.insert_before(front, identity)
-        for use in uses:
-            use.node.replace_input_with(use.idx, identity.outputs[0])
+        insert_identity(
+            model.graph, first, "prepended", "prepended_out", at=next(iter(model.graph))
+        )
         return ir.passes.PassResult(model, True)
 
 
@@ -313,13 +317,7 @@ class CseThenClashPass(ir.passes.InPlacePass):
         if model.metadata_props[metadata.EXTRACTED_MODULE] == "/M/Layer.0":
             return cse()(model)
         first = next(n for n in model.graph if n.inputs)
-        value = first.outputs[0]
-        uses = list(value.uses())
-        identity = ir.Node("", "Identity", [value], name="n0_Constant", num_outputs=1)
-        identity.outputs[0].name, identity.outputs[0].type = "v0", value.type
-        model.graph.insert_after(first, identity)
-        for use in uses:
-            use.node.replace_input_with(use.idx, identity.outputs[0])
+        insert_identity(model.graph, first, "n0_Constant", "v0")
         return ir.passes.PassResult(model, True)
 
 
