@@ -15,9 +15,10 @@ How a scope is rewritten (:mod:`graphtag.core.scoping` has the pass-side protoco
   (:mod:`graphtag.surgery.splice`): boundary values keep their names, types and shapes
   (a pass changing one is an error naming it), new nodes get the scope's tag, and
   nothing outside the scope changes. The main graph is re-sorted when the scope's
-  nodes were interleaved with others or the rewrite is not in dependency order. A rewrite that kept every node and edge
-  (it edited metadata, attributes or types) is copied onto the scope's own nodes
-  instead: the same result, with no node moved and no re-sort;
+  nodes were interleaved with others or the rewrite is not in dependency order. A
+  rewrite that kept every node and edge (it edited metadata, attributes or types) is
+  copied onto the scope's own nodes instead: the same result, with no node moved and
+  no re-sort;
 * native: a pass with ``call_scoped(model, scope)`` restricts itself on the whole model
   (graphtag's tag passes); it runs once over the union of the scopes;
 * a pass whose class declares ``whole_model = "reason"`` cannot be scoped: building the
