@@ -60,13 +60,21 @@ class ModuleProfile:
         if self.torch is not None:
             extra |= {t for run in self.torch.calls for t, n in run.items() if n}
         self.tree = ModuleTree([*tags, *sorted(extra)], self.ort.order_hint)
+        self._views: dict[int | None, View] = {}  # the table and the JSON share one
 
     @property
     def all_notes(self) -> list[str]:
         return [*self.ort.notes, *self.notes]
 
     def view(self, depth: int | None = None) -> View:
-        """Figures per module, modules deeper than ``depth`` folded into their ancestor."""
+        """Figures per module, modules deeper than ``depth`` folded into their ancestor.
+
+        Computed once per depth: the view returned is shared, read it only."""
+        if depth not in self._views:
+            self._views[depth] = self._view(depth)
+        return self._views[depth]
+
+    def _view(self, depth: int | None) -> View:
         shown = self.tree.folded_into(depth)
         tree = self.tree if depth is None else ModuleTree(set(shown.values()), self.tree.order)
         ort = summarize(_fold(self.ort.series, shown, tree.root), tree)
