@@ -78,10 +78,6 @@ class Correspondence:
     signatures: dict[tuple, list[ir.Node]] | None = None
     use_counts: dict[int, int] = dataclasses.field(default_factory=dict)
 
-    @property
-    def matched_values(self) -> int:
-        return len(self.values)
-
 
 def match(rewritten: ir.Model, reference: ir.Model) -> Correspondence:
     """Match every scope of ``rewritten`` with the same scope of ``reference``."""

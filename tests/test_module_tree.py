@@ -14,7 +14,6 @@ from torch import nn
 from graphtag.analysis.attribution import (
     TorchScriptScopeResolver,
     tag_from_name_scopes,
-    tag_from_torchscript_scope,
 )
 from graphtag.core import metadata
 from graphtag.core.graphs import iter_all_nodes
@@ -330,18 +329,19 @@ def test_torchscript_scope_parsing() -> None:
         "/left/seq.0/ln/LayerNormalization": "/Net/Block.seq.0/LayerNorm",
         "Identity_3": "/Net",
     }
+    resolver = TorchScriptScopeResolver(h)
     for name, tag in cases.items():
-        assert tag_from_torchscript_scope(name, h) == tag, name
+        assert resolver.tag(name) == tag, name
     wrapped = TorchScriptScopeResolver(h, prefix="model")
     assert wrapped.tag("/model/left/lin/Gemm") == "/Net/Block.left"
     assert wrapped.tag("/model/Mul") == "/Net"
     assert wrapped.tag("/Cast") == "/Net"  # the wrapper's own node
-    assert tag_from_torchscript_scope("/model/seq/seq.0/Add", h, "model") == "/Net/Block.seq.0"
-    # One resolver is cached between calls: another model's hierarchy gets its own.
-    other = build_hierarchy(nn.Sequential(nn.LayerNorm(4)), FilterConfig.create(keep_all=True))
-    assert tag_from_torchscript_scope("/left/lin/Gemm", h) == "/Net/Block.left"
-    assert tag_from_torchscript_scope("/left/lin/Gemm", other) == other.name_to_tag[""]
-    assert tag_from_torchscript_scope("/0/LayerNormalization", other) == other.name_to_tag["0"]
+    assert wrapped.tag("/model/seq/seq.0/Add") == "/Net/Block.seq.0"
+    other = TorchScriptScopeResolver(
+        build_hierarchy(nn.Sequential(nn.LayerNorm(4)), FilterConfig.create(keep_all=True))
+    )
+    assert other.tag("/left/lin/Gemm") == other.hierarchy.name_to_tag[""]
+    assert other.tag("/0/LayerNormalization") == other.hierarchy.name_to_tag["0"]
 
 
 # ---------------------------------------------------------------- attribution (real exports)
@@ -471,7 +471,8 @@ def test_bert_dynamo_and_torchscript(tmp_path) -> None:
 
     wrapper = Wrapper(model, list(bert_inputs))
     nodes = _torchscript_nodes(wrapper, tuple(bert_inputs.values()), tmp_path / "bert_ts.onnx")
-    tags = {node.name: tag_from_torchscript_scope(node.name or "", h, "model") for node in nodes}
+    resolver = TorchScriptScopeResolver(h, prefix="model")
+    tags = {node.name: resolver.tag(node.name or "") for node in nodes}
     assert all(tag in h for tag in tags.values())
     assert tags["/model/encoder/layer.0/attention/self/query/MatMul"] == self_attention
     assert tags["/model/embeddings/word_embeddings/Gather"] == (

@@ -166,27 +166,3 @@ class TorchScriptScopeResolver:
             if anywhere:
                 return _outermost(anywhere)
         return set()
-
-
-_last_resolver: TorchScriptScopeResolver | None = None
-
-
-def tag_from_torchscript_scope(
-    node_name: str, hierarchy: Hierarchy, prefix: str = ""
-) -> str | None:
-    """Tag for a node of the TorchScript exporter, from its scoped name.
-
-    ``prefix`` is the scope path of the wrapped model when a wrapper module was exported
-    (its attribute name, e.g. ``model``); it is stripped so the wrapper never shows, and
-    the wrapper's own nodes get the root tag. Unscoped nodes get the root tag.
-    """
-    global _last_resolver
-    resolver = _last_resolver
-    # One cached resolver: callers tag all nodes of one model in a row.
-    if (
-        resolver is None
-        or resolver.hierarchy is not hierarchy
-        or resolver.prefix != _split_prefix(prefix)
-    ):
-        resolver = _last_resolver = TorchScriptScopeResolver(hierarchy, prefix)
-    return resolver.tag(node_name)

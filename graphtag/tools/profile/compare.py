@@ -32,12 +32,6 @@ class DiffRow:
     def total_delta(self) -> float | None:
         return _delta(self.total_a, self.total_b)
 
-    @property
-    def total_ratio(self) -> float | None:
-        if self.total_a is None or self.total_b is None or not self.total_a:
-            return None
-        return self.total_b / self.total_a
-
 
 @dataclasses.dataclass
 class Comparison:
