@@ -13,7 +13,8 @@ warm-up of each:
 
 Goal: graphtag / ONNX Runtime <= 1.2 (medians of ``--repeat`` pairs).
 
-    python bench/bench_profile.py [--repeat 5] [--runs 10] [--warmup 3] [--json out.json]
+    python bench/bench_profile.py [--repeat 5] [--runs 10] [--warmup 3] [--threads N]
+                                  [--json out.json]
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def export_models(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def ort_alone(path: Path, feeds: dict, warmup: int, runs: int, *, save: bool = False) -> float:
+def ort_alone(
+    path: Path, feeds: dict, warmup: int, runs: int, *, save: bool = False, threads: int = 0
+) -> float:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="graphtag-bench-ort-") as tmp:
@@ -64,6 +67,7 @@ def ort_alone(path: Path, feeds: dict, warmup: int, runs: int, *, save: bool = F
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort_profile")
         options.log_severity_level = 3
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, as graphtag's
         if save:
             options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
             options.add_session_config_entry(
@@ -76,10 +80,10 @@ def ort_alone(path: Path, feeds: dict, warmup: int, runs: int, *, save: bool = F
         return time.perf_counter() - start
 
 
-def graphtag_profile(path: Path, warmup: int, runs: int) -> float:
+def graphtag_profile(path: Path, warmup: int, runs: int, threads: int = 0) -> float:
     with tempfile.TemporaryDirectory(prefix="graphtag-bench-profile-") as tmp:
         argv = ["profile", str(path), "--warmup", str(warmup), "--runs", str(runs)]
-        argv += ["-o", str(Path(tmp) / "profile.json")]
+        argv += ["--threads", str(threads), "-o", str(Path(tmp) / "profile.json")]
         gc.collect()
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -93,13 +97,15 @@ def graphtag_profile(path: Path, warmup: int, runs: int) -> float:
 def bench(name: str, path: Path, args) -> dict:
     model = graphtag.load(path)
     feeds = make_feeds(model)  # what graphtag profile feeds (same seed, same arrays)
-    ort_alone(path, feeds, args.warmup, args.runs)
-    graphtag_profile(path, args.warmup, args.runs)
+    ort_alone(path, feeds, args.warmup, args.runs, threads=args.threads)
+    graphtag_profile(path, args.warmup, args.runs, args.threads)
     alone, saved, ours = [], [], []
     for _ in range(args.repeat):
-        alone.append(ort_alone(path, feeds, args.warmup, args.runs))
-        saved.append(ort_alone(path, feeds, args.warmup, args.runs, save=True))
-        ours.append(graphtag_profile(path, args.warmup, args.runs))
+        alone.append(ort_alone(path, feeds, args.warmup, args.runs, threads=args.threads))
+        saved.append(
+            ort_alone(path, feeds, args.warmup, args.runs, save=True, threads=args.threads)
+        )
+        ours.append(graphtag_profile(path, args.warmup, args.runs, args.threads))
     a, b = statistics.median(alone), statistics.median(ours)
     return {
         "model": name,
@@ -118,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads on both sides (0: default)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     print(f"load average before: {_load()}", file=sys.stderr)
@@ -125,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = [bench(name, path, args) for name, path in export_models(Path(tmp)).items()]
     print(
         f"graphtag profile vs ONNX Runtime's profiling alone, {args.warmup} warm-up + "
-        f"{args.runs} runs, median of {args.repeat}\n"
+        f"{args.runs} runs, intra-op threads {args.threads or 'default'}, median of "
+        f"{args.repeat}\n"
     )
     print(
         "| model | nodes | ORT profiling s | ORT, graph saved s | graphtag profile s | "
