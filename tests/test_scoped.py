@@ -288,6 +288,7 @@ def _interleaved() -> ir.Model:
         (lambda: layers(3), cse, "*/Layer.1", 0),
         (lambda: layers(3), PrependIdentityPass, "*/Layer.1", 1),  # out of order
         (_interleaved, InsertIdentityPass, "/M/A", 1),  # the scope is not one run
+        (_interleaved, EditInPlacePass, "/M/A", 0),  # copied in place: nothing moved
     ],
 )
 def test_the_graph_is_sorted_again_only_when_a_splice_may_have_broken_its_order(

@@ -214,7 +214,10 @@ class Scoped(ir.passes.InPlacePass):
             except GraphtagError as exc:
                 raise ScopedPassError(str(exc)) from exc
             modified = True
-            resort = resort or not (done.in_order and order.contiguous(nodes))
+            # Copied in place: nothing moved. Spliced: the new nodes sit where the first
+            # old one was, which keeps the order only if the old ones were one run.
+            if not done.in_place:
+                resort = resort or not (done.in_order and order.contiguous(nodes))
             stats["scopes"] += 1
             stats["nodes_removed"] += done.removed
             stats["nodes_added"] += 0 if done.in_place else len(done.nodes)
