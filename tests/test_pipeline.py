@@ -10,6 +10,7 @@ from onnx_builders import feeds, run_ort, tagged_mlp
 from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
 import graphtag
+from graphtag.analysis import manager
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, PipelineError, VerificationError
 from graphtag.pipeline import (
@@ -18,6 +19,7 @@ from graphtag.pipeline import (
     Pipeline,
     load_pipeline_toml,
     parse_pipeline,
+    registry,
 )
 
 
@@ -283,3 +285,55 @@ def test_option_descriptions_from_annotated(reg):
     assert (created.size, created.mode, created.name, created.plain) == (3, "b", "x", True)
     with pytest.raises(PipelineError, match="option 'size' expects int"):
         Pipeline.from_text("described{size=many}", reg)
+
+
+def _shared_input_model() -> ir.Model:
+    """``/M/A`` Relu read by two identical Negs, ``/M/B``'s and ``/M/C``'s; its value
+    records both modules as consumers. CSE keeps one Neg: then only ``/M/B`` reads it."""
+    from scoped_builders import _Builder
+
+    b = _Builder()
+    shared = b.node("Relu", [b.x], "/M/A")
+    total = b.node("Add", [b.node("Neg", [shared], "/M/B"), b.node("Neg", [shared], "/M/C")], "/M")
+    model = b.model(total, ["/M", "/M/A", "/M/B", "/M/C"])
+    metadata.set_consumers(shared, {"/M/B", "/M/C"})
+    return model
+
+
+def _shared_value(model: ir.Model) -> ir.Value:
+    return next(n for n in model.graph if n.op_type == "Relu").outputs[0]
+
+
+def test_consumer_records_are_made_true_after_a_pass_that_rewires():
+    """A pass of another package does not know graphtag's records: the pipeline refreshes
+    them after it (and only records that exist: none is added)."""
+    model = _shared_input_model()
+    pipeline = Pipeline.from_text("ir.common-subexpression-elimination")
+    pipeline(model)
+    assert sum(n.op_type == "Neg" for n in model.graph) == 1
+    assert (
+        metadata.consumers(_shared_value(model))
+        == {"/M/B"}
+        == metadata.consumer_tags(_shared_value(model))
+    )
+    assert pipeline.report.records[0].stats["consumers_refreshed"] == 1
+    recorded = [
+        v.name for n in model.graph for v in n.outputs if metadata.CONSUMERS in v.metadata_props
+    ]
+    assert recorded == [_shared_value(model).name]
+    assert graphtag.validate(model).passed
+
+
+class _ClaimsToKeepWiring(ir.passes.InPlacePass):
+    """CSE, declaring (wrongly) that it keeps tags and wiring: no refresh follows."""
+
+    preserves = manager.ALL
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return registry().get("ir.common-subexpression-elimination").create({})(model)
+
+
+def test_a_pass_that_keeps_the_wiring_is_not_followed_by_a_refresh():
+    model = _shared_input_model()
+    Pipeline([("claims", _ClaimsToKeepWiring())])(model)
+    assert metadata.consumers(_shared_value(model)) == {"/M/B", "/M/C"}  # left as it was

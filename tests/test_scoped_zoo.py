@@ -28,6 +28,7 @@ import graphtag
 from graphtag.analysis.selection import select
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
+from graphtag.core.graphs import iter_values
 from graphtag.pipeline import Pipeline, registry
 from graphtag.pipeline.scoped import whole_model_reason
 
@@ -118,6 +119,14 @@ def test_every_registered_pass_runs_scoped(model_name, pass_name):
     if record.modified:  # new nodes carry a tag inside the model's hierarchy
         tree = graphtag.Hierarchy.from_model(scoped)
         assert all(metadata.node_tag(n) in tree for n in scoped.graph)
+    # What the pipeline leaves, validate accepts: every consumer record is true.
+    stale = [
+        v.name
+        for v in iter_values(scoped)
+        if metadata.CONSUMERS in v.metadata_props
+        and metadata.consumers(v) != metadata.consumer_tags(v)
+    ]
+    assert not stale, f"stale {metadata.CONSUMERS} records: {stale[:5]}"
 
 
 def test_a_module_whose_data_leaves_and_comes_back():
@@ -262,6 +271,8 @@ def test_recipe_cse_in_one_layer(tmp_path):
     for a, b in zip(got, reference, strict=True):
         np.testing.assert_array_equal(a, b)
     onnx.checker.check_model(str(out), full_check=True)
+    checked = run_cli("validate", out)  # CSE rewired values: their records were refreshed
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_recipe_plugin_pass_in_one_layer(tmp_path):

@@ -4,6 +4,12 @@ A run is one analysis scope (:mod:`graphtag.analysis.manager`): analyses the pas
 for (hierarchy, boundaries, parameter usage) are computed once and reused, and dropped
 after a pass that reports ``modified=True`` unless the pass lists them in its
 ``preserves`` class attribute.
+
+After such a pass that does not preserve the boundaries (node tags and wiring: what a
+value's consumers are), the values' ``pkg.graphtag.consumers`` records are made true
+again: a pass of another package (CSE merging two nodes, a fusion) rewires values
+without knowing graphtag's records, and what a pipeline writes must pass ``graphtag
+validate``. Records are refreshed, never added (O(values) per such step).
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from graphtag.analysis import manager
 from graphtag.analysis.manager import AnalysisCache, analysis_scope
+from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, VerificationError
+from graphtag.core.graphs import iter_values
 from graphtag.core.pass_result import diagnostics_of, stats_of
 from graphtag.pipeline.parse import PassInvocation, load_pipeline_toml, parse_pipeline
 from graphtag.pipeline.registry import PassRegistry, registry
@@ -159,18 +168,25 @@ class Pipeline(ir.passes.PassBase):
         except ir.passes.InvariantError as exc:
             cause = exc.__cause__ or exc
             raise GraphtagError(f"pass '{name}': {exc} ({cause})") from exc
+        stats = stats_of(result)
+        preserves = getattr(pass_, "preserves", ())
+        if result.modified and manager.BOUNDARIES not in preserves:
+            refreshed = metadata.refresh_consumers(iter_values(result.model))
+            if refreshed:
+                logger.info("pass %s: %d consumer record(s) made true again", name, refreshed)
+                stats["consumers_refreshed"] = refreshed
         record = PassRecord(
             name,
             time.perf_counter() - start,
             result.modified,
-            stats_of(result),
+            stats,
             diagnostics_of(result),
         )
         self.report.records.append(record)
         if result.model is not analyses.model:
             analyses.rebind(result.model)
         elif result.modified:
-            analyses.invalidate(getattr(pass_, "preserves", ()))
+            analyses.invalidate(preserves)
         logger.info(
             "pass %s: %.1f ms, %s%s",
             name,
