@@ -525,18 +525,13 @@ def _cycles(ctx: _Context) -> Outcome:
     return PASS, "acyclic", []
 
 
-def _consumer_tags(value: ir.Value) -> set[str]:
-    """Tags of the nodes using ``value`` (nodes of nested subgraphs included)."""
-    return {t for use in value.uses() if (t := metadata.node_tag(use.node)) is not None}
-
-
 def _consumers(ctx: _Context) -> Outcome:
     checked, wrong = 0, []
     for value in iter_values(ctx.model):
         if metadata.CONSUMERS not in value.metadata_props:
             continue
         checked += 1
-        actual = _consumer_tags(value)
+        actual = metadata.consumer_tags(value)
         try:
             recorded = metadata.consumers(value)
         except ValueError as exc:
