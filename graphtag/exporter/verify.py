@@ -435,8 +435,8 @@ def _match_calls(
         for item in call:
             # A tensor used after the call must leave the module's subgraph; one only the
             # call itself uses (or nothing uses) may be any value the subgraph computes.
-            strict = last and item.outside and not foreign
-            best, name = best_match(item.array, (final if strict else computed).items(), rtol, atol)
+            pool = final if last and item.outside and not foreign else computed
+            best, name = best_match(item.array, pool.items(), rtol, atol)
             folded = reordered = False
             if item.live and item.constant and constants is not None and not _within(best):
                 # Input-independent: the exporter may have folded it into its consumers.
@@ -446,8 +446,7 @@ def _match_calls(
             if item.live and not _within(best):
                 # An operation whose output order is unspecified (top-k without sorting)
                 # may order its result differently in PyTorch and onnxruntime.
-                pool = (final if strict else computed).items()
-                found, where_found = best_match_unordered(item.array, pool, rtol, atol)
+                found, where_found = best_match_unordered(item.array, pool.items(), rtol, atol)
                 if _within(found):
                     best, name, reordered = found, where_found, True
             if best is not None and (best.within or item.live):
@@ -484,7 +483,7 @@ def _match_calls(
             + ", ".join(check.constant_outputs[:3])
             + " (input-independent: the exporter copied it into its consumers)"
         )
-        check.reason = f"{check.reason}; {folded}" if check.reason else folded
+        _add_reason(check, folded)
     if check.reordered_outputs and not check.unmatched:  # UNUSED and CONSTANT win
         if check.status == "OK":
             check.status = "REORDERED"
@@ -493,7 +492,16 @@ def _match_calls(
             + " equal only up to the order of elements along one axis (an operation whose"
             " output order is unspecified, such as top-k without sorting)"
         )
-        check.reason = f"{check.reason}; {order}" if check.reason else order
+        _add_reason(check, order)
+
+
+def _add_reason(check: ModuleCheck, text: str) -> None:
+    check.reason = f"{check.reason}; {text}" if check.reason else text
+
+
+def _closer(found: Difference, best: Difference | None) -> bool:
+    """Whether ``found`` is a better match than ``best``: less excess, then less error."""
+    return best is None or (found.excess, found.abs) < (best.excess, best.abs)
 
 
 def _within(found: Difference | None) -> bool:
@@ -590,7 +598,7 @@ def best_match(
         if not isinstance(value, np.ndarray) or value.shape != expected.shape:
             continue
         found = compare_arrays(expected, value, rtol, atol)
-        if best is None or (found.excess, found.abs) < (best.excess, best.abs):
+        if _closer(found, best):
             best, name = found, key
             if best.abs == 0.0:
                 break
@@ -621,9 +629,7 @@ def best_match_unordered(
         found, where = best_match(
             ordered, ((key, np.sort(value, axis=axis)) for key, value in same_shape), rtol, atol
         )
-        if found is not None and (
-            best is None or (found.excess, found.abs) < (best.excess, best.abs)
-        ):
+        if found is not None and _closer(found, best):
             best, name = found, where
             if best.within:
                 break
