@@ -60,8 +60,8 @@ def test_cse_on_one_layer_changes_that_layer_only():
     inside = {n.name for n in select(model, "*/Layer.1").nodes}
     result = Scoped(cse(), "*/Layer.1")(model)
     assert result.modified
-    assert result.stats["scopes"] == 1 and result.stats["nodes_removed"] == 6
-    assert result.stats["nodes_added"] == 5  # the duplicate Relu merged
+    assert result.stats["scopes"] == 1 and result.stats["nodes_removed"] == 1
+    assert result.stats["nodes_added"] == 0  # the duplicate Relu merged, in place
     after = views(model)
     assert not outside_changes(before, after, inside)
     for tag, count in (("/M/Layer.0", 2), ("/M/Layer.1", 1), ("/M/Layer.2", 2)):
@@ -254,9 +254,108 @@ def test_an_attribute_replaced_in_place_reaches_the_model(monkeypatch):
 def test_a_restructuring_rewrite_still_goes_through_the_full_splice():
     model = layers(2)
     ids = set(_ids(model))
-    result = Scoped(cse(), "*/Layer.0")(model)
-    assert result.stats["nodes_removed"] == 6 and result.stats["nodes_added"] == 5
+    result = Scoped(InsertIdentityPass(), "*/Layer.0")(model)
+    assert result.stats["nodes_removed"] == 6 and result.stats["nodes_added"] == 7
     assert not ids & {id(n) for n in model.graph if metadata.node_tag(n) == "/M/Layer.0"}
+
+
+def _scaled_by_one() -> ir.Model:
+    """``/M/A``: Relu(Mul(x, ones)) with ``ones`` an initializer only that Mul reads;
+    ``/M/B``: Sigmoid."""
+    from scoped_builders import _Builder
+
+    b = _Builder()
+    ones = b.init("ones", (4,))
+    ones.const_value = ir.tensor(np.ones((4,), np.float32), name="ones")
+    relu = b.node("Relu", [b.node("Mul", [b.x, ones], "/M/A")], "/M/A")
+    return b.model(b.node("Sigmoid", [relu], "/M/B"), ["/M/A", "/M/B"])
+
+
+def _twin_constants() -> ir.Model:
+    """``/M/A``: Add(Mul(x, c1), Mul(x, c2)), where c1 and c2 are equal Constants of
+    ``/M`` (outside the scope, copied into its extraction); ``/M/B``: Sigmoid."""
+    from scoped_builders import _Builder
+
+    b = _Builder()
+    c1, c2 = (
+        b.node("Constant", [], "/M", value=ir.tensor(np.full((4,), 0.5, np.float32)))
+        for _ in range(2)
+    )
+    a = b.node("Add", [b.node("Mul", [b.x, c1], "/M/A"), b.node("Mul", [b.x, c2], "/M/A")], "/M/A")
+    return b.model(b.node("Sigmoid", [a], "/M/B"), ["/M", "/M/A", "/M/B"])
+
+
+class DropMulByOnePass(ir.passes.InPlacePass):
+    """Remove every ``Mul(v, ones)``, its readers reading ``v``: a pruning rewrite that
+    rewires a node to a boundary input and frees an initializer."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for node in list(model.graph):
+            if node.op_type != "Mul" or node.inputs[1].const_value is None:
+                continue
+            if not np.all(node.inputs[1].const_value.numpy() == 1):
+                continue
+            ir.convenience.replace_all_uses_with(node.outputs[0], node.inputs[0])
+            model.graph.remove(node, safe=True)
+            modified = True
+        return ir.passes.PassResult(model, modified)
+
+
+@pytest.mark.parametrize(
+    ("build", "pass_", "pattern", "removed", "initializers_left"),
+    [
+        (lambda: layers(3), cse, "*/Layer.1", 1, 6),  # the duplicate Relu
+        (_scaled_by_one, DropMulByOnePass, "/M/A", 1, 0),  # the Mul and its 'ones'
+        # The copies merge (the outside Constants both stay), then the two Muls.
+        (_twin_constants, cse, "/M/A", 1, 0),
+    ],
+)
+def test_a_pruning_rewrite_is_applied_to_the_same_nodes(
+    monkeypatch, build, pass_, pattern, removed, initializers_left
+):
+    """A rewrite that only removes nodes and rewires the rest to values the scope had
+    (CSE): the same result as the full splice (forced), on the model's own node objects,
+    with nothing moved and no re-sort."""
+    from graphtag.surgery import splice
+
+    model, reference = build(), build()
+    survivors = {id(n) for n in model.graph}
+    before = views(model)
+    inside = {n.name for n in select(model, pattern).nodes}
+    result = Scoped(pass_(), pattern)(model)
+    assert result.modified
+    assert result.stats["nodes_removed"] == removed and result.stats["nodes_added"] == 0
+    assert {id(n) for n in model.graph} < survivors  # the same objects, fewer of them
+    assert len(model.graph) == len(survivors) - removed
+    assert len(model.graph.initializers) == initializers_left
+    after = views(model)
+    assert not outside_changes(before, after, inside)
+    check_clean(model, reference)
+    # The rewrite is done: a second run reports no change and changes nothing.
+    assert not Scoped(pass_(), pattern)(model).modified
+    assert views(model) == after
+
+    full = build()
+    monkeypatch.setattr(splice._Wiring, "pruned", lambda self, graph: None)
+    spliced = Scoped(pass_(), pattern)(full)
+    assert spliced.stats["nodes_added"] > 0  # the full splice did run
+    assert views(full) == after
+    assert sorted(full.graph.initializers) == sorted(model.graph.initializers)
+
+
+def test_graph_order_knows_which_added_reads_point_forward():
+    from graphtag.pipeline.scoped import _GraphOrder
+
+    model = _interleaved()
+    first, between, last = list(model.graph)
+    order = _GraphOrder(model)
+    assert order.precedes([(last, between.outputs[0]), (between, first.outputs[0])])
+    assert order.precedes([(first, model.graph.inputs[0])])  # a graph input
+    assert not order.precedes([(first, between.outputs[0])])  # produced after its reader
+    added = ir.Node("", "Neg", [model.graph.inputs[0]], num_outputs=1)
+    model.graph.insert_before(last, added)
+    assert not order.precedes([(last, added.outputs[0])])  # unknown position: re-sort
 
 
 class PrependIdentityPass(ir.passes.InPlacePass):
@@ -500,8 +599,8 @@ def test_overlapping_scopes_run_once_each_outermost_first(caplog):
         "scopes": 1,
         "unchanged": 1,
         "skipped": 0,
-        "nodes_removed": 14,
-        "nodes_added": 12,
+        "nodes_removed": 2,  # one duplicate Relu per layer, pruned in place
+        "nodes_added": 0,
         "retagged": 0,
         "renamed": 0,
     }

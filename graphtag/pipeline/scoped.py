@@ -16,9 +16,10 @@ How a scope is rewritten (:mod:`graphtag.core.scoping` has the pass-side protoco
   (a pass changing one is an error naming it), new nodes get the scope's tag, and
   nothing outside the scope changes. The main graph is re-sorted when the scope's
   nodes were interleaved with others or the rewrite is not in dependency order. A
-  rewrite that kept every node and edge (it edited metadata, attributes or types) is
-  copied onto the scope's own nodes instead: the same result, with no node moved and
-  no re-sort;
+  rewrite that kept every node and edge (it edited metadata, attributes or types), or
+  only removed nodes and rewired the rest to values the scope had (CSE), is applied to
+  the scope's own nodes instead: the same result, with no node moved, and a re-sort
+  only if a rewired read points forward;
 * native: a pass with ``call_scoped(model, scope)`` restricts itself on the whole model
   (graphtag's tag passes); it runs once over the union of the scopes;
 * a pass whose class declares ``whole_model = "reason"`` cannot be scoped: building the
@@ -214,9 +215,12 @@ class Scoped(ir.passes.InPlacePass):
             except GraphtagError as exc:
                 raise ScopedPassError(str(exc)) from exc
             modified = True
-            # Copied in place: nothing moved. Spliced: the new nodes sit where the first
-            # old one was, which keeps the order only if the old ones were one run.
-            if not done.in_place:
+            # In place: nothing moved; a read the rewrite added may point forward. Spliced:
+            # the new nodes sit where the first old one was, which keeps the order only if
+            # the old ones were one run.
+            if done.in_place:
+                resort = resort or not order.precedes(done.new_reads)
+            else:
                 resort = resort or not (done.in_order and order.contiguous(nodes))
             stats["scopes"] += 1
             stats["nodes_removed"] += done.removed
@@ -282,6 +286,19 @@ class _GraphOrder:
 
     def reentries(self, boundary: ModuleBoundary, scope: NodeScope) -> dict[str, set[str]]:
         return reentrant_inputs(boundary, scope, self.position, self._enclosing)
+
+    def precedes(self, reads: list[tuple[ir.Node, ir.Value]]) -> bool:
+        """Whether each value is a graph input or initializer, or comes from a node
+        before its reader (a node added since the graph was indexed: False)."""
+        position = self.position
+        for reader, value in reads:
+            producer = value.producer()
+            if producer is None:
+                continue
+            where, after = position.get(producer), position.get(reader)
+            if where is None or after is None or where >= after:
+                return False
+        return True
 
     def contiguous(self, nodes: list[ir.Node]) -> bool:
         """Whether ``nodes`` were one unbroken run of the main graph when it was indexed

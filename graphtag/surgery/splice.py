@@ -24,11 +24,18 @@ Rules:
   has raises (both are shared with the rest of the model). Model and graph metadata
   the pass wrote on the extraction are not carried over.
 
-A rewrite that kept every node and edge of the extraction (same nodes, same values,
-same names; it edited attributes, metadata, doc strings or types) is copied onto the
-model's own nodes instead, which :meth:`Splicer.splice` does when the extraction's
-origins were given (``ExtractedIO.of(..., origins)``): the same result, O(scope), with
-nothing moved or renamed.
+Two kinds of rewrite are applied to the model's own nodes instead, which
+:meth:`Splicer.splice` does when the extraction's origins were given
+(``ExtractedIO.of(..., origins)``): the same result, O(scope), with nothing moved or
+renamed:
+
+* one that kept every node and edge of the extraction (same nodes, same values, same
+  names; it edited attributes, metadata, doc strings or types) is copied onto them;
+* one that only *pruned* it (removed nodes, and made the others read values the
+  extraction already had, each defined before its reader; what common-subexpression
+  elimination does) also removes the model's nodes it dropped and rewires the kept
+  ones; the reads it added are returned (``SpliceResult.new_reads``) so the caller can
+  tell whether one points forward in an unsorted scope.
 
 The rewritten nodes are inserted before the first original node; the caller sorts the
 graph afterwards when the original nodes were interleaved with outside nodes
@@ -42,7 +49,7 @@ from __future__ import annotations
 __all__ = ["SCOPE_TAG_SOURCE", "ExtractedIO", "SpliceResult", "Splicer"]
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import onnx_ir as ir
 
@@ -188,11 +195,62 @@ class _Wiring:
         nodes = list(graph)  # Nodes and Values compare by identity
         return nodes == self.nodes and _edges(nodes) == self.edges and not _any_body(nodes)
 
+    def pruned(self, graph: ir.Graph) -> list[tuple[ir.Node, ir.Node]] | None:
+        """The (rewritten, model) node pairs when ``graph`` (the rewrite) only removed
+        nodes and made the others read values the extraction already had (what
+        common-subexpression elimination does): the rest of its nodes in their order,
+        each with the same op, name and outputs, reading only values defined before it;
+        the same outputs; inputs and initializers among the extraction's. None for any
+        other rewrite."""
+        if tuple(graph.outputs) != self.graph_io[1] or dict(graph.opset_imports) != self.opsets:
+            return None
+        nodes = list(graph)
+        if len(nodes) >= len(self.nodes):
+            return None
+        defined: set[ir.Value | None] = {None, *self.graph_io[0]}
+        if not defined.issuperset(graph.inputs):
+            return None
+        original = {name: (value, tensor) for value, name, tensor in self.initializers}
+        for name, value in graph.initializers.items():
+            if original.get(name) != (value, value.const_value):
+                return None
+        defined.update(graph.initializers.values())
+        index = {node: i for i, node in enumerate(self.nodes)}
+        edges, pairs = self.edges, []
+        last = -1
+        for node in nodes:
+            i = index.get(node, -1)
+            if i <= last:  # a new node, or one moved
+                return None
+            last = i
+            op, domain, overload, name, inputs, outputs, names = edges[i]
+            if (
+                node.op_type != op
+                or node.domain != domain
+                or node.overload != overload
+                or node.name != name
+                or node.outputs != outputs
+                or _names(outputs) != names
+                or len(node.inputs) != len(inputs)
+                or not defined.issuperset(node.inputs)
+                or (node.attributes and subgraphs_of(node))
+            ):
+                return None
+            defined.update(outputs)
+            pairs.append(self.pairs[i])
+        return pairs if defined.issuperset(graph.outputs) else None
 
-def _edges(nodes: list[ir.Node]) -> tuple[list[tuple], list[str | None]]:
-    """The nodes' ops and names, the values they read and write, and those values' names."""
-    ops = [(n.op_type, n.domain, n.overload, n.name, n.inputs, n.outputs) for n in nodes]
-    return ops, [v.name for n in nodes for v in n.outputs]
+
+def _edges(nodes: list[ir.Node]) -> list[tuple]:
+    """Per node: its op and name, the values it reads and writes, and their names."""
+    return [
+        (n.op_type, n.domain, n.overload, n.name, n.inputs, n.outputs, _names(n.outputs))
+        for n in nodes
+    ]
+
+
+def _names(values: Sequence[ir.Value | None]) -> tuple[str | None, ...]:
+    return tuple(v.name if v is not None else None for v in values)
 
 
 def _any_body(nodes: list[ir.Node]) -> bool:
@@ -229,10 +287,14 @@ class SpliceResult:
     renamed: int  # values and nodes renamed to keep names unique
     initializers_added: int
     initializers_removed: int
-    in_place: bool = False  # the rewrite kept the wiring: copied onto the same nodes
+    # The rewrite kept (or only pruned) the wiring: applied to the same nodes, none moved.
+    in_place: bool = False
     # The new nodes come in dependency order and hold no bodies: where the replaced nodes
     # were contiguous in a sorted graph, the graph stays sorted.
     in_order: bool = False
+    # In place: the (node, value) reads a pruning rewrite added; the graph stays sorted
+    # if each value is produced before its reader.
+    new_reads: list[tuple[ir.Node, ir.Value]] = dataclasses.field(default_factory=list)
 
 
 class Splicer:
@@ -268,8 +330,14 @@ class Splicer:
         _check_reentries(where, before, new_graph)
         new_opsets = self._check_opsets(where, rewritten)
         new_functions = self._check_functions(where, before, rewritten)
-        if before.wiring is not None and not new_functions and before.wiring.kept(new_graph):
-            done = self._copy_back(before, rewritten, tag)
+        wiring = before.wiring
+        if wiring is not None and not new_functions:
+            if wiring.kept(new_graph):
+                done = self._copy_back(before, rewritten, wiring.pairs, tag)
+            elif (pairs := wiring.pruned(new_graph)) is not None:
+                done = self._copy_back(before, rewritten, pairs, tag, boundary)
+            else:
+                done = None
             if done is not None:
                 return done
 
@@ -369,35 +437,91 @@ class Splicer:
             in_order=len(new_deep) == len(kept) and _in_order(kept),
         )
 
-    def _copy_back(self, before: ExtractedIO, rewritten: ir.Model, tag: str) -> SpliceResult | None:
-        """A rewrite that kept every node and edge, copied onto the model's own nodes: the
-        same result as the full splice, without moving nodes or re-indexing names. None
-        (nothing changed) when the pass edited a copied outside Constant: those stay
-        the scope's own, which only the full splice does."""
+    def _copy_back(
+        self,
+        before: ExtractedIO,
+        rewritten: ir.Model,
+        pairs: list[tuple[ir.Node, ir.Node]],
+        tag: str,
+        pruned: ModuleBoundary | None = None,
+    ) -> SpliceResult | None:
+        """A rewrite that kept the wiring, or only ``pruned`` it (removed nodes, made the
+        others read values the scope already had), applied to the model's own nodes:
+        ``pairs`` are the (rewritten, model) nodes kept. The same result as the full
+        splice, without moving nodes or re-indexing names. None (nothing changed) when
+        the pass edited or removed a copied outside Constant: those stay the scope's
+        own, which only the full splice does."""
         wiring = before.wiring
         assert wiring is not None
         copies = {id(node): mark for node, mark in before.constant_copies.values()}
+        kept = {id(new) for new, _ in pairs}
         if any(
             id(new) in copies and not _same_fingerprint(_fingerprint(new), copies[id(new)])
-            for new, _ in wiring.pairs
+            for new, _ in pairs
         ):
             return None
-        handed = {id(v) for v in rewritten.graph.outputs}  # the model's view of them stays
+        to_model: dict[ir.Value | None, ir.Value | None] = {None: None}
+        if pruned is not None:  # where each value the rewrite reads lives in the model
+            for new, old in wiring.pairs:
+                to_model.update(zip(new.outputs, old.outputs))
+            outside = {v.name: v for v in pruned.inputs}
+            outside.update((v.name, v) for v in pruned.constants if v.is_initializer())
+            graph = rewritten.graph
+            to_model.update((v, outside[v.name]) for v in graph.inputs)
+            to_model.update((v, outside[v.name]) for v in graph.initializers.values())
+        handed = set(rewritten.graph.outputs)  # the model's view of them stays
         nodes: list[ir.Node] = []
+        reads: list[tuple[ir.Node, ir.Value]] = []
         retagged = 0
-        for new, old in wiring.pairs:
+        for new, old in pairs:
             if id(new) in copies:  # an outside Constant's copy left alone: the original serves
                 continue
+            if pruned is not None:
+                for i, (value, own) in enumerate(zip(new.inputs, old.inputs)):
+                    target = to_model[value]
+                    if own is not target:
+                        old.replace_input_with(i, target)
+                        if target is not None:
+                            reads.append((old, target))
             _copy_node(new, old)
             for value, own in zip(new.outputs, old.outputs):
-                if id(value) not in handed:
+                if value not in handed:
                     _copy_value(value, own)
             if metadata.node_tag(old) is None:
                 metadata.set_tag(old, tag, SCOPE_TAG_SOURCE)
                 retagged += 1
             nodes.append(old)
+        # A dropped copy of an outside Constant leaves the original where it is.
+        removed = [
+            old for new, old in wiring.pairs if id(new) not in kept and id(new) not in copies
+        ]
+        removed_initializers = 0
+        if removed:
+            graph = self.model.graph
+            graph.remove(removed, safe=True)  # detaches their inputs; no one else reads them
+            for value in pruned.constants if pruned is not None else ():
+                if (
+                    value.is_initializer()
+                    and not value.uses()
+                    and not value.is_graph_input()
+                    and not value.is_graph_output()
+                ):
+                    graph.initializers.pop(value.name)
+                    if self._values.names is not None:
+                        self._values.names.discard(value.name or "")
+                    removed_initializers += 1
         self.model.ir_version = max(self.model.ir_version, rewritten.ir_version)
-        return SpliceResult(nodes, 0, retagged, 0, 0, 0, in_place=True, in_order=True)
+        return SpliceResult(
+            nodes,
+            len(removed),
+            retagged,
+            0,
+            0,
+            removed_initializers,
+            in_place=True,
+            in_order=True,
+            new_reads=reads,
+        )
 
     # -- checks (nothing is changed before they pass) -------------------------------------
 
