@@ -89,21 +89,29 @@ class Selection:
 def known_tags(model: ir.Model) -> list[str]:
     """Every module tag the model knows: the hierarchy's (pre-order), then tags found on
     nodes of the main graph and its bodies, and their ancestors (first appearance)."""
+    return _tagged(model)[0]
+
+
+def _tagged(model: ir.Model) -> tuple[list[str], list[tuple[ir.Node, str | None]]]:
+    """:func:`known_tags`, and each main-graph node with its tag (graph order): one walk."""
     tree = hierarchy(model)
     known: dict[str, None] = dict.fromkeys(tree.modules if tree else ())
     seen: set[str] = set()
+    main: list[tuple[ir.Node, str | None]] = []
     stack: list[ir.Graph] = [model.graph]
     while stack:
         graph = stack.pop()
         for node in graph:
             tag = metadata.node_tag(node)
+            if graph is model.graph:
+                main.append((node, tag))
             if tag and tag not in seen:
                 seen.add(tag)
                 if tag not in known:
                     known.update(dict.fromkeys(ancestors_and_self(tag)))
             if node.attributes:
                 stack.extend(subgraphs_of(node))
-    return list(known)
+    return list(known), main
 
 
 def match_modules(
@@ -230,13 +238,12 @@ def module_scopes(model: ir.Model, pattern: str | Sequence[str]) -> list[tuple[s
     matches (a module and one inside it) are both listed: the inner one's nodes are
     also the outer one's.
     """
-    known = known_tags(model)
+    known, main = _tagged(model)
     matched = set(match_modules(known, pattern))
     members: dict[str, list[ir.Node]] = {tag: [] for tag in known if tag in matched}
     chains: dict[str, list[str]] = {}
     position: dict[str, int] = {}  # scope -> index of its first node
-    for index, node in enumerate(model.graph):
-        tag = metadata.node_tag(node)
+    for index, (node, tag) in enumerate(main):
         if tag is None:
             continue
         chain = chains.get(tag)

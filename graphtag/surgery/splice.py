@@ -49,7 +49,7 @@ from __future__ import annotations
 __all__ = ["SCOPE_TAG_SOURCE", "ExtractedIO", "SpliceResult", "Splicer"]
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
 import onnx_ir as ir
 
@@ -171,6 +171,8 @@ class _Wiring:
         self.initializers = [(v, v.name, v.const_value) for v in graph.initializers.values()]
         self.opsets = dict(graph.opset_imports)
         self.edges = _edges(nodes)
+        self.values = [v for n in nodes for v in n.outputs]
+        self.names = [v.name for v in self.values]
 
     @classmethod
     def of(cls, graph: ir.Graph, origins: list[ir.Node]) -> _Wiring | None:
@@ -178,6 +180,10 @@ class _Wiring:
         if len(nodes) != len(origins) or _any_body(nodes):
             return None
         return cls(nodes, origins, graph)
+
+    def renamed(self) -> bool:
+        """Whether the pass renamed a value the extraction's nodes wrote."""
+        return [v.name for v in self.values] != self.names
 
     def kept(self, graph: ir.Graph) -> bool:
         """Whether ``graph`` (the rewrite) has the same nodes, in the same order, reading
@@ -193,7 +199,12 @@ class _Wiring:
         ):
             return False
         nodes = list(graph)  # Nodes and Values compare by identity
-        return nodes == self.nodes and _edges(nodes) == self.edges and not _any_body(nodes)
+        return (
+            nodes == self.nodes
+            and _edges(nodes) == self.edges
+            and not self.renamed()
+            and not _any_body(nodes)
+        )
 
     def pruned(self, graph: ir.Graph) -> list[tuple[ir.Node, ir.Node]] | None:
         """The (rewritten, model) node pairs when ``graph`` (the rewrite) only removed
@@ -205,7 +216,7 @@ class _Wiring:
         if tuple(graph.outputs) != self.graph_io[1] or dict(graph.opset_imports) != self.opsets:
             return None
         nodes = list(graph)
-        if len(nodes) >= len(self.nodes):
+        if len(nodes) >= len(self.nodes) or self.renamed():
             return None
         defined: set[ir.Value | None] = {None, *self.graph_io[0]}
         if not defined.issuperset(graph.inputs):
@@ -223,14 +234,13 @@ class _Wiring:
             if i <= last:  # a new node, or one moved
                 return None
             last = i
-            op, domain, overload, name, inputs, outputs, names = edges[i]
+            op, domain, overload, name, inputs, outputs = edges[i]
             if (
                 node.op_type != op
                 or node.domain != domain
                 or node.overload != overload
                 or node.name != name
                 or node.outputs != outputs
-                or _names(outputs) != names
                 or len(node.inputs) != len(inputs)
                 or not defined.issuperset(node.inputs)
                 or (node.attributes and subgraphs_of(node))
@@ -242,15 +252,8 @@ class _Wiring:
 
 
 def _edges(nodes: list[ir.Node]) -> list[tuple]:
-    """Per node: its op and name, the values it reads and writes, and their names."""
-    return [
-        (n.op_type, n.domain, n.overload, n.name, n.inputs, n.outputs, _names(n.outputs))
-        for n in nodes
-    ]
-
-
-def _names(values: Sequence[ir.Value | None]) -> tuple[str | None, ...]:
-    return tuple(v.name if v is not None else None for v in values)
+    """Per node: its op and name, and the values it reads and writes."""
+    return [(n.op_type, n.domain, n.overload, n.name, n.inputs, n.outputs) for n in nodes]
 
 
 def _any_body(nodes: list[ir.Node]) -> bool:
