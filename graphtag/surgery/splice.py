@@ -452,8 +452,8 @@ class Splicer:
         others read values the scope already had), applied to the model's own nodes:
         ``pairs`` are the (rewritten, model) nodes kept. The same result as the full
         splice, without moving nodes or re-indexing names. None (nothing changed) when
-        the pass edited or removed a copied outside Constant: those stay the scope's
-        own, which only the full splice does."""
+        the pass edited a copied outside Constant: such a copy becomes the scope's own,
+        which only the full splice does (one it dropped leaves the original alone)."""
         wiring = before.wiring
         assert wiring is not None
         copies = {id(node): mark for node, mark in before.constant_copies.values()}
