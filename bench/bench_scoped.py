@@ -17,7 +17,12 @@ so it moves less from run to run on a noisy machine).
 
 Goal: scoped <= unscoped + extraction, for every pass and pattern.
 
+``--sizes N ...`` adds a scaling run: CSE scoped to every layer of synthetic tagged
+transformer graphs (``synthetic.build_model``, 29 nodes per layer, in graph order) of
+about N nodes each, and t(largest) / t(smallest); ``--skip-gpt2`` runs only that.
+
     python bench/bench_scoped.py [--repeat 5] [--passes PASS ...] [--json out.json]
+                                 [--sizes 10000 100000] [--skip-gpt2]
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from models import export_gpt2_24l
-from timing import timed
+from synthetic import build_model
+from timing import add_synthetic, timed
 
 from graphtag.analysis.boundaries import module_boundaries
 from graphtag.analysis.selection import module_scopes
@@ -97,24 +103,46 @@ def bench(path: Path, repeat: int, passes: list[str] = PASSES) -> list[dict]:
     return rows
 
 
+def bench_scaling(sizes: list[int], repeat: int) -> list[dict]:
+    """CSE on every layer of synthetic graphs, each run on a freshly built model."""
+    rows = []
+    text = f"{PASSES[0]}@*/Layer.*"
+    for size in sizes:
+        times, scopes = [], 0
+        for _ in range(repeat):
+            model = build_model(size, "transformer", tags=True, shuffle=False)
+            scopes = sum(1 for _, nodes in module_scopes(model, "*/Layer.*") if nodes)
+            times.append(timed(lambda m=model: Pipeline.from_text(text)(m)))
+            del model
+        rows.append({"nodes": size, "scopes": scopes, "scoped_s": statistics.median(times)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--passes", nargs="+", default=PASSES, metavar="PASS")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[], metavar="N")
+    parser.add_argument("--skip-gpt2", action="store_true")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_gpt2_24l(Path(tmp) / "gpt2-24l-noopt.onnx", optimize=False)
-        nodes = len(ir.load(path).graph)
-        print(f"GPT-2 24 layers, optimize=False: {nodes} nodes; median of {args.repeat}\n")
-        print(
-            "| pass | scope | scopes | unscoped s | extraction s | scoped s | "
-            "scoped / (unscoped + extraction) | median of per-repeat ratios |"
-        )
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
-        rows = bench(path, args.repeat, args.passes)
+    result: dict = {}
+    if not args.skip_gpt2:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_gpt2_24l(Path(tmp) / "gpt2-24l-noopt.onnx", optimize=False)
+            nodes = len(ir.load(path).graph)
+            print(f"GPT-2 24 layers, optimize=False: {nodes} nodes; median of {args.repeat}\n")
+            print(
+                "| pass | scope | scopes | unscoped s | extraction s | scoped s | "
+                "scoped / (unscoped + extraction) | median of per-repeat ratios |"
+            )
+            print("|---|---|---:|---:|---:|---:|---:|---:|")
+            result.update(nodes=nodes, rows=bench(path, args.repeat, args.passes))
+    if args.sizes:
+        rows = bench_scaling(args.sizes, args.repeat)
+        add_synthetic(result, rows, "scoped_s", f"synthetic nodes | {PASSES[0]}@*/Layer.* s")
     if args.json:
-        args.json.write_text(json.dumps({"nodes": nodes, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
