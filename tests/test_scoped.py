@@ -538,6 +538,31 @@ def test_boundary_changes_are_errors_naming_pass_and_value(pass_, message):
     assert views(model) == before  # refused before anything was spliced
 
 
+@pytest.mark.parametrize("was_enabled", [True, False])
+def test_the_collector_is_back_as_it_was_after_a_scoped_run(was_enabled):
+    """Automatic collection is off while the scopes are rewritten (each scope's garbage is
+    collected as it goes), and back as it was afterwards, also after a failure."""
+    import gc
+
+    seen = []
+
+    class RecordCollectorPass(ir.passes.InPlacePass):
+        def call(self, model):
+            seen.append(gc.isenabled())
+            return ir.passes.PassResult(model, False)
+
+    (gc.enable if was_enabled else gc.disable)()
+    try:
+        Scoped(RecordCollectorPass(), "*/Layer.*")(layers(2))
+        assert seen == [False, False]
+        assert gc.isenabled() == was_enabled
+        with pytest.raises(ScopedPassError):
+            Scoped(CrashPass(), "*/Layer.0")(layers(2))
+        assert gc.isenabled() == was_enabled
+    finally:
+        gc.enable()
+
+
 def test_a_pass_closing_a_loop_through_the_outside_is_refused_before_splicing():
     class ReadMiddlePass(ir.passes.InPlacePass):
         """Make the first call's output depend on the second call's input."""

@@ -32,16 +32,21 @@ only the outer module to rewrite them once. Cost: one walk of the model to selec
 scopes, then per scope one extraction, the pass on the extraction and one splice
 (each O(scope)), plus one O(model) name index, and one sort of the main graph when a
 splice may have broken its order (a scope whose nodes were not one unbroken run, or a
-rewrite that is not in dependency order).
+rewrite that is not in dependency order). While the scopes are rewritten, Python's
+collector runs on young objects only, after each scope (its extraction and rewrite
+are garbage by then): full collections, which walk the whole model, wait until the
+pass ends.
 """
 
 from __future__ import annotations
 
 __all__ = ["Scoped", "ScopedPassError", "whole_model_reason"]
 
+import contextlib
+import gc
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import onnx_ir as ir
 
@@ -63,7 +68,7 @@ from graphtag.core.scoping import NodeScope, native_scoping
 from graphtag.core.scoping import whole_model_reason as declared_reason
 from graphtag.passes.toposort import TopologicalSortPass
 from graphtag.surgery.extraction import Extractor
-from graphtag.surgery.splice import ExtractedIO, Splicer
+from graphtag.surgery.splice import ExtractedIO, Splicer, SpliceResult
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +152,8 @@ class Scoped(ir.passes.InPlacePass):
         diagnostics = _overlaps(nested)
         if native_scoping(self.pass_):
             return self._native(model, scopes, diagnostics)
-        return self._generic(model, scopes, nested, diagnostics)
+        with _young_collections_only() as collect_young:
+            return self._generic(model, scopes, nested, diagnostics, collect_young)
 
     # -- native ------------------------------------------------------------------------
 
@@ -177,6 +183,7 @@ class Scoped(ir.passes.InPlacePass):
         scopes: list[tuple[str, list[ir.Node]]],
         nested: dict[str, list[str]],
         diagnostics: list[str],
+        collect_young: Callable[[], None],
     ) -> PassResult:
         stats: Counter[str] = Counter(scopes=0, unchanged=0, skipped=0)
         boundaries: dict[str, ModuleBoundary] = {}
@@ -185,16 +192,15 @@ class Scoped(ir.passes.InPlacePass):
         order = _GraphOrder(model)
         current = dict(scopes)
         modified = resort = False
-        for tag, _ in scopes:
-            nodes = current[tag]
-            if not nodes:
-                self._skip(tag, "no nodes in the main graph", stats, diagnostics)
-                continue
+
+        def rewrite(tag: str, nodes: list[ir.Node]) -> SpliceResult | None:
+            """Extract, run, splice one scope; None when it was left as it was. The
+            extraction and the rewrite are garbage once this returns."""
             scope = NodeScope(nodes)
             boundary = boundary_of(tag, scope, model.graph)
             if not boundary.outputs:
                 self._skip(tag, "nothing outside it reads what it computes", stats, diagnostics)
-                continue
+                return None
             boundaries[tag] = boundary
             try:
                 extracted, origins = extractor.extract_traced(tag)
@@ -207,13 +213,23 @@ class Scoped(ir.passes.InPlacePass):
             diagnostics.extend(f"{tag}: {d}" for d in diagnostics_of(result))
             if not result.modified:
                 stats["unchanged"] += 1
-                continue
+                return None
             try:
-                done = splicer.splice(boundary, before, result.model, tag=tag, pass_name=self.name)
+                return splicer.splice(boundary, before, result.model, tag=tag, pass_name=self.name)
             except ScopedPassError:
                 raise
             except GraphtagError as exc:
                 raise ScopedPassError(str(exc)) from exc
+
+        for tag, _ in scopes:
+            nodes = current[tag]
+            if not nodes:
+                self._skip(tag, "no nodes in the main graph", stats, diagnostics)
+                continue
+            done = rewrite(tag, nodes)
+            collect_young()  # the scope's extraction and rewrite, unreachable now
+            if done is None:
+                continue
             modified = True
             # In place: nothing moved; a read the rewrite added may point forward. Spliced:
             # the new nodes sit where the first old one was, which keeps the order only if
@@ -261,6 +277,27 @@ class Scoped(ir.passes.InPlacePass):
         logger.info("scope %s left alone: %s", tag, reason)
         diagnostics.append(f"scope {tag} left alone: {reason}")
         stats["skipped"] += 1
+
+
+@contextlib.contextmanager
+def _young_collections_only() -> Iterator[Callable[[], None]]:
+    """Python's collector limited to young objects while the scopes are rewritten; yields
+    the call that collects them.
+
+    Each scope allocates an extraction and its rewrite, garbage (with reference cycles)
+    once spliced. Left to itself the collector also runs full collections, each walking
+    every object of the model: on a 100k-node graph with 3.4k scopes that was about a
+    third of the run. Here automatic collection is off and the caller collects the two
+    young generations after each scope, which hold that scope's garbage; automatic
+    collection is back on when this ends. Nothing changes when it was off already.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield (lambda: gc.collect(1)) if enabled else (lambda: None)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _GraphOrder:
