@@ -385,7 +385,6 @@ class Splicer:
         nodes_taken = _Taken(self._nodes, freed_nodes)
         renamed = _unique_names(new_deep, new_values, values_taken, nodes_taken)
 
-        read_initializers = [v for v in boundary.constants if v.is_initializer()]
         graph.insert_before(old_nodes[0], kept)
         # The replaced nodes stop using the model's values and the outputs handed over
         # below; the other values they read die with them.
@@ -404,12 +403,7 @@ class Splicer:
             ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
         graph.remove(old_nodes)
 
-        removed_initializers = 0
-        for value in read_initializers:
-            if not value.uses() and not value.is_graph_input() and not value.is_graph_output():
-                graph.initializers.pop(value.name)
-                values_taken.discard(value.name)
-                removed_initializers += 1
+        removed_initializers = _drop_unread_initializers(graph, boundary.constants, values_taken)
         for value in created:  # an output the pass made a constant is one of them
             if value.name in values_taken or value.name in graph.initializers:
                 value.name = values_taken.fresh(value.name or "initializer", graph.initializers)
@@ -502,17 +496,10 @@ class Splicer:
         if removed:
             graph = self.model.graph
             graph.remove(removed, safe=True)  # detaches their inputs; no one else reads them
-            for value in pruned.constants if pruned is not None else ():
-                if (
-                    value.is_initializer()
-                    and not value.uses()
-                    and not value.is_graph_input()
-                    and not value.is_graph_output()
-                ):
-                    graph.initializers.pop(value.name)
-                    if self._values.names is not None:
-                        self._values.names.discard(value.name or "")
-                    removed_initializers += 1
+            if pruned is not None:
+                removed_initializers = _drop_unread_initializers(
+                    graph, pruned.constants, self._values
+                )
         self.model.ir_version = max(self.model.ir_version, rewritten.ir_version)
         return SpliceResult(
             nodes,
@@ -707,6 +694,25 @@ def _value_names(graph: ir.Graph) -> set[str]:
     return names
 
 
+def _drop_unread_initializers(
+    graph: ir.Graph, constants: Iterable[ir.Value], names: _NameIndex | _Taken
+) -> int:
+    """Remove the initializers among ``constants`` that nothing reads any more (and that
+    are not graph inputs or outputs), their names from ``names``; returns how many."""
+    removed = 0
+    for value in constants:
+        if (
+            value.is_initializer()
+            and not value.uses()
+            and not value.is_graph_input()
+            and not value.is_graph_output()
+        ):
+            graph.initializers.pop(value.name)
+            names.discard(value.name)
+            removed += 1
+    return removed
+
+
 class _NameIndex:
     """The names in use in a model, built on first use."""
 
@@ -718,6 +724,11 @@ class _NameIndex:
         if self.names is None:
             self.names = self._build()
         return self.names
+
+    def discard(self, name: str | None) -> None:
+        """``name`` is no longer in use (nothing to do while the index is not built)."""
+        if self.names is not None:
+            self.names.discard(name or "")
 
 
 class _Taken:
@@ -741,8 +752,7 @@ class _Taken:
     def discard(self, name: str | None) -> None:
         """``name`` is no longer in use (a removed initializer's)."""
         self.added.discard(name or "")
-        if self.index.names is not None:
-            self.index.names.discard(name or "")
+        self.index.discard(name)
 
     def fresh(self, name: str, *also: Iterable[str]) -> str:
         """``name_1``, ``name_2``, ... the first not in use (nor in ``also``)."""
