@@ -46,6 +46,7 @@ __all__ = [
     "ReconcileStats",
     "Snapshot",
     "TorchOptimizerPass",
+    "detach_removed",
     "reconcile_tags",
 ]
 
@@ -59,6 +60,7 @@ from typing import Annotated
 
 import onnx_ir as ir
 
+from graphtag.analysis.liveness import dead_node_names
 from graphtag.analysis.parameters import recorded_origins
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
@@ -121,7 +123,12 @@ class TorchOptimizerPass(ir.passes.InPlacePass):
                 "export with optimize=False to skip it"
             ) from exc
         stats = reconcile_tags(optimized, snapshot)
+        detached = detach_removed(optimized, snapshot)
+        if detached:
+            logger.info("torch-optimizer: %d stale use(s) of removed nodes detached", detached)
         _record_removed(optimized, snapshot.initializer_names)
+        # What torch's optimizer leaves dead stays (the topology is torch's); say so.
+        metadata.set_exporter_dead_nodes(optimized, dead_node_names(optimized))
         _redo_renames(optimized, renamed)
         modified = bool(stats.created or stats.removed) or not _unchanged(
             optimized, snapshot, before
@@ -262,6 +269,28 @@ class Snapshot:
                 snap.values.append(value)
         snap.values.extend(v for inputs in snap.inputs for v in inputs if v is not None)
         return snap
+
+
+def detach_removed(model: ir.Model, snapshot: Snapshot) -> int:
+    """Make the nodes the optimizer removed stop using values; returns the uses dropped.
+
+    onnx_ir's ``Graph.remove(safe=True)`` detaches a removed node's own inputs, but not
+    those of the nodes inside its subgraphs: when the optimizer drops an ``If`` or a
+    ``Loop`` (a constant condition, an inlined branch), every outer value its bodies read
+    keeps those nodes in ``Value.uses()``. Consumer records and boundaries built from
+    ``uses()`` would then name modules that no longer read the value (the saved file,
+    read back, has no such use). Removed nodes are garbage: their inputs are cleared.
+    """
+    alive = {id(node) for node in iter_all_nodes(model)}
+    dropped = 0
+    for node in snapshot.nodes:
+        if id(node) in alive:
+            continue
+        for index, value in enumerate(node.inputs):
+            if value is not None:
+                node.replace_input_with(index, None)
+                dropped += 1
+    return dropped
 
 
 def _record_removed(model: ir.Model, before: list[str]) -> None:

@@ -257,3 +257,79 @@ def test_single_source_rewrite_keeps_its_tag():
     assert metadata.node_tag(new) == "/MLP"
     assert new.metadata_props[metadata.TAG_SOURCE] == optimize_route.REWRITTEN
     assert metadata.CONTEXTS not in new.metadata_props
+
+
+# --- what the optimizer removes stops using values ------------------------------------------
+
+
+def _with_if_reading(model: ir.Model, outer: ir.Value) -> ir.Node:
+    """An If node whose branches read ``outer`` from the enclosing graph."""
+    cond = ir.Value(name="cond", shape=ir.Shape([]), type=ir.TensorType(ir.DataType.BOOL))
+    model.graph.inputs.append(cond)
+    branches = []
+    for name in ("then_branch", "else_branch"):
+        inner = ir.Node("", "Identity", [outer], name=f"{name}_read", num_outputs=1)
+        body = ir.Graph([], inner.outputs, nodes=[inner], name=name)
+        branches.append(ir.AttrGraph(name, body))
+    node = ir.Node("", "If", [cond], attributes=branches, name="if", num_outputs=1)
+    model.graph.append(node)
+    return node
+
+
+def test_nodes_inside_removed_control_flow_stop_using_outer_values():
+    model = tagged_mlp()
+    relu = list(model.graph)[2]
+    outer = relu.outputs[0]
+    if_node = _with_if_reading(model, outer)
+    snapshot = optimize_route.Snapshot.take(model)
+    model.graph.remove(if_node, safe=True)  # as the optimizer drops a folded If
+    readers = {use.node.name for use in outer.uses()}
+    # onnx_ir detaches the removed node's own inputs, not its bodies' nodes.
+    assert readers == {"n3_MatMul", "then_branch_read", "else_branch_read"}
+    assert optimize_route.detach_removed(model, snapshot) == 2  # the two reads in the bodies
+    assert {use.node.name for use in outer.uses()} == {"n3_MatMul"}
+    assert optimize_route.detach_removed(model, snapshot) == 0  # nothing left to drop
+
+
+def test_embedding_bag_exports_checker_clean_with_true_records(tmp_path):
+    """torch's optimizer folds EmbeddingBag's per-bag If chains and leaves one dead
+    Identity whose stale uses sat in the dropped bodies: the consumer records must follow
+    the graph as saved, and validate must accept the dead node torch left (same topology
+    as a plain export) while ONNX Runtime matches PyTorch."""
+    torch.manual_seed(0)
+
+    class Bags(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bag = torch.nn.EmbeddingBag(30, 8, mode="mean")
+            self.out = torch.nn.Linear(8, 2)
+
+        def forward(self, ids, offsets):
+            return self.out(self.bag(ids, offsets))
+
+    module = Bags().eval()
+    args = (torch.randint(0, 30, (10,)), torch.tensor([0, 4]))
+    path = tmp_path / "bags.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graphtag.export(module, args, f=path, verbose=False)
+        plain = torch.onnx.export(module, args, dynamo=True, verbose=False).model
+    saved = graphtag.load(path)
+    diff = compare_topology(saved, plain)
+    assert diff.identical, diff.report()
+    report = graphtag.validate(saved, path=path)
+    assert report.passed, [(r.rule, r.detail) for r in report.results if r.status == "FAIL"]
+    statuses = {r.rule: r.status for r in report.results}
+    assert statuses["consumers"] == "PASS"
+    dead = {n.name for n in iter_all_nodes(saved)} - _live_names(saved)
+    assert dead == metadata.exporter_dead_nodes(saved)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"ids": args[0].numpy(), "offsets": args[1].numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, module(*args).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _live_names(model: ir.Model) -> set[str]:
+    from graphtag.analysis.liveness import dead_nodes
+
+    return {n.name for n in iter_all_nodes(model)} - {n.name for n in dead_nodes(model)}

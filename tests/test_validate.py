@@ -210,6 +210,22 @@ def test_dead_node_fails_orphans():
     assert result(model, "orphan-nodes").items == ["dead"]
 
 
+def test_dead_nodes_torch_left_are_kept_and_listed_others_still_fail():
+    model = mlp_with_hierarchy()
+    first = nodes(model)[0].outputs[0]
+    model.graph.append(ir.Node("", "Identity", [first], name="torch_dead"))
+    metadata.set_exporter_dead_nodes(model, ["torch_dead"])
+    check = result(model, "orphan-nodes")
+    assert check.status == "PASS" and check.items == ["torch_dead"]
+    assert "torch's exporter left" in check.detail
+    # A dead node the record does not name fails, and only it is listed.
+    model.graph.append(ir.Node("", "Relu", [first], name="ours"))
+    check = result(model, "orphan-nodes")
+    assert check.status == "FAIL" and check.items == ["ours"]
+    metadata.set_exporter_dead_nodes(model, [])
+    assert metadata.EXPORTER_DEAD_NODES not in model.metadata_props
+
+
 def test_cycle_is_found():
     model = mlp_with_hierarchy()
     _, n1, n2, _ = nodes(model)

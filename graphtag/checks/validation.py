@@ -53,7 +53,10 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
     *missing* one: its module still has nodes, yet nothing they read can carry its value.
     SKIP when the model has no hierarchy.
 ``orphan-nodes``
-    Every node contributes to a graph output (of its graph, subgraph or function).
+    Every node contributes to a graph output (of its graph, subgraph or function),
+    except the named nodes listed in ``pkg.graphtag.exporter_dead_nodes``: dead nodes
+    torch's exporter or optimizer left, which graphtag keeps (same topology as torch);
+    they are listed in the PASS detail.
 ``cycles``
     The graph is acyclic (Kahn's algorithm per graph; a node holding subgraphs depends
     on everything its subgraphs read from the enclosing graph).
@@ -79,6 +82,7 @@ import onnx
 import onnx_ir as ir
 
 from graphtag.analysis.kahn import unorderable_nodes
+from graphtag.analysis.liveness import dead_nodes
 from graphtag.analysis.manager import analysis_scope, hierarchy
 from graphtag.analysis.parameters import (
     initializer_copies,
@@ -95,7 +99,6 @@ from graphtag.core.graphs import (
     iter_graphs,
     iter_initializers,
     iter_values,
-    subgraphs_of,
 )
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, tag_parent
 from graphtag.core.strings import invalid_strings
@@ -494,23 +497,17 @@ def _is_derived_weight(value: ir.Value) -> bool:
 
 
 def _orphan_nodes(ctx: _Context) -> Outcome:
-    live: set[ir.Node] = set()
-    containers: list = [ctx.model.graph, *ctx.model.functions.values()]
-    stack = [v.producer() for c in containers for v in c.outputs if v.producer() is not None]
-    while stack:
-        node = stack.pop()
-        if node in live:
-            continue
-        live.add(node)
-        for value in node.inputs:
-            if value is not None and (producer := value.producer()) is not None:
-                stack.append(producer)
-        for graph in subgraphs_of(node):
-            stack.extend(v.producer() for v in graph.outputs if v.producer() is not None)
-    dead = [label for label, node in _labelled_nodes(ctx.model) if node not in live]
-    if dead:
-        return FAIL, listing(len(dead), "nodes reach no output", dead), dead
-    return PASS, "every node reaches an output", []
+    dead = dead_nodes(ctx.model)
+    if not dead:
+        return PASS, "every node reaches an output", []
+    labels = {node: label for label, node in _labelled_nodes(ctx.model)}
+    known = metadata.exporter_dead_nodes(ctx.model)
+    unexplained = [labels[node] for node in dead if node.name not in known]
+    if unexplained:
+        return FAIL, listing(len(unexplained), "nodes reach no output", unexplained), unexplained
+    kept = [labels[node] for node in dead]
+    detail = listing(len(kept), "nodes torch's exporter left reaching no output, kept", kept)
+    return PASS, f"every other node reaches an output; {detail}", kept
 
 
 def _cycles(ctx: _Context) -> Outcome:

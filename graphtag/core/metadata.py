@@ -54,6 +54,10 @@ EXTRACTED_MODULE = "pkg.graphtag.extracted_module"
 # Model: JSON list of the initializers torch's optimizer (the torch-optimizer pass)
 # removed without recording where their value went (a zero bias whose Add it dropped).
 OPTIMIZER_REMOVED = "pkg.graphtag.optimizer_removed"
+# Model: JSON list of the named nodes torch's exporter or optimizer left reaching no
+# output. graphtag keeps torch's topology, so they stay; validate's orphan-nodes rule
+# accepts them (a dead node graphtag made still fails it).
+EXPORTER_DEAD_NODES = "pkg.graphtag.exporter_dead_nodes"
 
 # Node: Model Explorer's grouping key (its ONNX adapter, model-explorer-onnx, builds its
 # layers from it; torch's dynamo exporter writes its own module path there). The
@@ -160,6 +164,18 @@ def _shared_text(names: tuple[str, ...]) -> str:
 @functools.lru_cache(maxsize=16384)
 def _contexts_text(pairs: tuple[tuple[str, str], ...]) -> str:
     return _compact([{"module": m, "role": r} for m, r in pairs])
+
+
+def exporter_dead_nodes(model: ir.Model) -> set[str]:
+    """The names recorded in ``pkg.graphtag.exporter_dead_nodes`` (empty when absent)."""
+    text = model.metadata_props.get(EXPORTER_DEAD_NODES)
+    return set(parse_name_list(text) or ()) if text else set()
+
+
+def set_exporter_dead_nodes(model: ir.Model, names: Iterable[str]) -> None:
+    """Record ``names`` as the dead nodes torch left (the key removed when there is none)."""
+    listed = sorted(set(names))
+    _put(model.metadata_props, EXPORTER_DEAD_NODES, json.dumps(listed) if listed else None)
 
 
 def parse_name_list(text: str) -> list[str] | None:

@@ -29,6 +29,7 @@ from typing import Any
 import onnx_ir as ir
 import torch
 
+from graphtag.analysis.liveness import dead_node_names
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import iter_all_nodes
@@ -186,6 +187,8 @@ def export(
     start = time.perf_counter()
     onnx_model = exported.model
     write_model_metadata(onnx_model, hierarchy)
+    # Dead nodes torch's exporter left stay (same topology as torch); validate knows them.
+    metadata.set_exporter_dead_nodes(onnx_model, dead_node_names(onnx_model))
     steps = export_steps(
         optimize=route and exported.dynamo,
         strip_torch_metadata=strip_torch_metadata,
