@@ -4,13 +4,16 @@ from __future__ import annotations
 
 __all__ = ["TagPropagationPass", "choose_tag"]
 
+import functools
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import onnx_ir as ir
 
 from graphtag.analysis import manager
+from graphtag.analysis.parameters import NameResolver
 from graphtag.core import metadata
 from graphtag.core.graphs import iter_all_nodes, subgraphs_of
 from graphtag.core.hierarchy import is_ancestor_or_self, tag_lca, tag_parent
@@ -39,6 +42,12 @@ class TagPropagationPass(ir.passes.InPlacePass):
       frequent neighbour tag (``allow_root=true`` accepts the root instead);
     * ``strategy=producers`` / ``consumers``: the LCA of that side only, falling back to
       the other side;
+    * a node with no tagged neighbour that reads parameters (initializers the hierarchy
+      names, through the optimizer's ``folded_from`` too) takes the module owning them
+      (their lowest common ancestor; rule ``parameter``), when that module lies inside
+      the node's enclosing node's module: torch's exporter records no module for nodes
+      inside ``torch.cond`` branches, but their weights say which module ran. Their
+      untagged neighbours then propagate from them as above;
     * a node inside a subgraph with no tagged neighbour takes its enclosing node's tag;
       a node with no tagged neighbour at all takes the root tag.
 
@@ -92,8 +101,9 @@ class TagPropagationPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
         stats: Counter[str] = Counter()
         root = _root_tag(model)
+        owner = _ParameterOwners(model)
         for container in [model.graph, *model.functions.values()]:
-            self._propagate(container, root, None, stats)
+            self._propagate(container, root, None, stats, owner)
         diagnostics = []
         if stats["untagged"]:
             note = f"{stats['untagged']} nodes left untagged: the model has no tag to start from"
@@ -103,12 +113,50 @@ class TagPropagationPass(ir.passes.InPlacePass):
         return PassResult(model, modified, stats=dict(stats), diagnostics=diagnostics)
 
     def _propagate(
-        self, container, root: str | None, enclosing_tag: str | None, stats: Counter[str]
+        self,
+        container,
+        root: str | None,
+        enclosing_tag: str | None,
+        stats: Counter[str],
+        owner: Callable[[ir.Node], str | None],
     ) -> None:
         nodes = list(container)
         untagged = [n for n in nodes if metadata.node_tag(n) is None]
         pending = set(untagged)
-        queue = deque(untagged)
+        self._from_neighbours(deque(untagged), pending, root, stats)
+        # Nodes no tagged neighbour reached: the parameters they read, then propagation
+        # from those again.
+        seeded = []
+        for node in untagged:
+            tag = owner(node) if node in pending else None
+            if tag is not None and (
+                enclosing_tag is None or is_ancestor_or_self(enclosing_tag, tag)
+            ):
+                metadata.set_tag(node, tag, "inferred:parameter")
+                stats["parameter"] += 1
+                pending.discard(node)
+                seeded.append(node)
+        if seeded:
+            again = deque(n for node in seeded for n in _neighbours(node) if n in pending)
+            self._from_neighbours(again, pending, root, stats)
+        # Nodes with no tagged neighbour at all (isolated, or all-untagged islands).
+        for node in untagged:
+            if node in pending:
+                fallback = enclosing_tag or root
+                rule = "enclosing" if enclosing_tag else "root"
+                if fallback is None:
+                    rule = "untagged"
+                else:
+                    metadata.set_tag(node, fallback, f"inferred:{rule}")
+                stats[rule] += 1
+        for node in nodes:
+            for graph in subgraphs_of(node):
+                self._propagate(graph, root, metadata.node_tag(node), stats, owner)
+
+    def _from_neighbours(
+        self, queue: deque[ir.Node], pending: set[ir.Node], root: str | None, stats
+    ) -> None:
+        """Tag the queued pending nodes from their tagged neighbours, spreading as it goes."""
         while queue:
             node = queue.popleft()
             if node not in pending:
@@ -123,19 +171,38 @@ class TagPropagationPass(ir.passes.InPlacePass):
             stats[rule] += 1
             pending.discard(node)
             queue.extend(n for n in _neighbours(node) if n in pending)
-        # Nodes with no tagged neighbour at all (isolated, or all-untagged islands).
-        for node in untagged:
-            if node in pending:
-                fallback = enclosing_tag or root
-                rule = "enclosing" if enclosing_tag else "root"
-                if fallback is None:
-                    rule = "untagged"
-                else:
-                    metadata.set_tag(node, fallback, f"inferred:{rule}")
-                stats[rule] += 1
-        for node in nodes:
-            for graph in subgraphs_of(node):
-                self._propagate(graph, root, metadata.node_tag(node), stats)
+
+
+class _ParameterOwners:
+    """node -> the lowest common ancestor of the modules owning the parameters it reads
+    (each parameter's deepest owner in the stored hierarchy), None when it reads none.
+    The hierarchy is indexed on the first question: most runs never ask one."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+
+    @functools.cached_property
+    def _index(self) -> tuple[NameResolver, dict[str, str]] | None:
+        tree = manager.hierarchy(self.model)
+        if tree is None:
+            return None
+        resolver = NameResolver(tree)
+        deepest = {
+            name: max(tags, key=lambda t: t.count("/")) for name, tags in resolver.owners.items()
+        }
+        return resolver, deepest
+
+    def __call__(self, node: ir.Node) -> str | None:
+        if self._index is None:
+            return None
+        resolver, deepest = self._index
+        tags = [
+            deepest[name]
+            for value in node.inputs
+            if value is not None and value.is_initializer()
+            for name in resolver.origin(value)
+        ]
+        return tag_lca(tags) if tags else None
 
 
 def choose_tag(

@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 from onnx_builders import feeds, run_ort, tagged_mlp
+from test_analysis import FC1, ROOT, mlp_with_hierarchy
 
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
@@ -143,3 +144,44 @@ def test_a_node_with_no_tagged_neighbour_yet_does_not_stop_the_others():
     assert metadata.node_tag(add) == "/MLP/Layer.fc1"  # from its producer, not the root
     assert metadata.node_tag(clip) == "/MLP/Layer.fc1"
     assert metadata.node_tag(lonely) == "/MLP"
+
+
+def _if_with_branches(model: ir.Model, tag: str, then_nodes, else_nodes) -> ir.Node:
+    cond = ir.node("Constant", [], attributes={"value": ir.tensor(True)}, name="cond")
+    cond.metadata_props[metadata.MODULE] = tag
+    bodies = {}
+    for name, body_nodes in (("then_branch", then_nodes), ("else_branch", else_nodes)):
+        bodies[name] = ir.Graph([], body_nodes[-1].outputs, nodes=body_nodes, name=name)
+    branch = ir.node("If", [cond.outputs[0]], attributes=bodies, name="branch")
+    branch.metadata_props[metadata.MODULE] = tag
+    model.graph.extend([cond, branch])
+    return branch
+
+
+def test_nodes_without_neighbours_take_the_module_whose_parameters_they_read():
+    """torch's exporter gives nodes inside torch.cond branches no module: the weights
+    they read name it, and their untagged neighbours follow from there."""
+    model = mlp_with_hierarchy()
+    x = model.graph.inputs[0]
+    w1, b1 = model.graph.initializers["fc1.weight"], model.graph.initializers["fc1.bias"]
+    matmul = ir.node("MatMul", [x, w1], name="then_matmul")
+    add = ir.node("Add", [matmul.outputs[0], b1], name="then_add")
+    after = ir.node("Relu", [add.outputs[0]], name="then_relu")  # reads no parameter
+    plain = ir.node("Identity", [x], name="else_identity")  # reads no parameter
+    _if_with_branches(model, ROOT, [matmul, add, after], [plain])
+    result = TagPropagationPass()(model)
+    assert result.modified
+    assert metadata.node_tag(matmul) == metadata.node_tag(add) == FC1
+    assert matmul.metadata_props[metadata.TAG_SOURCE] == "inferred:parameter"
+    assert metadata.node_tag(after) == FC1  # from its producer
+    assert metadata.node_tag(plain) == ROOT  # nothing to go by: the enclosing node's
+    assert result.stats["parameter"] == 2 and result.stats["enclosing"] == 1
+    assert not TagPropagationPass()(model).modified
+    # A parameter of a module outside the enclosing node's does not decide.
+    other = mlp_with_hierarchy()
+    w2 = other.graph.initializers["fc2.weight"]
+    inside = ir.node("Identity", [w2], name="reads_fc2")
+    _if_with_branches(other, FC1, [inside], [ir.node("Identity", [w2], name="also")])
+    TagPropagationPass()(other)
+    assert metadata.node_tag(inside) == FC1
+    assert inside.metadata_props[metadata.TAG_SOURCE] == "inferred:enclosing"

@@ -1,0 +1,90 @@
+"""Exports of torch constructs the zoo does not hold, end to end against torch and ORT.
+
+Each model goes through ``graphtag.export`` to a file: the topology equals a plain
+``torch.onnx.export`` with the same options, ``graphtag validate`` passes on the file,
+and ONNX Runtime matches PyTorch.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+import graphtag
+from graphtag.analysis.liveness import dead_nodes
+from graphtag.checks.compare import compare_topology
+from graphtag.core import metadata
+from graphtag.core.graphs import iter_all_nodes
+from graphtag.exporter.module_tree import FilterConfig
+
+
+def _export(module: torch.nn.Module, args: tuple, path, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = graphtag.export(module, args, f=path, verbose=False, **options)
+        plain = torch.onnx.export(module, args, dynamo=True, verbose=False).model
+    saved = graphtag.load(path)
+    diff = compare_topology(saved, plain)
+    assert diff.identical, diff.report()
+    report = graphtag.validate(saved, path=path)
+    assert report.passed, [(r.rule, r.detail) for r in report.results if r.status == "FAIL"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), args, strict=True)}
+    (got,) = session.run(None, feeds)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, module(*args).numpy(), rtol=1e-5, atol=1e-6)
+    return result, saved, report
+
+
+class Bags(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = torch.nn.EmbeddingBag(30, 8, mode="mean")
+        self.out = torch.nn.Linear(8, 2)
+
+    def forward(self, ids, offsets):
+        return self.out(self.bag(ids, offsets))
+
+
+def test_embedding_bag_records_follow_the_saved_graph(tmp_path):
+    """torch's optimizer folds EmbeddingBag's per-bag If chains and leaves one dead
+    Identity whose stale uses sat in the dropped bodies: the consumer records must follow
+    the graph as saved, and the dead node torch left is recorded, not reported."""
+    torch.manual_seed(0)
+    args = (torch.randint(0, 30, (10,)), torch.tensor([0, 4]))
+    _, saved, report = _export(Bags().eval(), args, tmp_path / "bags.onnx")
+    assert {r.rule: r.status for r in report.results}["consumers"] == "PASS"
+    assert {n.name for n in dead_nodes(saved)} == metadata.exporter_dead_nodes(saved)
+
+
+class Branches(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(4, 4)
+        self.b = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.cond(x.sum() > 0, lambda t: self.a(t), lambda t: self.b(t) - 1, (x,))
+
+
+def test_nodes_inside_cond_branches_get_the_module_whose_weights_they_read(tmp_path):
+    """torch's exporter records no module for nodes inside torch.cond branches."""
+    torch.manual_seed(0)
+    module = Branches().eval()
+    filter_config = FilterConfig(keep_all=True)
+    _, saved, _ = _export(module, (torch.randn(2, 4),), tmp_path / "cond.onnx",
+                          filter_config=filter_config)  # fmt: skip
+    in_bodies = {
+        node.op_type + ":" + (metadata.node_tag(node) or "")
+        for node in iter_all_nodes(saved)
+        if node.graph is not saved.graph
+    }
+    # The Sub follows its producer (propagation cannot tell it ran in the lambda).
+    assert in_bodies == {
+        "Gemm:/Branches/Linear.a",
+        "Gemm:/Branches/Linear.b",
+        "Sub:/Branches/Linear.b",
+    }
