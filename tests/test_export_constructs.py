@@ -88,3 +88,20 @@ def test_nodes_inside_cond_branches_get_the_module_whose_weights_they_read(tmp_p
         "Gemm:/Branches/Linear.b",
         "Sub:/Branches/Linear.b",
     }
+
+
+def test_verify_says_a_module_inside_a_cond_branch_runs_in_the_body():
+    from graphtag.exporter.verify import verify_modules
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4).abs()  # the true branch runs: self.a
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checks = verify_modules(Branches().eval(), (x,), filter_config=FilterConfig(keep_all=True))
+    by_tag = {check.tag: check for check in checks}
+    assert by_tag["/Branches"].status == "OK"
+    assert by_tag["/Branches/Linear.b"].status == "NOT-EXECUTED"
+    inside = by_tag["/Branches/Linear.a"]
+    assert inside.status == "NO-NODES"
+    assert inside.reason.startswith("computed inside a control-flow body of If node")
+    assert inside.reason.endswith("(/Branches)")

@@ -57,8 +57,9 @@ Statuses: OK; UNUSED (every live tensor matched, some dead ones have no node); C
 outside the module's outputs); REORDERED (every live tensor matched, some only once
 sorted along one axis: an operation with unspecified output order, as top-k without
 sorting, ordered them differently); MISMATCH (a live tensor has no match); NOT-EXECUTED (no
-call in the eager run); NO-NODES (executed, but no node carries its tag or a
-descendant's, e.g. folded away by the optimizer); ERROR (extraction or onnxruntime
+call in the eager run); NO-NODES (executed, but no node of the main graph carries its
+tag or a descendant's, e.g. folded away by the optimizer, or computed inside a
+control-flow body, which is not extracted alone); ERROR (extraction or onnxruntime
 failed; ``reason``). A module with nothing to compare (all outputs passed through) is
 OK with 0/0.
 """
@@ -79,7 +80,7 @@ import torch
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import subgraphs_of
-from graphtag.core.hierarchy import Hierarchy, name_within, tag_parent
+from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, name_within, tag_parent
 from graphtag.exporter.dataflow import DataflowRecorder
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.switches import implementation_switches
@@ -256,7 +257,7 @@ def compare_modules(
     hierarchy = list(hierarchy)
     boundaries = module_boundaries(model)
     extractor = Extractor(model, boundaries)
-    absorbed = _fused_into(model)
+    absorbed = {**_inside_bodies(model), **_fused_into(model)}
     ambiguous = _ambiguous_scopes(model)
     constants = _ConstantPool(model, values)
     checks = []
@@ -374,6 +375,29 @@ def _fused_into(model: ir.Model) -> dict[str, str]:
             module = context["module"]
             if context["role"] == metadata.FUSED_ROLE and module != tag:
                 found.setdefault(module, f"fused into {tag}")
+    return found
+
+
+def _inside_bodies(model: ir.Model) -> dict[str, str]:
+    """Module tag -> where its nodes run, for modules computed inside a control-flow body.
+
+    A body belongs to the node holding it (graphtag.analysis.boundaries): it is not
+    extracted alone, so a module whose nodes all sit in one (a ``torch.cond`` branch
+    calling it) has no subgraph of its own to compare.
+    """
+    found: dict[str, str] = {}
+    for node in model.graph:
+        bodies = subgraphs_of(node)
+        if not bodies:
+            continue
+        outer = metadata.node_tag(node) or ""
+        where = f"computed inside a control-flow body of {node.op_type} node {node.name!r}"
+        for body in bodies:
+            for inner in ir.traversal.RecursiveGraphIterator(body):
+                tag = metadata.node_tag(inner)
+                while tag and not is_ancestor_or_self(tag, outer):
+                    found.setdefault(tag, f"{where} ({outer or 'untagged'})")
+                    tag = tag_parent(tag)
     return found
 
 
