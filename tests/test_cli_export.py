@@ -118,6 +118,35 @@ FACTORIES = textwrap.dedent(
         return Unexportable().eval(), (torch.randn(4, 4),)
 
 
+    class Listed(nn.Module):
+        # A list and a dict as positional arguments.
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, xs, extra):
+            return self.fc(xs[0] + xs[1]) * extra["scale"]
+
+
+    def _listed_inputs():
+        torch.manual_seed(0)  # the test rebuilds the CLI's model and inputs
+        pair = [torch.randn(2, 3), torch.randn(2, 3)]
+        return pair, {"scale": torch.tensor(2.0)}
+
+
+    def listed_ambiguous():
+        # (list, dict) reads as (args, kwargs), like torch.onnx.export's args.
+        return Listed().eval(), _listed_inputs()
+
+
+    def listed():
+        from graphtag.exporter.example_inputs import ExampleInputs
+
+        inputs = ExampleInputs(_listed_inputs(), {})
+        return Listed().eval(), inputs
+
+
     def raises():
         raise ValueError("checkpoint shards are missing")
 
@@ -189,6 +218,7 @@ JOBS: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "keep-linear": (["{fac}:net", "--keep-torch-class", "Linear"], None),
     "keep-all": (["{fac}:net", "--keep-all-modules"], None),
     "input-specs": (["{fac}:net", "--input-specs", "{root}/specs.json"], None),
+    "list-and-dict-inputs": (["{fac}:listed"], None),
     # Bad input.
     "unknown-hub-id": (["nobody-here/no-such-model-42"], ("not in the Hugging Face", "offline")),
     "nonexistent-path": (["{root}/no/such/dir"], ("no such model",)),
@@ -198,6 +228,10 @@ JOBS: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "inputs-do-not-fit": (
         ["{fac}:net", "--input-specs", "{root}/wrong-specs.json"],
         ("inputs do not fit the model", "--input-specs"),
+    ),
+    "factory-inputs-do-not-fit": (
+        ["{fac}:listed_ambiguous"],
+        ("inputs do not fit the model", "passed as 2 positional, keywords scale"),
     ),
     "dynamo-fails": (
         ["{fac}:branchy", "--exporter", "dynamo"],
@@ -511,6 +545,20 @@ def test_input_specs(runs):
     assert graph_input.name == "x"
     assert [d.dim_value for d in graph_input.type.tensor_type.shape.dim] == [3, 8]
     _assert_all_tagged(model)
+
+
+def test_a_list_and_a_dict_as_positional_inputs(runs, factories):
+    # The factory's ExampleInputs puts the dict in args: torch must not take it for kwargs.
+    model = _ok(runs["list-and-dict-inputs"])
+    _assert_all_tagged(model)
+    module, inputs = factories.listed()
+    with torch.no_grad():
+        expected = module(*inputs.args).numpy()
+    (pair, extra) = inputs.args
+    flat = [*pair, extra["scale"]]  # the exporter's order: the arguments flattened
+    feeds = {i.name: t.numpy() for i, t in zip(model.graph.input, flat, strict=True)}
+    (got,) = _run_ort(runs["list-and-dict-inputs"].out, feeds)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -105,3 +105,27 @@ def test_verify_says_a_module_inside_a_cond_branch_runs_in_the_body():
     assert inside.status == "NO-NODES"
     assert inside.reason.startswith("computed inside a control-flow body of If node")
     assert inside.reason.endswith("(/Branches)")
+
+
+class Scaled(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 3)
+
+    def forward(self, x, extra=None):
+        scale = 1.0 if extra is None else extra["scale"]
+        return self.fc(x) * scale
+
+
+def test_a_trailing_dict_is_kwargs_as_in_torch_unless_kwargs_are_given():
+    torch.manual_seed(0)
+    module, x = Scaled().eval(), torch.randn(2, 3)
+    extra = {"scale": torch.tensor(2.0)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # kwargs None: torch.onnx.export's convention, the dict holds keyword arguments.
+        as_kwargs = graphtag.export(module, (x, {"extra": extra}), verbose=False).model
+        # kwargs given (even empty): the dict is the last positional argument.
+        as_given = graphtag.export(module, (x, extra), {}, verbose=False).model
+    assert [v.name for v in as_kwargs.graph.inputs] == [v.name for v in as_given.graph.inputs]
+    assert len(as_given.graph.inputs) == 2  # x and the dict's tensor: the scale is an input

@@ -441,17 +441,27 @@ def _avoid_special_tokens(ids: torch.Tensor, special: set[int], high: int) -> to
 # ---------------------------------------------------------------------------- check
 
 
-def check_inputs_fit(model: nn.Module, inputs: ExampleInputs) -> Any:
-    """Run one forward pass; turn any failure into a one-line GraphtagError. Returns the output."""
+def check_inputs_fit(
+    model: nn.Module,
+    inputs: ExampleInputs,
+    hint: str = "describe the inputs with --input-specs FILE.json",
+) -> Any:
+    """Run one forward pass; turn any failure into a one-line GraphtagError ending with
+    ``hint`` (what to do about it). Returns the output."""
     try:
         with torch.no_grad():
             return model(*inputs.args, **inputs.kwargs)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise GraphtagError(
-            f"inputs do not fit the model: {type(exc).__name__}: {first} "
-            "(describe the inputs with --input-specs FILE.json)"
+            f"inputs do not fit the model: {type(exc).__name__}: {first} ({hint})"
         ) from exc
+
+
+def describe_call(inputs: ExampleInputs) -> str:
+    """How ``inputs`` will be passed: ``2 positional, keywords scale, mask``."""
+    names = ", ".join(inputs.kwargs) or "none"
+    return f"{len(inputs.args)} positional, keywords {names}"
 
 
 # ---------------------------------------------------------------------------- spec files

@@ -321,6 +321,7 @@ def prepare_inputs(loaded: LoadedModel, input_specs: str | os.PathLike | None = 
     generated from the forward signature and config; checked against the model."""
     from graphtag.exporter.example_inputs import (
         check_inputs_fit,
+        describe_call,
         inputs_from_specs,
         load_input_specs,
         make_example_inputs,
@@ -334,6 +335,14 @@ def prepare_inputs(loaded: LoadedModel, input_specs: str | os.PathLike | None = 
             inputs.kwargs.setdefault(key, value)
     elif loaded.example_inputs is not None:
         inputs = loaded.example_inputs
+        # A factory's (list, dict) reads as (args, kwargs): say how it was read.
+        hint = (
+            f"the factory's example inputs were passed as {describe_call(inputs)}; "
+            "return ExampleInputs(args, kwargs) (graphtag.exporter.example_inputs) to "
+            "say exactly, or give --input-specs FILE.json"
+        )
+        check_inputs_fit(loaded.module, inputs, hint)
+        return inputs
     else:
         inputs = make_example_inputs(loaded.module, loaded.config)
     check_inputs_fit(loaded.module, inputs)

@@ -151,6 +151,10 @@ def export(
 ) -> ExportResult:
     """Export like ``torch.onnx.export`` and tag every node with its module.
 
+    ``args`` ending with a dict follows torch's convention (the dict holds the keyword
+    arguments) when ``kwargs`` is None; with ``kwargs`` given, even ``{}``, that dict is
+    the last positional argument.
+
     ``exporter``: ``"auto"`` (the default: dynamo, then dynamo with the model's
     implementation switches set to traceable variants, then TorchScript; the first that
     works), ``"dynamo"``, ``"torchscript"`` or an
@@ -174,6 +178,10 @@ def export(
         raise GraphtagError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(args, tuple):
         args = (args,)
+    if kwargs is not None and not kwargs and args and isinstance(args[-1], dict):
+        # torch reads a trailing dict in args as the keyword arguments unless an empty
+        # dict follows it; kwargs given (even empty) means args are meant as they are.
+        args = (*args, {})
     kwargs = dict(kwargs or {})
     chosen = resolve_exporter(exporter, dynamo)
     hierarchy = build_hierarchy(model, filter_config or FilterConfig())
