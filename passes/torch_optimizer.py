@@ -91,7 +91,11 @@ class TorchOptimizerPass(ir.passes.InPlacePass):
     (``fused``/``rewritten``) and ``pkg.graphtag.contexts`` (role ``fused``) by the merge
     policy in the module docstring; on the model, ``pkg.graphtag.optimizer_removed``:
     the initializers it dropped without a ``folded_from`` record (a zero bias whose
-    ``Add`` it removed). Imports onnxscript, never torch.
+    ``Add`` it removed), and ``pkg.graphtag.exporter_dead_nodes``: the named nodes the
+    optimizer left reaching no output (kept: the topology is torch's). Nodes the
+    optimizer removed stop using values, the nodes inside their bodies too
+    (:func:`detach_removed`), so ``Value.uses()`` is the graph's. Imports onnxscript,
+    never torch.
 
     Invariants: surviving nodes keep their tags; a fused node's tag is the lowest common
     ancestor of its sources' tags; ``modified`` is False when the optimizer left every
