@@ -11,17 +11,20 @@ import warnings
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
+from torch.utils import _pytree as pytree
 
 import graphtag
 from graphtag.analysis.liveness import dead_nodes
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
 from graphtag.core.graphs import iter_all_nodes
+from graphtag.core.hierarchy import Hierarchy
 from graphtag.exporter.module_tree import FilterConfig
 
 
-def _export(module: torch.nn.Module, args: tuple, path, **options):
+def _export(module: torch.nn.Module, args: tuple, path, *, rtol: float = 1e-5, **options):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = graphtag.export(module, args, f=path, verbose=False, **options)
@@ -33,10 +36,84 @@ def _export(module: torch.nn.Module, args: tuple, path, **options):
     assert report.passed, [(r.rule, r.detail) for r in report.results if r.status == "FAIL"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), args, strict=True)}
-    (got,) = session.run(None, feeds)
+    got = session.run(None, feeds)
     with torch.no_grad():
-        np.testing.assert_allclose(got, module(*args).numpy(), rtol=1e-5, atol=1e-6)
+        expected = pytree.tree_leaves(module(*args))
+    assert len(got) == len(expected)
+    for actual, wanted in zip(got, expected, strict=True):
+        np.testing.assert_allclose(actual, wanted.numpy(), rtol=rtol, atol=rtol / 10)
     return result, saved, report
+
+
+class _Recurrent(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 16)
+        self.rnn = torch.nn.LSTM(16, 24, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(24, 5)
+
+    def forward(self, ids):
+        hidden, _ = self.rnn(self.emb(ids))
+        return self.head(hidden[:, -1])
+
+
+class _Parametrized(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        parametrize = torch.nn.utils.parametrizations
+        self.fc = parametrize.weight_norm(torch.nn.Linear(6, 6))
+        self.sn = parametrize.spectral_norm(torch.nn.Linear(6, 3))
+
+    def forward(self, x):
+        return self.sn(torch.tanh(self.fc(x)))
+
+
+class _TiedHooked(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(40, 8)
+        self.mix = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 40, bias=False)
+        self.head.weight = self.emb.weight
+        self.mix.register_forward_hook(lambda module, inputs, out: out * 0.5)
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.mix(self.emb(ids))))
+
+
+def _half_mlp():
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    return mlp.half(), (torch.randn(3, 8).half(),)
+
+
+# name -> (model, args) factory; each a torch.nn construct the zoo's models do not use.
+CONSTRUCTS = {
+    "lstm": lambda: (_Recurrent(), (torch.randint(0, 50, (2, 7)),)),
+    "nn-transformer": lambda: (
+        torch.nn.Transformer(16, 2, 1, 1, 32, dropout=0.0, batch_first=True),
+        (torch.randn(1, 5, 16), torch.randn(1, 4, 16)),
+    ),
+    "parametrizations": lambda: (_Parametrized(), (torch.randn(2, 6),)),
+    "tied-and-hooked": lambda: (_TiedHooked(), (torch.randint(0, 40, (2, 5)),)),
+    "data-parallel": lambda: (torch.nn.DataParallel(_Parametrized()), (torch.randn(2, 6),)),
+    "float16": _half_mlp,
+}
+
+
+@pytest.mark.parametrize("name", CONSTRUCTS)
+def test_torch_nn_constructs_export_with_every_module_kept(tmp_path, name):
+    torch.manual_seed(0)
+    module, args = CONSTRUCTS[name]()
+    module.eval()
+    rtol = 1e-2 if name == "float16" else 1e-4
+    _, saved, _ = _export(module, args, tmp_path / f"{name}.onnx", rtol=rtol,
+                          filter_config=FilterConfig(keep_all=True))  # fmt: skip
+    tags = {metadata.node_tag(node) for node in iter_all_nodes(saved)}
+    assert None not in tags
+    # Nodes sit in the modules below the root, not all at the top (validate checked that
+    # every tag is a module of the stored hierarchy).
+    root = Hierarchy.from_model(saved).root
+    assert any(tag != root for tag in tags), tags
 
 
 class Bags(torch.nn.Module):
