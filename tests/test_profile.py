@@ -530,3 +530,27 @@ def test_long_runs_report_progress(mlp, monkeypatch):
         "run 1/3",
         "run 2/3",
     ]
+
+
+def test_kernels_of_nodes_onnx_runtime_named_are_placed_by_op_type_when_unambiguous():
+    """ONNX Runtime names a node it created without a name ``<op>_<index>`` at run time;
+    the saved graph has it unnamed."""
+    from graphtag.tools.profile.collect import _RuntimeNames, _unnamed_by_op
+
+    x = ir.Value(name="x", shape=ir.Shape([2]), type=ir.TensorType(ir.DataType.FLOAT))
+    nodes = []
+    for op, tag in (("Cast", "/M/A"), ("Cast", "/M/A"), ("Relu", "/M/A"), ("Relu", "/M/B")):
+        node = ir.Node("", op, [x], attributes=[ir.AttrInt64("to", 1)] if op == "Cast" else [])
+        node.metadata_props[metadata.MODULE] = tag
+        nodes.append(node)
+    named = ir.Node("", "Cast", [x], attributes=[ir.AttrInt64("to", 1)], name="Cast_7")
+    named.metadata_props[metadata.MODULE] = "/M/C"
+    graph = ir.Graph([x], [n.outputs[0] for n in [*nodes, named]], nodes=[*nodes, named])
+    model = ir.Model(graph, ir_version=10)
+    for node in nodes:
+        node.name = ""  # onnx_ir named them on insertion: unnamed, as ONNX Runtime saves them
+    tags = _RuntimeNames({"Cast_7": ("/M/C", "Cast", id(named))}, _unnamed_by_op(model))
+    assert tags.get("Cast_15")[0] == "/M/A"  # both unnamed Casts are in /M/A
+    assert tags.get("Cast_7")[0] == "/M/C"  # a real name wins
+    assert tags.get("Relu_3") is None  # unnamed Relus in two modules: unknown
+    assert tags.get("MatMul_1") is None and tags.get("Cast") is None

@@ -14,6 +14,7 @@ module and reported, so the modules' self times always add up to the run's kerne
 from __future__ import annotations
 
 import dataclasses
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -246,6 +247,7 @@ def _read_optimized(reference: ir.Model, path: Path, tagged: bool):
         report = retag(reference, optimized, force=True, reference_name="the profiled model")
         kinds = report.kinds
     tags, nodes = _tags_by_name(optimized)
+    tags = _RuntimeNames(tags, _unnamed_by_op(optimized))
     fused_into: dict[str, str] = {}
     for node in iter_all_nodes(optimized):
         for entry in metadata.contexts(node):
@@ -265,6 +267,49 @@ def _tags_by_name(model: ir.Model) -> tuple[dict[str, tuple[str, str, int]], Cou
         if node.name and node.name not in found:
             found[node.name] = (tag, node.op_type, id(node))
     return found, nodes
+
+
+def _unnamed_by_op(model: ir.Model) -> dict[str, tuple[str, str, int] | None]:
+    """Op type -> (tag, op type, node id) of its unnamed nodes when they all carry one tag
+    (None when their tags differ)."""
+    found: dict[str, tuple[str, str, int] | None] = {}
+    for node in iter_all_nodes(model):
+        if node.name:
+            continue
+        entry = (node.metadata_props.get(metadata.MODULE) or "", node.op_type, id(node))
+        known = found.setdefault(node.op_type, entry)
+        if known is not None and known[0] != entry[0]:
+            found[node.op_type] = None
+    return found
+
+
+class _RuntimeNames(dict):
+    """Node name -> (tag, op type, node id), also for the names ONNX Runtime gives nodes
+    it created without one (``<op type>_<node index>``, e.g. a ``Cast`` from a ``CastLike``
+    it expanded in a loop body): the saved graph has them unnamed, so such a kernel is
+    placed by its op type when every unnamed node of that type has one module, and stays
+    unknown otherwise."""
+
+    def __init__(self, tags: dict, unnamed: dict) -> None:
+        super().__init__(tags)
+        self.unnamed = unnamed
+
+    def __missing__(self, name: str):
+        match = _RUNTIME_NAME.match(name)
+        entry = self.unnamed.get(match["op"]) if match else None
+        if entry is None:
+            raise KeyError(name)
+        self[name] = entry
+        return entry
+
+    def get(self, name, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
+_RUNTIME_NAME = re.compile(r"^(?P<op>[A-Za-z]\w*)_\d+$")
 
 
 def _kind(kind: str | None) -> str:
