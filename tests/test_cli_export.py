@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -559,6 +560,28 @@ def test_a_list_and_a_dict_as_positional_inputs(runs, factories):
     feeds = {i.name: t.numpy() for i, t in zip(model.graph.input, flat, strict=True)}
     (got,) = _run_ort(runs["list-and-dict-inputs"].out, feeds)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_quiet_torch_also_quiets_the_loggers_of_torchs_onnx_optimizer():
+    from graphtag.exporter.noise import quiet_torch
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    names = ["onnx_ir.passes.common.initializer_deduplication", "onnxscript.optimizer"]
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with quiet_torch():
+            for name in names:
+                logging.getLogger(name).warning("noise from %s", name)
+        assert seen == []
+        with quiet_torch(verbose=True):
+            logging.getLogger(names[0]).warning("shown")
+        assert seen == ["shown"]
+        assert all(logging.getLogger(n).getEffectiveLevel() <= logging.WARNING for n in names)
+    finally:
+        root.removeHandler(handler)
 
 
 # ---------------------------------------------------------------------------- bad input

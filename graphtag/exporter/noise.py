@@ -26,6 +26,10 @@ TORCH_LOGGERS = (
     "torch._dynamo",
     "torch.fx.experimental.symbolic_shapes",
     "transformers",
+    # torch's ONNX optimizer (the torch-optimizer pass) logs through onnxscript and the
+    # onnx_ir passes it runs: "Skipped deduplication of initializer ..." and the like.
+    "onnxscript",
+    "onnx_ir",
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
