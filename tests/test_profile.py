@@ -535,7 +535,7 @@ def test_long_runs_report_progress(mlp, monkeypatch):
 def test_kernels_of_nodes_onnx_runtime_named_are_placed_by_op_type_when_unambiguous():
     """ONNX Runtime names a node it created without a name ``<op>_<index>`` at run time;
     the saved graph has it unnamed."""
-    from graphtag.tools.profile.collect import _RuntimeNames, _unnamed_by_op
+    from graphtag.tools.profile.collect import _tags_by_name
 
     x = ir.Value(name="x", shape=ir.Shape([2]), type=ir.TensorType(ir.DataType.FLOAT))
     nodes = []
@@ -549,7 +549,7 @@ def test_kernels_of_nodes_onnx_runtime_named_are_placed_by_op_type_when_unambigu
     model = ir.Model(graph, ir_version=10)
     for node in nodes:
         node.name = ""  # onnx_ir named them on insertion: unnamed, as ONNX Runtime saves them
-    tags = _RuntimeNames({"Cast_7": ("/M/C", "Cast", id(named))}, _unnamed_by_op(model))
+    tags, _ = _tags_by_name(model)
     assert tags.get("Cast_15")[0] == "/M/A"  # both unnamed Casts are in /M/A
     assert tags.get("Cast_7")[0] == "/M/C"  # a real name wins
     assert tags.get("Relu_3") is None  # unnamed Relus in two modules: unknown

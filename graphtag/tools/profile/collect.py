@@ -247,7 +247,6 @@ def _read_optimized(reference: ir.Model, path: Path, tagged: bool):
         report = retag(reference, optimized, force=True, reference_name="the profiled model")
         kinds = report.kinds
     tags, nodes = _tags_by_name(optimized)
-    tags = _RuntimeNames(tags, _unnamed_by_op(optimized))
     fused_into: dict[str, str] = {}
     for node in iter_all_nodes(optimized):
         for entry in metadata.contexts(node):
@@ -256,31 +255,24 @@ def _read_optimized(reference: ir.Model, path: Path, tagged: bool):
     return optimized, kinds, tags, nodes, fused_into
 
 
-def _tags_by_name(model: ir.Model) -> tuple[dict[str, tuple[str, str, int]], Counter[str]]:
+def _tags_by_name(model: ir.Model) -> tuple[_RuntimeNames, Counter[str]]:
     """Node name -> (tag or "" untagged, op type, node id), the main graph winning over
-    bodies; and the node count per tag."""
+    bodies, with the unnamed nodes per op type (:class:`_RuntimeNames`); and the node
+    count per tag. One walk."""
     found: dict[str, tuple[str, str, int]] = {}
+    unnamed: dict[str, tuple[str, str, int] | None] = {}
     nodes: Counter[str] = Counter()
     for node in iter_all_nodes(model):
         tag = node.metadata_props.get(metadata.MODULE) or ""
         nodes[tag] += 1
-        if node.name and node.name not in found:
-            found[node.name] = (tag, node.op_type, id(node))
-    return found, nodes
-
-
-def _unnamed_by_op(model: ir.Model) -> dict[str, tuple[str, str, int] | None]:
-    """Op type -> (tag, op type, node id) of its unnamed nodes when they all carry one tag
-    (None when their tags differ)."""
-    found: dict[str, tuple[str, str, int] | None] = {}
-    for node in iter_all_nodes(model):
-        if node.name:
-            continue
-        entry = (node.metadata_props.get(metadata.MODULE) or "", node.op_type, id(node))
-        known = found.setdefault(node.op_type, entry)
-        if known is not None and known[0] != entry[0]:
-            found[node.op_type] = None
-    return found
+        entry = (tag, node.op_type, id(node))
+        if not node.name:
+            known = unnamed.setdefault(node.op_type, entry)
+            if known is not None and known[0] != tag:
+                unnamed[node.op_type] = None  # unnamed nodes of this type in two modules
+        elif node.name not in found:
+            found[node.name] = entry
+    return _RuntimeNames(found, unnamed), nodes
 
 
 class _RuntimeNames(dict):
@@ -290,7 +282,13 @@ class _RuntimeNames(dict):
     placed by its op type when every unnamed node of that type has one module, and stays
     unknown otherwise."""
 
-    def __init__(self, tags: dict, unnamed: dict) -> None:
+    def __init__(
+        self,
+        tags: dict[str, tuple[str, str, int]],
+        unnamed: dict[str, tuple[str, str, int] | None],
+    ) -> None:
+        """``unnamed``: op type -> the entry of its unnamed nodes when they all carry one
+        tag, None when their tags differ."""
         super().__init__(tags)
         self.unnamed = unnamed
 
