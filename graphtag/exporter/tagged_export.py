@@ -195,10 +195,12 @@ def export(
     start = time.perf_counter()
     onnx_model = exported.model
     write_model_metadata(onnx_model, hierarchy)
-    # Dead nodes torch's exporter left stay (same topology as torch); validate knows them.
-    metadata.set_exporter_dead_nodes(onnx_model, dead_node_names(onnx_model))
+    optimize = route and exported.dynamo
+    if not optimize:  # else the torch-optimizer step records what torch's optimizer left
+        # Dead nodes torch's exporter left stay (same topology as torch); validate knows them.
+        metadata.set_exporter_dead_nodes(onnx_model, dead_node_names(onnx_model))
     steps = export_steps(
-        optimize=route and exported.dynamo,
+        optimize=optimize,
         strip_torch_metadata=strip_torch_metadata,
         pipeline=pipeline,
         outline=outline,
