@@ -441,11 +441,10 @@ def _avoid_special_tokens(ids: torch.Tensor, special: set[int], high: int) -> to
 # ---------------------------------------------------------------------------- check
 
 
-def check_inputs_fit(
-    model: nn.Module,
-    inputs: ExampleInputs,
-    hint: str = "describe the inputs with --input-specs FILE.json",
-) -> Any:
+SPECS_HINT = "describe the inputs with --input-specs FILE.json"
+
+
+def check_inputs_fit(model: nn.Module, inputs: ExampleInputs, hint: str = SPECS_HINT) -> Any:
     """Run one forward pass; turn any failure into a one-line GraphtagError ending with
     ``hint`` (what to do about it). Returns the output."""
     try:

@@ -320,6 +320,7 @@ def prepare_inputs(loaded: LoadedModel, input_specs: str | os.PathLike | None = 
     """Example inputs: from ``input_specs`` (JSON file), else the factory's own, else
     generated from the forward signature and config; checked against the model."""
     from graphtag.exporter.example_inputs import (
+        SPECS_HINT,
         check_inputs_fit,
         describe_call,
         inputs_from_specs,
@@ -328,6 +329,7 @@ def prepare_inputs(loaded: LoadedModel, input_specs: str | os.PathLike | None = 
         stateless_options,
     )
 
+    hint = SPECS_HINT
     if input_specs:
         inputs = inputs_from_specs(load_input_specs(input_specs))
         # The tensors come from the file; the options generated inputs carry still apply.
@@ -341,11 +343,9 @@ def prepare_inputs(loaded: LoadedModel, input_specs: str | os.PathLike | None = 
             "return ExampleInputs(args, kwargs) (graphtag.exporter.example_inputs) to "
             "say exactly, or give --input-specs FILE.json"
         )
-        check_inputs_fit(loaded.module, inputs, hint)
-        return inputs
     else:
         inputs = make_example_inputs(loaded.module, loaded.config)
-    check_inputs_fit(loaded.module, inputs)
+    check_inputs_fit(loaded.module, inputs, hint)
     return inputs
 
 
