@@ -8,6 +8,7 @@ and ONNX Runtime matches PyTorch.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -214,3 +215,105 @@ def test_a_trailing_dict_is_kwargs_as_in_torch_unless_kwargs_are_given():
         as_given = graphtag.export(module, (x, extra), {}, verbose=False).model
     assert [v.name for v in as_kwargs.graph.inputs] == [v.name for v in as_given.graph.inputs]
     assert len(as_given.graph.inputs) == 2  # x and the dict's tensor: the scale is an input
+
+
+class _Counting(torch.nn.Module):
+    """A forward that updates buffers: one in place (a running mean), one rebound (a count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 6)
+        self.register_buffer("running", torch.zeros(6))
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        y = self.fc(x)
+        self.running.mul_(0.5).add_(y.mean(0))
+        self.calls = self.calls + 1
+        return y - self.running * self.calls
+
+
+class Stateful(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = _Counting()
+        self.head = torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.count(x))
+
+
+_STATEFUL_SOURCE = """
+import torch
+from tests.test_export_constructs import Stateful
+
+def stateful():
+    torch.manual_seed(0)
+    return Stateful().eval(), (torch.randn(3, 6),)
+"""
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.clone() for name, b in module.named_buffers()}
+
+
+def _eager_runners():
+    from graphtag.exporter.example_inputs import ExampleInputs, check_inputs_fit
+    from graphtag.exporter.module_timing import time_modules
+    from graphtag.exporter.verify import capture_calls
+
+    names = {"/Stateful": "", "/Stateful/_Counting": "count"}
+    return {
+        "check_inputs_fit": lambda m, x: check_inputs_fit(m, ExampleInputs((x,), {})),
+        "capture_calls": lambda m, x: capture_calls(m, ExampleInputs((x,), {}), names),
+        "time_modules": lambda m, x: time_modules(
+            m, ExampleInputs((x,), {}), names, warmup=1, runs=2
+        ),
+    }
+
+
+@pytest.mark.parametrize("runner", ["check_inputs_fit", "capture_calls", "time_modules"])
+def test_graphtags_eager_runs_leave_the_buffers_a_forward_updates_as_given(runner):
+    torch.manual_seed(0)
+    module, x = Stateful().eval(), torch.randn(3, 6)
+    before = _state(module)
+    buffers = dict(module.named_buffers())
+    _eager_runners()[runner](module, x)
+    after = dict(module.named_buffers())
+    assert all(after[name] is buffers[name] for name in before)  # the rebound one too
+    for name, value in before.items():
+        assert torch.equal(after[name], value), name
+    with torch.no_grad():  # the check above can fail: a plain forward does move them
+        module(x)
+    assert not torch.equal(module.count.running, before["count.running"])
+    assert module.count.calls is not buffers["count.calls"]
+
+
+def test_a_stateful_model_source_exports_and_verifies_in_the_state_given(tmp_path, monkeypatch):
+    from graphtag.exporter.sources import load_model, prepare_inputs
+    from graphtag.exporter.verify import verify_modules
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    (tmp_path / "stateful_factory.py").write_text(_STATEFUL_SOURCE)
+    spec = f"{tmp_path / 'stateful_factory.py'}:stateful"
+
+    # The CLI's steps: load the source, check its inputs (one eager run), export.
+    loaded = load_model(spec)
+    inputs = prepare_inputs(loaded)
+    path = tmp_path / "stateful.onnx"
+    _export(loaded.module, inputs.args, path)  # ORT equals the module's next forward
+    fresh = load_model(spec).module
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: inputs.args[0].numpy()})
+    with torch.no_grad():
+        first = fresh(*inputs.args).numpy()  # a plain export holds the state before it
+        second = fresh(*inputs.args).numpy()
+    np.testing.assert_allclose(got, first, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, second, rtol=1e-3, atol=1e-4)
+
+    module = load_model(spec).module
+    checks = verify_modules(module, inputs)
+    assert [(c.tag, c.status) for c in checks] == [
+        ("/Stateful", "OK"),
+        ("/Stateful/_Counting", "OK"),
+    ]

@@ -18,6 +18,7 @@ from torch import nn
 
 from graphtag.core.errors import GraphtagError
 from graphtag.core.input_specs import DTYPES, load_input_specs  # noqa: F401 (re-exported)
+from graphtag.exporter.eager import state_kept
 
 _SEED = 0
 _DEFAULT_IMAGE_SIZE = 224  # what vision configs without an image_size (convnets) are trained at
@@ -445,10 +446,11 @@ SPECS_HINT = "describe the inputs with --input-specs FILE.json"
 
 
 def check_inputs_fit(model: nn.Module, inputs: ExampleInputs, hint: str = SPECS_HINT) -> Any:
-    """Run one forward pass; turn any failure into a one-line GraphtagError ending with
-    ``hint`` (what to do about it). Returns the output."""
+    """Run one forward pass, leaving the model's buffers as they were; turn any failure
+    into a one-line GraphtagError ending with ``hint`` (what to do about it). Returns the
+    output."""
     try:
-        with torch.no_grad():
+        with torch.no_grad(), state_kept(model):
             return model(*inputs.args, **inputs.kwargs)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:300]

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from graphtag.core.errors import GraphtagError
+from graphtag.exporter.eager import state_kept
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.noise import quiet_torch
 from graphtag.tools.profile import ModuleProfile, RunSeries, RunSettings, collect_ort
@@ -83,7 +84,7 @@ def time_modules(
     wall_ns: list[int] = []
     started = last = time.perf_counter()
     try:
-        with _threads(threads), torch.no_grad():
+        with _threads(threads), torch.no_grad(), state_kept(module):
             for index in range(warmup + runs):
                 stack.clear()
                 times, calls = {}, {}

@@ -82,6 +82,7 @@ from graphtag.core.errors import GraphtagError
 from graphtag.core.graphs import subgraphs_of
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, name_within, tag_parent
 from graphtag.exporter.dataflow import DataflowRecorder
+from graphtag.exporter.eager import state_kept
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.switches import implementation_switches
 
@@ -689,7 +690,7 @@ def capture_calls(
         hook = _recorder(sub, calls, recorder, pending)
         handles.append(sub.register_forward_hook(hook, with_kwargs=True))
     try:
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), state_kept(module), recorder:
             result = module(*inputs.args, **inputs.kwargs)
         liveness = recorder.liveness(t for _, t in _tensors(result, ""))
         dependence = recorder.dependence(t for _, t in _tensors((inputs.args, inputs.kwargs), ""))
