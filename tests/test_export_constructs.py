@@ -317,3 +317,20 @@ def test_a_stateful_model_source_exports_and_verifies_in_the_state_given(tmp_pat
         ("/Stateful", "OK"),
         ("/Stateful/_Counting", "OK"),
     ]
+
+
+def test_export_takes_the_file_third_as_torch_onnx_export_does(tmp_path):
+    torch.manual_seed(0)
+    module, x = (
+        torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).eval(),
+        torch.randn(2, 4),
+    )
+    path = tmp_path / "positional.onnx"
+    result = graphtag.export(module, (x,), path, verbose=False)  # torch's (model, args, f)
+    assert result.model is not None and path.exists()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, module(x).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(graphtag.GraphtagError, match="kwargs must be a dict.*got list"):
+        graphtag.export(module, (x,), [x], verbose=False)

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def export_steps(
 def export(
     model: torch.nn.Module,
     args: tuple = (),
-    kwargs: dict | None = None,
+    kwargs: Mapping[str, Any] | str | os.PathLike | None = None,
     f: str | os.PathLike | None = None,
     *,
     exporter: str | Exporter | None = None,
@@ -151,7 +152,9 @@ def export(
 ) -> ExportResult:
     """Export like ``torch.onnx.export`` and tag every node with its module.
 
-    ``args`` ending with a dict follows torch's convention (the dict holds the keyword
+    The third positional argument may be the file, as in ``torch.onnx.export(model,
+    args, f)``: a path there is taken for ``f``. ``args`` ending with a dict follows
+    torch's convention (the dict holds the keyword
     arguments) when ``kwargs`` is None; with ``kwargs`` given, even ``{}``, that dict is
     the last positional argument.
 
@@ -176,6 +179,13 @@ def export(
 
     if not isinstance(model, torch.nn.Module):
         raise GraphtagError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(kwargs, (str, os.PathLike)) and f is None:
+        # torch.onnx.export(model, args, f): its third positional parameter is the file.
+        kwargs, f = None, kwargs
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise GraphtagError(
+            f"kwargs must be a dict of keyword arguments for forward, got {type(kwargs).__name__}"
+        )
     if not isinstance(args, tuple):
         args = (args,)
     if kwargs is not None and not kwargs and args and isinstance(args[-1], dict):
