@@ -144,6 +144,20 @@ def test_tampered_initializer_is_a_mismatch():
     assert checks["/SiblingsNet/Block.left/LayerNorm"].status == "MISMATCH"
 
 
+def test_a_model_onnx_runtime_cannot_load_is_one_clear_error():
+    """ONNX Runtime's own refusal (here an op no provider implements; a bfloat16 Gemm on
+    CPU is the case users meet) is a GraphtagError naming ONNX Runtime, not a crash."""
+    module, inputs = ZOO["siblings"].build()
+
+    def unknown_op(model: ir.Model) -> None:
+        node = next(iter(model.graph))
+        node.domain, node.op_type = "test.nowhere", "NoSuchOp"
+        model.opset_imports["test.nowhere"] = 1
+
+    with pytest.raises(GraphtagError, match="ONNX Runtime cannot load the exported model"):
+        verify_modules(module, inputs, transform=unknown_op)
+
+
 class _PassThrough(nn.Module):
     def forward(self, x, y):
         return x, {"sum": x + y, "same": y}, [None, self.scale]

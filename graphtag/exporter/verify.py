@@ -822,12 +822,24 @@ def run_all_values(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    # ONNX Runtime's own failures (no CPU kernel for an op and type, such as a bfloat16
+    # Gemm) are the model's limits there, not graphtag errors: one line, no traceback.
+    try:
+        session = ort.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise GraphtagError(
+            f"ONNX Runtime cannot load the exported model on CPU: {_first_line(exc, 300)}"
+        ) from exc
     wanted = {i.name for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
-    results = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    try:
+        results = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    except Exception as exc:
+        raise GraphtagError(
+            f"ONNX Runtime failed to run the exported model: {_first_line(exc, 300)}"
+        ) from exc
     return dict(zip(names, results))
 
 
