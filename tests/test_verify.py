@@ -158,6 +158,47 @@ def test_a_model_onnx_runtime_cannot_load_is_one_clear_error():
         verify_modules(module, inputs, transform=unknown_op)
 
 
+class _Noisy(nn.Module):
+    def forward(self, x):
+        return x + torch.rand_like(x)  # a fresh draw on every run, in PyTorch and in ORT
+
+
+class _Clean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.fc(x))
+
+
+class _WithNoise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.clean = _Clean()
+        self.noisy = _Noisy()
+
+    def forward(self, x):
+        return self.noisy(self.clean(x))
+
+
+def test_modules_pytorch_does_not_repeat_are_random_and_faults_stay_mismatch():
+    torch.manual_seed(0)
+    module, inputs = _WithNoise().eval(), (torch.randn(3, 4),)
+    checks = _by_tag(verify_modules(module, inputs))
+    assert checks["/_WithNoise/_Clean"].status == "OK"
+    for tag in ("/_WithNoise", "/_WithNoise/_Noisy"):
+        assert checks[tag].status == "RANDOM" and not checks[tag].failed
+        assert "differently on two runs with the same inputs" in checks[tag].reason
+
+    def tamper(model: ir.Model) -> None:
+        value = model.graph.initializers["clean.fc.weight"]
+        value.const_value = ir.tensor(value.const_value.numpy() * 1.5)
+
+    faulty = _by_tag(verify_modules(module, inputs, transform=tamper))
+    assert faulty["/_WithNoise/_Clean"].status == "MISMATCH"  # deterministic: twice the same
+
+
 class _PassThrough(nn.Module):
     def forward(self, x, y):
         return x, {"sum": x + y, "same": y}, [None, self.scale]

@@ -398,6 +398,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         for s, n in r["verify"]["counts"].items()
         if s in ("OK", "UNUSED", "CONSTANT", "REORDERED")
     )
+    random = sum(n for r in verified for s, n in r["verify"]["counts"].items() if s == "RANDOM")
     faults = [
         f for r in rows for f in (r.get("faults") or {}).values() if f.get("caught") is not None
     ]
@@ -409,6 +410,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         f"export by some route: {share(anyway)}",
         f"verified models: {len(verified)}; modules: {modules}, executed: {executed}, "
         f"OK, UNUSED, CONSTANT or REORDERED: {good} ({good / executed:.1%})"
+        + (f"; RANDOM (PyTorch itself does not repeat them): {random}" if random else "")
         if executed
         else "verified: 0",
         f"injected faults caught: {sum(bool(f['caught']) for f in faults)}/{len(faults)}",

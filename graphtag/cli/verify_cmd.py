@@ -151,7 +151,17 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-_ORDER = ("OK", "UNUSED", "CONSTANT", "REORDERED", "MISMATCH", "ERROR", "NO-NODES", "NOT-EXECUTED")
+_ORDER = (
+    "OK",
+    "UNUSED",
+    "CONSTANT",
+    "REORDERED",
+    "RANDOM",
+    "MISMATCH",
+    "ERROR",
+    "NO-NODES",
+    "NOT-EXECUTED",
+)
 
 
 def _json_check(check) -> dict:

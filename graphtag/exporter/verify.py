@@ -97,6 +97,7 @@ STATUSES = (
     "UNUSED",
     "CONSTANT",
     "REORDERED",
+    "RANDOM",
     "MISMATCH",
     "NOT-EXECUTED",
     "NO-NODES",
@@ -123,7 +124,8 @@ class ModuleCheck:
     calls: int = 0
     # ERROR: the failure; MISMATCH: the first unmatched tensors; UNUSED: the first unused
     # ones; CONSTANT: the first folded constants and the values matching them;
-    # REORDERED: the first tensors equal only up to order and their values; NO-NODES:
+    # REORDERED: the first tensors equal only up to order and their values; RANDOM: the
+    # first outputs PyTorch gave differently on two runs with the same inputs; NO-NODES:
     # where its computation went ("fused into <tag>", "folded into constant <name>"),
     # when known.
     reason: str = ""
@@ -137,7 +139,7 @@ class ModuleCheck:
         return self.status in ("MISMATCH", "ERROR")
 
     def status_text(self) -> str:
-        shown = self.status in ("ERROR", "NO-NODES", "UNUSED", "CONSTANT", "REORDERED")
+        shown = self.status in ("ERROR", "NO-NODES", "UNUSED", "CONSTANT", "REORDERED", "RANDOM")
         shown = shown and bool(self.reason)
         return f"{self.status}: {self.reason}" if shown else self.status
 
@@ -216,7 +218,9 @@ def check_export(
     runs with the implementation switches the export used.
 
     ``captured`` (from :func:`capture_calls`) skips the PyTorch run, e.g. to check
-    several tampered copies of one export against one eager run.
+    several tampered copies of one export against one eager run. When a module
+    mismatches, PyTorch runs once more: a module whose outputs differ between the two
+    runs is RANDOM (not a failure), the others stay MISMATCH.
     """
     _check_tolerance(rtol, atol)
     inputs = _as_example_inputs(inputs)
@@ -231,7 +235,43 @@ def check_export(
     say("running the full model in onnxruntime")
     feeds = graph_feeds(model, module, inputs)
     values = {**run_all_values(model, feeds), **feeds}
-    return compare_modules(model, hierarchy, captured, values, rtol=rtol, atol=atol, say=say)
+    checks = compare_modules(model, hierarchy, captured, values, rtol=rtol, atol=atol, say=say)
+    if any(check.status == "MISMATCH" for check in checks):
+        say("running PyTorch again: do the mismatching modules repeat their outputs?")
+        with implementation_switches(module, result.switches):
+            again = capture_calls(module, inputs, {check.tag: check.name for check in checks})
+        _mark_random(checks, captured, again, rtol, atol)
+    return checks
+
+
+def _mark_random(
+    checks: list[ModuleCheck],
+    first: Mapping[str, list[list[_Captured]]],
+    second: Mapping[str, list[list[_Captured]]],
+    rtol: float,
+    atol: float,
+) -> None:
+    """MISMATCH -> RANDOM for the modules whose outputs differ between two PyTorch runs
+    on the same inputs and state (random sampling inside, e.g. a random patch mask): no
+    ONNX run can reproduce them, so the comparison says nothing about the export."""
+    for check in checks:
+        if check.status != "MISMATCH":
+            continue
+        calls, repeated = first.get(check.tag, []), second.get(check.tag, [])
+        differing = [
+            item.describe()
+            for call, call_again in zip(calls, repeated)
+            for item, again in zip(call, call_again)
+            if item.array.shape != again.array.shape
+            or not compare_arrays(again.array, item.array, rtol, atol).within
+        ]
+        if len(calls) != len(repeated) or differing:
+            check.status = "RANDOM"
+            check.reason = (
+                "PyTorch returned "
+                + (", ".join(differing[:3]) if differing else "a different number of calls")
+                + " differently on two runs with the same inputs: nothing to compare"
+            )
 
 
 def _check_tolerance(rtol: float, atol: float) -> None:
