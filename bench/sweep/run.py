@@ -14,9 +14,9 @@ a hang costs that model only) and goes through:
    the route is the first that works (``auto``: some rung works);
 2. nodes and tag coverage of the first export that worked, and ``graphtag validate``'s
    rules on it (saved and loaded back, as the command does);
-3. ``graphtag verify``'s checks (dynamo, optimize=False) on the model as given, or with
-   the switches when only that rung exports; TorchScript-only models cannot be verified
-   (verify compares dynamo exports);
+3. ``graphtag verify``'s checks (optimize=False) on the export of the rung the ladder
+   takes, as ``graphtag verify`` does: dynamo on the model as given, dynamo with the
+   switches, or TorchScript;
 4. three injected faults (faults.py), each checked on the modules it must break.
 
 Results go to stdout as a table and to ``--json`` (default out/sweep.json).
@@ -87,12 +87,16 @@ def _run(entry, row: dict[str, Any], faults: bool) -> None:
         row["nodes"] = result.stats.nodes
         row["tagged"] = round(result.stats.tagged_share, 4)
         row["validate"] = _validate(result)
-    if route not in ("dynamo", "switches"):
-        row["verify"] = {"skipped": "no dynamo export"}
+    if route == "none":
+        row["verify"] = {"skipped": "no export"}
         return
-    from graphtag.exporter.exporters import DynamoExporter
+    from graphtag.exporter.exporters import DynamoExporter, TorchScriptExporter
 
-    exporter = DynamoExporter(traceable=route == "switches")
+    exporter = (  # the rung graphtag export's ladder takes, as graphtag verify does
+        TorchScriptExporter()
+        if route == "torchscript"
+        else DynamoExporter(traceable=route == "switches")
+    )
     row["verify"], state = _verify(module, inputs, exporter)
     if faults:
         row["faults"] = _faults(module, inputs, state)

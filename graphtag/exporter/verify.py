@@ -214,7 +214,7 @@ def check_export(
     transform: Callable[[ir.Model], None] | None = None,
     captured: Mapping[str, list[list[_Captured]]] | None = None,
 ) -> list[ModuleCheck]:
-    """Steps 1-3 on an existing dynamo export (an ExportResult of ``module``); PyTorch
+    """Steps 1-3 on an existing export (an ExportResult of ``module``, any route); PyTorch
     runs with the implementation switches the export used.
 
     ``captured`` (from :func:`capture_calls`) skips the PyTorch run, e.g. to check
