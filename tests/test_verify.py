@@ -20,6 +20,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 import torch
+import torch.nn.functional as F
 from alias_models import two_parents
 from torch import nn
 from zoo import ZOO
@@ -199,6 +200,40 @@ def test_modules_pytorch_does_not_repeat_are_random_and_faults_stay_mismatch():
     assert faulty["/_WithNoise/_Clean"].status == "MISMATCH"  # deterministic: twice the same
 
 
+class _Patches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 192, 16, stride=16)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class _TwoScales(nn.Module):
+    """A CrossViT-style second scale: patches of the image resized bicubically."""
+
+    def __init__(self):
+        super().__init__()
+        self.full, self.small = _Patches(), _Patches()
+
+    def forward(self, x):
+        resized = F.interpolate(x, size=(224, 224), mode="bicubic", align_corners=False)
+        return self.full(x).mean(1) + self.small(resized).mean(1)
+
+
+def test_a_module_reading_a_bicubic_resize_verifies_at_the_default_tolerance():
+    torch.manual_seed(0)
+    module, inputs = _TwoScales().eval(), (torch.randn(1, 3, 240, 240),)
+    checks = _by_tag(verify_modules(module, inputs))
+    small = checks["/_TwoScales/_Patches.small"]
+    assert small.status == "OK", small.reason
+    # ONNX Runtime's cubic Resize is off torch's by more than rounding; the module after
+    # it inherits that (2e-5 of its scale here): beyond the earlier default of 1e-5.
+    assert small.max_rel_diff > 1e-5
+    strict = _by_tag(verify_modules(module, inputs, atol=1e-5))
+    assert strict["/_TwoScales/_Patches.small"].status == "MISMATCH"
+
+
 class _PassThrough(nn.Module):
     def forward(self, x, y):
         return x, {"sum": x + y, "same": y}, [None, self.scale]
@@ -248,7 +283,7 @@ def test_cli_tiny_bert_end_to_end(cli_runs):
     assert lines[0].split() == header
     rows = [line.split() for line in lines[2:] if line.startswith("/")]
     assert len(rows) == 26 and all(row[-1] == "OK" for row in rows)
-    assert "26 modules: 26 OK (rtol 0.001, atol 1e-05;" in proc.stdout
+    assert "26 modules: 26 OK (rtol 0.001, atol 0.0001;" in proc.stdout
     assert "[26/26] /BertModel/BertPooler" in proc.stderr
     # The test environment installs a deliberately broken plugin (tests/plugins): every
     # command names it in one warning; nothing else may warn.
@@ -760,7 +795,7 @@ def test_cli_reports_injected_faults(kind, monkeypatch, capsys):
     status = {m["tag"]: m["status"] for m in report["modules"]}
     assert made and made[0] is not None
     assert all(status[tag] in ("MISMATCH", "ERROR") for tag in made[0].modules), status
-    assert report["rtol"] == 1e-3 and report["atol"] == 1e-5
+    assert report["rtol"] == 1e-3 and report["atol"] == 1e-4
 
 
 def test_deep_cnn_with_large_activations():

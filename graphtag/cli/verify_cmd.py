@@ -61,7 +61,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="absolute tolerance, scaled by max(1, the largest |value| of the PyTorch "
-        "tensor) (default 1e-5)",
+        "tensor) (default 1e-4)",
     )
     model_args.add_loading_options(parser)
     model_args.add_filter_options(parser)

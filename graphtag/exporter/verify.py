@@ -89,9 +89,12 @@ from graphtag.exporter.switches import implementation_switches
 logger = logging.getLogger(__name__)
 
 # float32 onnxruntime against float32 PyTorch: kernels sum in different orders, so the
-# error grows with the magnitude of the values and with depth (compare_arrays).
+# error grows with the magnitude of the values and with depth (compare_arrays). Some
+# kernels differ by more: ORT's cubic Resize is up to 2e-5 of the tensor's scale off
+# torch's bicubic interpolate, and every module downstream reads that through its
+# inputs (a patch embedding of the resized image: 2e-5 of scale), hence atol 1e-4.
 RTOL = 1e-3
-ATOL = 1e-5
+ATOL = 1e-4
 STATUSES = (
     "OK",
     "UNUSED",
