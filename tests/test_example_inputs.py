@@ -163,6 +163,27 @@ def test_plain_module_sized_by_first_layer():
     check_inputs_fit(model, inputs)
 
 
+class IdentityFirst(nn.Module):
+    """timm's MobileOne-style blocks register an ``nn.Identity`` (and activations) before
+    their first conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.se = nn.Identity()
+        self.act = nn.GELU()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.act(self.se(self.conv(x)))
+
+
+def test_parameter_free_leaves_before_the_first_layer_are_skipped():
+    model = IdentityFirst().eval()
+    inputs = make_example_inputs(model)
+    assert inputs.kwargs["x"].shape == (1, 3, 224, 224)
+    check_inputs_fit(model, inputs)
+
+
 def test_embedding_first_layer_gives_ids():
     model = nn.Sequential(nn.Embedding(7, 4), nn.Flatten())
     ids = make_example_inputs(model, seq_len=3).kwargs["input"]

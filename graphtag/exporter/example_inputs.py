@@ -362,8 +362,18 @@ class _Sizer:
         return torch.randn(self.batch, _DEFAULT_AUDIO_SAMPLES, generator=self.gen)
 
     def _from_first_layer(self) -> torch.Tensor | None:
-        """A lone tensor parameter of a plain module, sized by the first layer that reads it."""
-        leaf = next((m for m in self.model.modules() if not any(True for _ in m.children())), None)
+        """A lone tensor parameter of a plain module, sized by the first layer that reads it:
+        the first leaf module with weights (parameter-free leaves registered before it, an
+        ``nn.Identity`` placeholder or an activation, say nothing about the input)."""
+        leaf = next(
+            (
+                m
+                for m in self.model.modules()
+                if not any(True for _ in m.children())
+                and any(True for _ in m.parameters(recurse=False))
+            ),
+            None,
+        )
         b, s, g = self.batch, self.seq, self.gen
         if isinstance(leaf, nn.Embedding):
             return torch.randint(0, leaf.num_embeddings, (b, s), generator=g)
