@@ -18,7 +18,8 @@ Each injector edits an ``onnx_ir.Model`` in place (give it a copy) and returns t
   read its same-typed input instead (a pass that deleted a node it should have kept);
   that module must fail. Nodes whose output equals their input by construction
   (Identity, a Reshape/Cast to the same type and shape, ...) are not candidates:
-  removing them is not a fault.
+  removing them is not a fault; one that is so by its weights (a word embedding scaled
+  by 1.0) is skipped by ``run.py`` as a weight is, when ONNX Runtime sees no change.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ _PASS_THROUGH = {
 }
 
 
-def drop_node(model: ir.Model) -> Fault | None:
+def drop_node(model: ir.Model, skip: int = 0) -> Fault | None:
+    """Drop the ``skip``-th candidate node (0: the first)."""
     boundaries = compute_boundaries(model)
     for boundary in boundaries.values():
         outputs = {id(v) for v in boundary.outputs}
@@ -134,6 +136,9 @@ def drop_node(model: ir.Model) -> Fault | None:
             out = node.outputs[0]
             same = next((v for v in node.inputs if v is not None and _same_type(v, out)), None)
             if same is None or same.is_initializer() or out.is_graph_output():
+                continue
+            if skip > 0:
+                skip -= 1
                 continue
             out.replace_all_uses_with(same)
             node.graph.remove(node, safe=True)
