@@ -154,9 +154,8 @@ def export(
 
     The third positional argument may be the file, as in ``torch.onnx.export(model,
     args, f)``: a path there is taken for ``f``. ``args`` ending with a dict follows
-    torch's convention (the dict holds the keyword
-    arguments) when ``kwargs`` is None; with ``kwargs`` given, even ``{}``, that dict is
-    the last positional argument.
+    torch's convention (the dict holds the keyword arguments) when ``kwargs`` is None;
+    with ``kwargs`` given, even ``{}``, that dict is the last positional argument.
 
     ``exporter``: ``"auto"`` (the default: dynamo, then dynamo with the model's
     implementation switches set to traceable variants, then TorchScript; the first that
