@@ -205,7 +205,10 @@ def _faults(module, inputs, state) -> dict[str, Any]:
             except Exception as exc:  # the whole model no longer runs: caught everywhere
                 values, visible = exc, True
                 break
-            visible = kind == "tags" or _ort_sees(clean, fault.modules, clean_values, values)
+            if kind == "initializer":
+                visible = _ort_sees(clean, fault.modules, clean_values, values)
+            else:  # a dropped node's output is gone: any value it changed downstream shows it
+                visible = kind == "tags" or _differs(clean_values, values)
             if visible:
                 break
         if fault is None or not visible:
@@ -233,23 +236,32 @@ def _ort_sees(model, tags, clean: dict[str, Any], faulty: dict[str, Any]) -> boo
     clean magnitude): independent of verify's code, so a fault kept here is one the
     model can see, and verify missing it is verify's failure.
     """
-    import numpy as np
-
     from graphtag.analysis.boundaries import compute_boundaries
 
     boundaries = compute_boundaries(model)
     for tag in tags:
         for value in boundaries[tag].outputs if tag in boundaries else ():
             a, b = clean.get(value.name), faulty.get(value.name)
-            if a is None or b is None or not np.issubdtype(np.asarray(a).dtype, np.floating):
-                continue
-            a, b = np.asarray(a), np.asarray(b)
-            if a.shape != b.shape:
-                return True
-            atol = 1e-4 * max(float(np.abs(a).max(initial=0.0)), 1.0)
-            if not np.allclose(b, a, rtol=1e-3, atol=atol, equal_nan=True):
+            if a is not None and b is not None and _beyond_tolerance(a, b):
                 return True
     return False
+
+
+def _differs(clean: dict[str, Any], faulty: dict[str, Any]) -> bool:
+    """Whether any floating-point value of both runs differs (verify's default tolerance)."""
+    return any(_beyond_tolerance(a, faulty[name]) for name, a in clean.items() if name in faulty)
+
+
+def _beyond_tolerance(a: Any, b: Any) -> bool:
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    if not np.issubdtype(a.dtype, np.floating):
+        return False
+    if a.shape != b.shape:
+        return True
+    atol = 1e-4 * max(float(np.abs(a).max(initial=0.0)), 1.0)
+    return not np.allclose(b, a, rtol=1e-3, atol=atol, equal_nan=True)
 
 
 @contextlib.contextmanager
