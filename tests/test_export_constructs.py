@@ -334,3 +334,58 @@ def test_export_takes_the_file_third_as_torch_onnx_export_does(tmp_path):
         np.testing.assert_allclose(got, module(x).numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(graphtag.GraphtagError, match="kwargs must be a dict.*got list"):
         graphtag.export(module, (x,), [x], verbose=False)
+
+
+class Sampler(torch.nn.Module):
+    """Draws 3 of 8 indices without replacement (ViLT picks image patches this way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.score = torch.nn.Linear(4, 8)
+        # Zero weight: never drawn; 0.5 of the mass on index 0.
+        self.register_buffer("weights", torch.tensor([0.5, 0, 0.3, 0, 0.2, 0, 0, 0]))
+
+    def forward(self, x):
+        picks = torch.multinomial(self.weights.expand(x.shape[0], 8), 3)
+        return torch.gather(self.score(x), 1, picks), picks
+
+
+def test_multinomial_without_replacement_exports_through_graphtags_lowering(tmp_path):
+    import onnx
+
+    from graphtag.exporter.verify import verify_modules
+
+    torch.manual_seed(0)
+    module, x = Sampler().eval(), torch.randn(2, 4)
+    with warnings.catch_warnings(), pytest.raises(Exception, match="replacement=False"):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(tmp_path / "plain.onnx"), dynamo=False)
+
+    path = tmp_path / "sampler.onnx"
+    result = graphtag.export(module, (x,), f=path, exporter="torchscript", verbose=False)
+    assert result.route == "torchscript"
+    onnx.checker.check_model(str(path), full_check=True)
+    assert graphtag.validate(graphtag.load(path), path=path).passed
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    firsts = []
+    for _ in range(400):
+        scores, picks = session.run(None, {name: x.numpy()})
+        assert picks.shape == (2, 3) and picks.dtype == np.int64
+        for row in picks:  # without replacement, and never an index of zero weight
+            assert sorted(row.tolist()) == [0, 2, 4]
+        firsts.extend(picks[:, 0].tolist())
+        with torch.no_grad():
+            expected = module.score(x).numpy()
+        np.testing.assert_allclose(scores, np.take_along_axis(expected, picks, 1), rtol=1e-5)
+    # The first draw is index 0 with probability 0.5 (800 draws: 5 standard deviations).
+    assert 0.41 < firsts.count(0) / len(firsts) < 0.59
+
+    # torch's own translation is back after the export.
+    with warnings.catch_warnings(), pytest.raises(Exception, match="replacement=False"):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(tmp_path / "again.onnx"), dynamo=False)
+    # Every draw is an order of {0, 2, 4}: PyTorch's and ONNX Runtime's outputs match up
+    # to order (REORDERED), or exactly when both drew the same order (OK).
+    (check,) = verify_modules(module, (x,), exporter="torchscript")
+    assert check.tag == "/Sampler" and check.status in ("OK", "REORDERED"), check.reason

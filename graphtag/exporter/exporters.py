@@ -9,7 +9,8 @@ ordinary passes (graphtag.exporter.tagged_export builds the pipeline).
   ``traceable=True`` it first sets the model's implementation switches to their
   traceable values (graphtag.exporter.switches) and restores them afterwards.
 * :class:`TorchScriptExporter`: ``dynamo=False``; keyword inputs are passed through
-  :class:`KwargsWrapper`, which never shows in tags.
+  :class:`KwargsWrapper`, which never shows in tags; ops torch cannot translate get
+  graphtag's translations (graphtag.exporter.lowerings) during the export.
 * :class:`FallbackExporter` (``auto``): tries its rungs in order (by default dynamo as
   given, dynamo with traceable switches, TorchScript), stops at the first that works and
   keeps one line per rung that failed or was skipped before it. When all fail it raises
@@ -32,6 +33,7 @@ import torch
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
+from graphtag.exporter.lowerings import extra_symbolics
 from graphtag.exporter.noise import root_cause
 from graphtag.exporter.switches import SwitchesUnavailable, describe, traceable_switches
 
@@ -194,7 +196,8 @@ class TorchScriptExporter(Exporter):
         with tempfile.TemporaryDirectory(prefix="graphtag-ts-") as tmp:
             path = Path(tmp) / "model.onnx"
             try:
-                torch.onnx.export(exported, call_args, str(path), dynamo=False, **options)
+                with extra_symbolics(options.get("opset_version")):
+                    torch.onnx.export(exported, call_args, str(path), dynamo=False, **options)
             except Exception as exc:
                 raise ExportFailed([Attempt(self.name, root_cause(exc))]) from exc
             onnx_model = ir.load(path)
