@@ -351,7 +351,8 @@ TRANSFORMERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         },
     ),
     "git": ("multimodal", "GitConfig", "GitModel", {**_TEXT, **_IDS, "vision_config": _VISION}),
-    # ViLT samples image patches with torch.multinomial on data-dependent counts.
+    # ViLT samples image patches with torch.multinomial on data-dependent counts: only
+    # the TorchScript route (with graphtag's translation of multinomial) exports it.
     "vilt": (
         "multimodal",
         "ViltConfig",
