@@ -50,6 +50,22 @@ def test_sweep_zoo_file_matches_the_model_table():
     assert "vision transformer (windowed)" in families
 
 
+def test_extended_zoo_file_matches_its_table():
+    entries = load_zoo(TOML.parent / "EXTENDED.toml")
+    expected = [
+        *models.EXTENDED,
+        *(f"tv-{n}" for n in models.TORCHVISION_EXTENDED),
+        *(f"timm-{n}" for n in models.TIMM_EXTENDED),
+    ]
+    assert [e.name for e in entries] == expected
+    for entry in entries:
+        module, attr = entry.source.split(":")
+        assert module == "models.py" and callable(getattr(models, attr))
+        assert entry.options == {"exporter": "auto"}
+    assert not set(models.EXTENDED) & set(models.TRANSFORMERS)  # a second list, not a copy
+    assert {models.family(n) for n in models.EXTENDED} >= {"text encoder", "audio"}
+
+
 def test_unknown_factory_is_an_attribute_error():
     with pytest.raises(AttributeError):
         models.no_such_model  # noqa: B018

@@ -784,7 +784,7 @@ EXTENDED: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         },
     ),
 }
-TRANSFORMERS.update(EXTENDED)
+_ALL = {**TRANSFORMERS, **EXTENDED}  # the factories of both lists
 
 
 def _random(build: Callable[[], Any]) -> Any:
@@ -805,7 +805,7 @@ def load(name: str) -> Any:
 
     from graphtag.exporter.sources import load_model
 
-    _family, config_name, model_name, kwargs = TRANSFORMERS[name]
+    _family, config_name, model_name, kwargs = _ALL[name]
     config = getattr(transformers, config_name)(**kwargs)
     model = _random(lambda: getattr(transformers, model_name)(config))
     with tempfile.TemporaryDirectory(prefix=f"graphtag-sweep-{name}-") as folder:
@@ -815,8 +815,8 @@ def load(name: str) -> Any:
 
 
 def family(name: str) -> str:
-    if name in TRANSFORMERS:
-        return TRANSFORMERS[name][0]
+    if name in _ALL:
+        return _ALL[name][0]
     return "torchvision" if name.startswith("tv-") else "timm"
 
 
@@ -904,6 +904,6 @@ def __getattr__(attr: str) -> Any:
     if attr.startswith("timm_") and attr[5:] in TIMM + TIMM_EXTENDED:
         return lambda: timm_model(attr[5:])
     name = attr.replace("_", "-")
-    if name in TRANSFORMERS:
+    if name in _ALL:
         return lambda: load(name)
     raise AttributeError(attr)
