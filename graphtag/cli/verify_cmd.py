@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from graphtag.cli.export_cmd import export_hint, print_torch_warnings
     from graphtag.core.errors import GraphtagError
     from graphtag.exporter.noise import quiet_torch
-    from graphtag.exporter.verify import ATOL, RTOL, verify_modules
+    from graphtag.exporter.verify import ATOL, RTOL, STATUSES, verify_modules
 
     rtol = RTOL if args.rtol is None else args.rtol
     atol = ATOL if args.atol is None else args.atol
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         raise GraphtagError(f"{exc}{export_hint(exc, args.exporter)}") from exc
     finally:
         print_torch_warnings(warnings)
-    counts = {status: sum(1 for c in checks if c.status == status) for status in _ORDER}
+    counts = {status: sum(1 for c in checks if c.status == status) for status in STATUSES}
     failed = any(check.failed for check in checks)
     if args.format == "json":
         data = {
@@ -149,19 +149,6 @@ def run(args: argparse.Namespace) -> int:
         if check.status == "MISMATCH":
             print(f"{check.tag}: {check.reason}")
     return 1 if failed else 0
-
-
-_ORDER = (
-    "OK",
-    "UNUSED",
-    "CONSTANT",
-    "REORDERED",
-    "RANDOM",
-    "MISMATCH",
-    "ERROR",
-    "NO-NODES",
-    "NOT-EXECUTED",
-)
 
 
 def _json_check(check) -> dict:
