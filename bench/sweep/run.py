@@ -207,8 +207,10 @@ def _faults(module, inputs, state) -> dict[str, Any]:
                 break
             if kind == "initializer":
                 visible = _ort_sees(clean, fault.modules, clean_values, values)
-            else:  # a dropped node's output is gone: any value it changed downstream shows it
-                visible = kind == "tags" or _differs(clean_values, values)
+            elif kind == "node":  # the dropped node's output is gone: any value downstream
+                visible = _differs(clean_values, values)
+            else:
+                visible = True
             if visible:
                 break
         if fault is None or not visible:
