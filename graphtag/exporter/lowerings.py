@@ -42,11 +42,11 @@ def _multinomial(g, probabilities, num_samples, replacement=False, generator=Non
     # Gumbel noise -log(-log(u)), u uniform in (0, 1]: log 0 would be -inf.
     uniform = g.op("RandomUniformLike", probabilities, low_f=1e-20, high_f=1.0)
     gumbel = g.op("Neg", g.op("Log", g.op("Neg", g.op("Log", uniform))))
-    one = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
     if isinstance(samples, int):
         k = g.op("Constant", value_t=torch.tensor([samples], dtype=torch.int64))
     else:
-        k = g.op("Reshape", g.op("Cast", num_samples, to_i=_INT64), one)
+        shape = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        k = g.op("Reshape", g.op("Cast", num_samples, to_i=_INT64), shape)
     _, indices = g.op(
         "TopK", g.op("Add", log_p, gumbel), k, axis_i=-1, largest_i=1, sorted_i=1, outputs=2
     )
