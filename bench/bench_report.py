@@ -13,7 +13,9 @@ sunburst. Medians of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=207)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="graphtag-bench-report-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     model = report_model(args.layers)
     source, profile = folder / "big.onnx", folder / "big.json"
     graphtag.save(model, source)

@@ -8,7 +8,9 @@ leaves it) goes through them one at a time, and the result equals what
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,6 +35,7 @@ from graphtag.passes.torch_optimizer import TorchOptimizerPass
 from graphtag.pipeline import Pipeline
 
 WORK = Path(tempfile.mkdtemp(prefix="graphtag-export-passes-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 STRIPPED = (metadata.TORCH_STACK_TRACE, metadata.TORCH_FX_NODE)
 
 
