@@ -389,3 +389,33 @@ def test_multinomial_without_replacement_exports_through_graphtags_lowering(tmp_
     # to order (REORDERED), or exactly when both drew the same order (OK).
     (check,) = verify_modules(module, (x,), exporter="torchscript")
     assert check.tag == "/Sampler" and check.status in ("OK", "REORDERED"), check.reason
+
+
+def test_a_users_own_multinomial_translation_is_used_and_kept(tmp_path):
+    import onnx
+
+    def users(g, probabilities, num_samples, replacement=False, generator=None):
+        # Their choice: the most likely indices, no sampling (an ArgMax-like TopK).
+        k = g.op("Constant", value_t=torch.tensor([3], dtype=torch.int64))
+        return g.op("TopK", probabilities, k, axis_i=-1, outputs=2)[1]
+
+    torch.manual_seed(0)
+    module, x = Sampler().eval(), torch.randn(2, 4)
+    torch.onnx.register_custom_op_symbolic("aten::multinomial", users, 10)
+    try:
+        path = tmp_path / "users.onnx"
+        graphtag.export(module, (x,), f=path, exporter="torchscript", verbose=False)
+        ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+        assert "RandomUniformLike" not in ops  # graphtag's lowering was not used
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        _, picks = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        assert picks.tolist() == [[0, 2, 4], [0, 2, 4]]  # theirs: sorted by weight
+        # Still registered after graphtag's export: a second export uses it again.
+        again = tmp_path / "again.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (x,), str(again), dynamo=False, opset_version=17)
+        assert "RandomUniformLike" not in {n.op_type for n in onnx.load(str(again)).graph.node}
+        assert "TopK" in {n.op_type for n in onnx.load(str(again)).graph.node}
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::multinomial", 10)

@@ -19,6 +19,7 @@ from __future__ import annotations
 __all__ = ["extra_symbolics"]
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -26,6 +27,7 @@ from torch.onnx import symbolic_helper
 
 _FIRST_OPSET = 10  # TopK takes k as an input from opset 10 on
 _INT64 = 7  # onnx.TensorProto.INT64, without importing onnx here
+_log = logging.getLogger(__name__)
 
 
 def _multinomial(g, probabilities, num_samples, replacement=False, generator=None):
@@ -64,10 +66,31 @@ def extra_symbolics(opset: int | None) -> Iterator[None]:
         yield
         return
     version = opset if opset is not None else _FIRST_OPSET
-    for name, function in _SYMBOLICS.items():
+    # A translation the user registered is theirs to keep: torch's unregister would drop
+    # it along with ours, and theirs is what their export asked for.
+    ours = {name: f for name, f in _SYMBOLICS.items() if not _user_registered(name)}
+    for name, function in ours.items():
         torch.onnx.register_custom_op_symbolic(name, function, version)
     try:
         yield
     finally:
-        for name in _SYMBOLICS:
+        for name in ours:
             torch.onnx.unregister_custom_op_symbolic(name, version)
+
+
+def _user_registered(name: str) -> bool:
+    """Whether a custom translation of ``name`` is registered (torch.onnx's
+    register_custom_op_symbolic, at any opset)."""
+    try:
+        from torch.onnx._internal.torchscript_exporter.registration import registry
+    except ImportError:
+        try:  # where older torch releases keep it
+            from torch.onnx._internal.registration import registry
+        except ImportError:
+            _log.debug("torch's symbolic registry not found; graphtag's %s is used", name)
+            return False
+    group = registry.get_function_group(name)
+    overrides = getattr(getattr(group, "_functions", None), "_overrides", None)
+    if overrides is None and group is not None:
+        _log.debug("cannot read torch's custom translations of %s; graphtag's is used", name)
+    return bool(overrides)
