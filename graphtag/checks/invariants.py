@@ -13,6 +13,7 @@ import onnx_ir as ir
 from graphtag.analysis import manager
 from graphtag.analysis.summary import node_label
 from graphtag.core import metadata
+from graphtag.core.errors import first_line
 from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy, is_valid_tag
 from graphtag.core.io import (
@@ -38,7 +39,7 @@ def run_onnx_checker(model: ir.Model) -> str | None:
         else:
             onnx.checker.check_model(ir.serde.serialize_model(model), full_check=True)
     except Exception as exc:
-        return f"onnx.checker: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
+        return f"onnx.checker: {first_line(exc)}"
     return None
 
 

@@ -93,7 +93,7 @@ from graphtag.analysis.parameters import (
 from graphtag.analysis.summary import node_label
 from graphtag.checks.invariants import TagCheck, check_tags, listing, run_onnx_checker
 from graphtag.core import metadata
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.graphs import (
     iter_all_nodes,
     iter_graphs,
@@ -191,7 +191,7 @@ def _checker(ctx: _Context) -> Outcome:
             onnx.checker.check_model(str(ctx.path), full_check=True)
             problem = None
         except Exception as exc:
-            problem = f"onnx.checker: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
+            problem = f"onnx.checker: {first_line(exc)}"
     else:
         problem = run_onnx_checker(ctx.model)
     return (FAIL, problem, [problem]) if problem else (PASS, "full_check passed", [])

@@ -18,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 
 DESCRIPTION = """\
 graphtag exports PyTorch models to ONNX with every node tagged by the nn.Module it
@@ -200,9 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure still gets one line, not a traceback
         if args.debug or os.environ.get("GRAPHTAG_DEBUG"):
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"graphtag: internal error: {type(exc).__name__}: {first} (rerun with --debug)",
+            f"graphtag: internal error: {first_line(exc, typed=True)} (rerun with --debug)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from graphtag.core import outputs
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.external_data import check_external_data, save_external
 from graphtag.core.graphs import iter_initializers
 from graphtag.core.proto_file import write_model
@@ -36,7 +36,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     try:
         model = ir.load(path)
     except Exception as exc:  # protobuf raises several unrelated types on bad bytes
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise GraphtagError(f"{path}: not a readable ONNX model ({reason})") from exc
     reject_graphless(path, model)
     check_external_data(model, path)
@@ -165,7 +165,7 @@ def unserializable_error(model: ir.Model, path: Path, exc: BaseException) -> Gra
     problems = invalid_strings(model, limit=1)
     if problems:
         return GraphtagError(f"{path}: not written: a string is not valid UTF-8: {problems[0]}")
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = first_line(exc)
     return GraphtagError(f"{path}: not written: the model cannot be serialized ({reason})")
 
 

@@ -12,10 +12,11 @@ import contextlib
 import io
 import logging
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+
+from graphtag.core.errors import first_line
 
 # Loggers that print torch's export progress and failure dumps (pages of FX graph code),
 # and transformers' remarks when graphtag switches a model's implementations.
@@ -32,18 +33,12 @@ TORCH_LOGGERS = (
     "onnx_ir",
 )
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
 
 def root_cause(exc: BaseException, limit: int = 300) -> str:
     """``Type: first line`` of the innermost cause: torch wraps the real error in its own."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    text = _ANSI.sub("", str(exc)).strip()
-    line = text.splitlines()[0] if text else ""
-    if len(line) > limit:
-        line = line[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+    return first_line(exc, limit, typed=True)
 
 
 @contextlib.contextmanager

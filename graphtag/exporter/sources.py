@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.exporter.example_inputs import ExampleInputs
 
 # What the hub accepts as a repo id: one optional namespace, no path tricks.
@@ -137,10 +137,10 @@ def _load_transformers(
     except OSError as exc:
         if offline_hint:
             raise _NotCached from exc
-        raise GraphtagError(f"cannot read the config of {where}: {_first_line(exc)}") from exc
+        raise GraphtagError(f"cannot read the config of {where}: {first_line(exc)}") from exc
     except Exception as exc:
         hint = _remote_code_hint(source) if not trust_remote_code else ""
-        raise GraphtagError(f"cannot read the config of {where}: {_first_line(exc)}{hint}") from exc
+        raise GraphtagError(f"cannot read the config of {where}: {first_line(exc)}{hint}") from exc
 
     cls = _architecture_class(transformers, config)
     name = getattr(cls, "__name__", "AutoModel") if cls is not None else "AutoModel"
@@ -155,9 +155,9 @@ def _load_transformers(
     except OSError as exc:
         if offline_hint:
             raise _NotCached from exc
-        raise GraphtagError(f"cannot load {name} from {where}: {_first_line(exc)}") from exc
+        raise GraphtagError(f"cannot load {name} from {where}: {first_line(exc)}") from exc
     except Exception as exc:
-        raise GraphtagError(f"cannot load {name} from {where}: {_first_line(exc)}") from exc
+        raise GraphtagError(f"cannot load {name} from {where}: {first_line(exc)}") from exc
 
     module.eval()
     how = "random init" if random_init else "pretrained weights"
@@ -226,9 +226,7 @@ def _from_factory(target: str, attr: str, spec: str) -> LoadedModel:
     try:
         result = obj()
     except Exception as exc:
-        raise GraphtagError(
-            f"factory {spec} raised {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
+        raise GraphtagError(f"factory {spec} raised {first_line(exc, typed=True)}") from exc
 
     example = None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
@@ -261,9 +259,7 @@ def _import_target(target: str) -> Any:
     try:
         return importlib.import_module(target)
     except Exception as exc:
-        raise GraphtagError(
-            f"cannot import {target}: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
+        raise GraphtagError(f"cannot import {target}: {first_line(exc, typed=True)}") from exc
     finally:
         if added:
             sys.path.remove(cwd)
@@ -289,9 +285,7 @@ def _import_file(path: Path) -> Any:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise GraphtagError(
-            f"cannot import {path}: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
+        raise GraphtagError(f"cannot import {path}: {first_line(exc, typed=True)}") from exc
     finally:
         if added:
             sys.path.remove(folder)
@@ -347,10 +341,3 @@ def prepare_inputs(loaded: LoadedModel, input_specs: str | os.PathLike | None = 
         inputs = make_example_inputs(loaded.module, loaded.config)
     check_inputs_fit(loaded.module, inputs, hint)
     return inputs
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    # Library messages can run to pages (lists of every supported class); keep one line.
-    lines = str(exc).strip().splitlines()
-    line = lines[0] if lines else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -31,7 +31,7 @@ from typing import Any
 
 from torch import nn
 
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 
 # Implementations torch.export can trace, most preferred first: the batched matmul
 # variant of mixture-of-experts layers, then every family's reference ("eager") variant.
@@ -169,7 +169,7 @@ def implementation_switches(
                         getattr(owner, f"set_{kind}{_SUFFIX}")(value)
                     except Exception as exc:
                         raise SwitchesUnavailable(
-                            f"cannot set {switch_name(kind)}={value}: {_first_line(exc)}"
+                            f"cannot set {switch_name(kind)}={value}: {first_line(exc, 200, typed=True)}"
                         ) from exc
         changed = {
             switch_name(kind): _read(config, kind)
@@ -238,9 +238,3 @@ def traceable_switches(model: nn.Module) -> Iterator[dict[str, str]]:
 def describe(switches: Mapping[str, str]) -> str:
     """``attn_implementation=eager,experts_implementation=batched_mm``."""
     return ",".join(f"{k}={v}" for k, v in sorted(switches.items()))
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -78,7 +78,7 @@ import onnx_ir as ir
 import torch
 
 from graphtag.core import metadata
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.graphs import subgraphs_of
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, name_within, tag_parent
 from graphtag.exporter.dataflow import DataflowRecorder
@@ -331,7 +331,7 @@ def compare_modules(
             computed = run_all_values(sub, feeds)
         except Exception as exc:
             check.status = "ERROR"
-            check.reason = _first_line(exc)
+            check.reason = first_line(exc, 200, typed=True)
             continue
         final = {name: computed[name] for name in outputs}
         _match_calls(check, calls, final, computed, rtol, atol, constants, info.tag in foreign)
@@ -874,7 +874,7 @@ def run_all_values(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str
         )
     except Exception as exc:
         raise GraphtagError(
-            f"ONNX Runtime cannot load the exported model on CPU: {_first_line(exc, 300)}"
+            f"ONNX Runtime cannot load the exported model on CPU: {first_line(exc, typed=True)}"
         ) from exc
     wanted = {i.name for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
@@ -882,12 +882,6 @@ def run_all_values(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str
         results = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
     except Exception as exc:
         raise GraphtagError(
-            f"ONNX Runtime failed to run the exported model: {_first_line(exc, 300)}"
+            f"ONNX Runtime failed to run the exported model: {first_line(exc, typed=True)}"
         ) from exc
     return dict(zip(names, results))
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

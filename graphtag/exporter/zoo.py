@@ -46,7 +46,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.io import write_text_atomic
 from graphtag.core.toml_files import read_toml
 
@@ -166,14 +166,9 @@ def _worker(entry: ZooEntry, base: str, conn: Connection) -> None:
     except BaseException as exc:  # report anything, the parent decides
         last = traceback.extract_tb(exc.__traceback__)[-1:] or [None]
         where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last[0] else ""
-        message = {"error": f"{type(exc).__name__}: {_first_line(exc)}{where}"}
+        message = {"error": f"{first_line(exc, typed=True)}{where}"}
     conn.send(message)
     conn.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else ""
 
 
 def _exit_text(code: int | None) -> str:

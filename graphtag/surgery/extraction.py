@@ -50,7 +50,7 @@ from graphtag.analysis.boundaries import (
 from graphtag.analysis.kahn import CycleError, topological_order
 from graphtag.analysis.manager import hierarchy
 from graphtag.core import metadata
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.graphs import iter_all_nodes, iter_values, subgraph_owners, subgraphs_of
 from graphtag.core.hierarchy import Hierarchy
 
@@ -143,7 +143,7 @@ class Extractor:
             # onnx_ir refuses a value owned by two graphs: the input wires a value of a
             # subgraph into another graph (a damaged file), the model's problem, not ours.
             cause = exc.__cause__ or exc
-            reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            reason = first_line(cause)
             raise GraphtagError(
                 f"module {tag}: cannot be extracted, the graph is malformed ({reason})"
             ) from exc

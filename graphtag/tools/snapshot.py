@@ -28,6 +28,7 @@ from graphtag.analysis.boundaries import module_boundaries
 from graphtag.analysis.manager import analysis_scope
 from graphtag.analysis.summary import analyze, function_key
 from graphtag.core import metadata
+from graphtag.core.errors import clip
 
 SCHEMA_VERSION = 1
 
@@ -120,5 +121,4 @@ def diff_snapshots(old: dict, new: dict) -> list[str]:
 
 
 def _short(value: object, limit: int = 200) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(json.dumps(value, sort_keys=True), limit)

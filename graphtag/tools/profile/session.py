@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "layout", "all")
 _LEVEL_NAMES = {
@@ -156,8 +156,6 @@ class ProfiledSession:
         return Path(self._session.end_profiling())
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    for prefix in ("[ONNXRuntimeError] : ",):
-        text = text.split(prefix, 1)[-1]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _first_line(exc: BaseException) -> str:
+    # ONNX Runtime prefixes every message with its own marker; the reason comes after it.
+    return first_line(exc).split("[ONNXRuntimeError] : ", 1)[-1]
