@@ -71,6 +71,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "nodes by graphtag's module tree (torch's value kept; see the namespace pass)",
     )
     parser.add_argument(
+        "--dynamic",
+        action="append",
+        default=[],
+        metavar="INPUT:AXIS[=NAME]",
+        help="make an axis of an input dynamic (repeatable), e.g. --dynamic input_ids:0=batch "
+        "--dynamic input_ids:1=sequence; torch's dynamic_shapes (dynamic_axes for TorchScript)",
+    )
+    parser.add_argument(
         "--strip-torch-metadata",
         action="store_true",
         help="drop torch's stack_trace and fx_node node metadata (~1 KB/node)",
@@ -102,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     from graphtag.exporter.noise import quiet_torch
     from graphtag.exporter.tagged_export import export
 
+    if args.dynamic:  # a typo fails before the model loads
+        from graphtag.exporter.dynamic_axes import parse_dynamic
+
+        parse_dynamic(args.dynamic, None)
     started = time.perf_counter()
     _step(1, 4, f"loading {args.model}")
     loaded = load_from_args(args)
@@ -114,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
     if args.opset is not None:
         options["opset_version"] = args.opset
     options["verbose"] = args.verbose  # torch's default (None) prints progress
+    if args.dynamic:
+        from graphtag.exporter.dynamic_axes import named_inputs, parse_dynamic
+
+        named = named_inputs(loaded.module, inputs.args, inputs.kwargs)
+        options["dynamic_shapes"] = parse_dynamic(args.dynamic, named)
     _step(3, 4, f"exporting ({ROUTES[args.exporter]})")
     warnings: list[str] = []  # printed after the block: quiet_torch swallows stderr
     failure = None
