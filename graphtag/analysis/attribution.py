@@ -100,9 +100,11 @@ class TorchScriptScopeResolver:
         self.hierarchy = hierarchy
         self.prefix = _split_prefix(prefix)
         self._by_segment: dict[str, list[str]] = {}
+        self._by_attribute: dict[str, list[str]] = {}
         for name in hierarchy.name_to_tag:
             if name:
                 self._by_segment.setdefault(_unqualified(name), []).append(name)
+                self._by_attribute.setdefault(name.rsplit(".", 1)[-1], []).append(name)
         self._cache: dict[str, str | None] = {}
         self.ambiguous: dict[str, tuple[str, ...]] = {}
 
@@ -165,4 +167,15 @@ class TorchScriptScopeResolver:
             anywhere = set(self._by_segment.get(spelling, ()))
             if anywhere:
                 return _outermost(anywhere)
+        # A module of a torch.jit.trace'd model writes its bare attribute name (``0`` for
+        # ``blocks.0``): the nearest such module below the current ones.
+        for spelling in spellings:
+            below = {
+                n
+                for n in self._by_attribute.get(spelling, ())
+                for c in current
+                if not c or n.startswith(c + ".")
+            }
+            if below:
+                return _outermost(below)
         return set()

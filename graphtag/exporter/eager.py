@@ -12,7 +12,7 @@ later eager run changes the ONNX model it is compared with (a false MISMATCH).
 
 from __future__ import annotations
 
-__all__ = ["state_kept"]
+__all__ = ["require_hooks", "state_kept"]
 
 import contextlib
 import logging
@@ -20,7 +20,20 @@ from collections.abc import Iterator
 
 import torch
 
+from graphtag.core.errors import GraphtagError
+
 logger = logging.getLogger(__name__)
+
+
+def require_hooks(module: torch.nn.Module, what: str) -> None:
+    """Refuse a TorchScript module (``torch.jit.script``/``trace``) for ``what``, which
+    watches each module through forward hooks: TorchScript modules take none."""
+    if any(isinstance(sub, torch.jit.ScriptModule) for sub in module.modules()):
+        raise GraphtagError(
+            f"{what} watches each module's calls through forward hooks, which TorchScript "
+            "modules (torch.jit.script or torch.jit.trace) do not support; give the eager "
+            "module they were made from"
+        )
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from graphtag.core.errors import GraphtagError
-from graphtag.exporter.eager import state_kept
+from graphtag.exporter.eager import require_hooks, state_kept
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.noise import quiet_torch
 from graphtag.tools.profile import ModuleProfile, RunSeries, RunSettings, collect_ort
@@ -49,6 +49,7 @@ def time_modules(
     ``threads`` > 0 sets torch's intra-op threads for the duration. Each run's wall time
     is the time of the whole ``module(...)`` call.
     """
+    require_hooks(module, "profile --torch")
     say = progress or (lambda _text: None)
     tag_of: dict[int, str] = {}
     for tag, name in names.items():
@@ -145,6 +146,8 @@ def profile_source(
     import graphtag
     from graphtag.exporter.verify import graph_feeds
 
+    if with_torch:  # before the export, not after minutes of it
+        require_hooks(module, "profile --torch")
     say = progress or (lambda _text: None)
     say("exporting with graphtag")
     with quiet_torch():  # the profile is the output: no export progress or warnings

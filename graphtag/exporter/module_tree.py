@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Iterable
 
 import torch
@@ -51,12 +52,36 @@ DEFAULT_KEEP_TORCH_CLASSES: frozenset[str] = frozenset(
 _TORCH_NN_PREFIXES = ("torch.nn.", "torch.ao.nn.")
 
 
+# TorchScript numbers the classes it compiles more than once: Linear, ___torch_mangle_3.Linear.
+_MANGLED = re.compile(r"\.___torch_mangle_\d+")
+
+
 def qualified_class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def is_torch_nn_class(cls: type) -> bool:
-    return cls.__module__.startswith(_TORCH_NN_PREFIXES)
+def class_names(module: torch.nn.Module) -> tuple[str, str]:
+    """``module``'s class name, short and fully qualified.
+
+    A TorchScript module (``torch.jit.script`` or ``torch.jit.trace``) is named by the
+    class it was compiled from (``Linear``, ``torch.nn.modules.linear.Linear``), not by
+    its runtime class ``RecursiveScriptModule``, so its tags read as the eager model's.
+    """
+    if isinstance(module, torch.jit.ScriptModule):
+        try:
+            compiled = module._c._type().qualified_name()
+        except (AttributeError, RuntimeError):  # no compiled type to read: runtime names
+            compiled = None
+        if compiled:
+            qualified = _MANGLED.sub("", compiled.removeprefix("__torch__."))
+            return getattr(module, "original_name", None) or qualified.rsplit(".", 1)[-1], qualified
+    cls = type(module)
+    return cls.__name__, qualified_class_name(cls)
+
+
+def is_torch_nn(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is one of torch's own layers (torch.nn, torch.ao.nn)."""
+    return class_names(module)[1].startswith(_TORCH_NN_PREFIXES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,11 +123,10 @@ class FilterConfig:
 
     def is_kept(self, module: torch.nn.Module) -> bool:
         """Whether ``module`` gets its own segment (the root is kept regardless)."""
-        cls = type(module)
-        if self.keep_all or not is_torch_nn_class(cls):
+        if self.keep_all or not is_torch_nn(module):
             return True
-        names = self.keep_torch_classes
-        return cls.__name__ in names or qualified_class_name(cls) in names
+        short, qualified = class_names(module)
+        return short in self.keep_torch_classes or qualified in self.keep_torch_classes
 
     def to_json_dict(self) -> dict:
         return {"keep_torch_classes": sorted(self.keep_torch_classes), "keep_all": self.keep_all}
@@ -166,7 +190,7 @@ def _segments(entries: list[_Entry]) -> dict[str, str]:
     groups: dict[tuple[str, str], list[_Entry]] = {}
     for entry in entries:
         if entry.kept and entry.kept_parent is not None:
-            key = (entry.kept_parent, type(entry.module).__name__)
+            key = (entry.kept_parent, class_names(entry.module)[0])
             groups.setdefault(key, []).append(entry)
     segments: dict[str, str] = {}
     for (parent, cls_name), group in groups.items():
@@ -213,7 +237,7 @@ def build_hierarchy(model: torch.nn.Module, config: FilterConfig | None = None) 
     name_to_tag: dict[str, str] = {}
     for entry in entries:  # pre-order: a kept parent's tag exists before its children's
         if entry.kept_parent is None:
-            entry.tag = "/" + _escape(type(entry.module).__name__)
+            entry.tag = "/" + _escape(class_names(entry.module)[0])
         elif entry.kept:
             entry.tag = f"{by_name[entry.kept_parent].tag}/{segments[entry.name]}"
         else:
@@ -226,10 +250,10 @@ def build_hierarchy(model: torch.nn.Module, config: FilterConfig | None = None) 
             modules[entry.tag] = ModuleInfo(
                 tag=entry.tag,
                 name=entry.name,
-                class_name=qualified_class_name(type(entry.module)),
+                class_name=class_names(entry.module)[1],
                 parent=by_name[entry.kept_parent].tag if entry.kept_parent is not None else None,
                 children={
-                    attr: qualified_class_name(type(child))
+                    attr: class_names(child)[1]
                     for attr, child in entry.module._modules.items()
                     if child is not None
                 },

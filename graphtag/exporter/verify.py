@@ -82,7 +82,7 @@ from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.graphs import subgraphs_of
 from graphtag.core.hierarchy import Hierarchy, is_ancestor_or_self, name_within, tag_parent
 from graphtag.exporter.dataflow import DataflowRecorder
-from graphtag.exporter.eager import state_kept
+from graphtag.exporter.eager import require_hooks, state_kept
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.switches import implementation_switches
 
@@ -187,6 +187,7 @@ def verify_modules(
     from graphtag.exporter.tagged_export import export
 
     _check_tolerance(rtol, atol)
+    require_hooks(module, "verify")
     inputs = _as_example_inputs(inputs)
     say = progress or (lambda _text: None)
     say(f"exporting ({exporter}, optimize={optimize})")
@@ -226,6 +227,7 @@ def check_export(
     runs is RANDOM (not a failure), the others stay MISMATCH.
     """
     _check_tolerance(rtol, atol)
+    require_hooks(module, "verify")
     inputs = _as_example_inputs(inputs)
     say = progress or (lambda _text: None)
     model, hierarchy = result.model, result.hierarchy
