@@ -15,7 +15,12 @@ from cli_helpers import assert_clean_failure, run_cli
 
 import graphtag
 from graphtag.core.errors import GraphtagError
-from graphtag.exporter.dynamic_axes import named_inputs, parse_dynamic, torchscript_options
+from graphtag.exporter.dynamic_axes import (
+    dynamo_shapes,
+    named_inputs,
+    parse_dynamic,
+    torchscript_options,
+)
 from graphtag.exporter.examples import tiny_bert
 
 BERT = "graphtag.exporter.examples:tiny_bert"
@@ -113,15 +118,66 @@ def test_auto_hands_the_dynamic_axes_to_the_torchscript_rung(tmp_path):
 
 
 def test_user_input_names_rename_the_dynamic_axes_keys():
+    module, args = Scale(), (torch.randn(2, 4), torch.randn(2, 3))
     options = torchscript_options(
-        {"dynamic_shapes": ({0: "n"}, None), "input_names": ["a", "b"]}, ["x", "y"]
+        {"dynamic_shapes": ({0: "n"}, None), "input_names": ["a", "b"]}, module, args, {}
     )
     assert options == {"input_names": ["a", "b"], "dynamic_axes": {"a": {0: "n"}}}
     # Forms it does not know go to torch unchanged; its own error then names them.
-    odd = {"dynamic_shapes": {"z": {0: "n"}}}
-    assert torchscript_options(odd, ["x"]) is odd
-    both = {"dynamic_shapes": {"x": {0: "n"}}, "dynamic_axes": {"x": [0]}}
-    assert torchscript_options(both, ["x"]) is both
+    for odd in (
+        {"dynamic_shapes": {"z": {0: "n"}}},
+        {"dynamic_shapes": ({0: "n"},)},
+        {"dynamic_shapes": {"x": {0: "n"}}, "dynamic_axes": {"x": [0]}},
+    ):
+        assert torchscript_options(odd, module, args, {}) is odd
+
+
+class Star(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, first, *rest, **extra):
+        return self.fc(first) + sum(rest) + sum(extra.values())
+
+
+def test_star_args_and_kwargs_get_dynamos_structure_and_back():
+    module = Star()
+    args = (torch.randn(2, 4), torch.randn(2, 4), 3, torch.randn(2, 4))
+    kwargs = {"bias": torch.randn(2, 4)}
+    names = named_inputs(module, args, kwargs)
+    assert list(names) == ["first", "arg1", "arg3", "bias"]  # the int is no input
+    per_input = parse_dynamic(["first:0=b", "arg3:0=b", "bias:0=b"], names)
+    shapes = dynamo_shapes(per_input, module, args, kwargs)
+    assert shapes == {
+        "first": {0: "b"},
+        "rest": (None, None, {0: "b"}),
+        "extra": {"bias": {0: "b"}},
+    }
+    options = torchscript_options({"dynamic_shapes": shapes}, module, args, kwargs)
+    assert options["dynamic_axes"] == {"first": {0: "b"}, "arg3": {0: "b"}, "bias": {0: "b"}}
+
+
+def test_cli_dynamic_axes_of_a_star_args_forward_export_by_dynamo(tmp_path):
+    source = tmp_path / "varargs_model.py"
+    source.write_text(
+        "import torch\n"
+        "class VarArgs(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 3)\n"
+        "    def forward(self, *args):\n"
+        "        return self.fc(args[0]) * args[1]\n"
+        "def make():\n"
+        "    return VarArgs().eval(), (torch.randn(2, 4), torch.randn(2, 3))\n"
+    )
+    out = tmp_path / "varargs.onnx"
+    proc = run_cli(
+        "export", f"{source}:make", out, "--dynamic=arg0:0=batch", "--dynamic=arg1:0=batch"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "exported by" not in proc.stderr  # dynamo as given: no fallback announced
+    assert _dims(out) == [["batch", 4], ["batch", 3]]
 
 
 def test_parse_dynamic_names_inputs_and_checks_axes():

@@ -127,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
         options["opset_version"] = args.opset
     options["verbose"] = args.verbose  # torch's default (None) prints progress
     if args.dynamic:
-        from graphtag.exporter.dynamic_axes import named_inputs, parse_dynamic
+        from graphtag.exporter.dynamic_axes import dynamo_shapes, named_inputs, parse_dynamic
 
-        named = named_inputs(loaded.module, inputs.args, inputs.kwargs)
-        options["dynamic_shapes"] = parse_dynamic(args.dynamic, named)
+        module, call = loaded.module, (inputs.args, inputs.kwargs)
+        per_input = parse_dynamic(args.dynamic, named_inputs(module, *call))
+        options["dynamic_shapes"] = dynamo_shapes(per_input, module, *call)
     _step(3, 4, f"exporting ({ROUTES[args.exporter]})")
     warnings: list[str] = []  # printed after the block: quiet_torch swallows stderr
     failure = None

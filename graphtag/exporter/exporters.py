@@ -33,7 +33,7 @@ import torch
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
-from graphtag.exporter.dynamic_axes import named_inputs, torchscript_options
+from graphtag.exporter.dynamic_axes import torchscript_options
 from graphtag.exporter.lowerings import extra_symbolics
 from graphtag.exporter.noise import root_cause
 from graphtag.exporter.switches import SwitchesUnavailable, describe, traceable_switches
@@ -186,7 +186,7 @@ class TorchScriptExporter(Exporter):
         exported: torch.nn.Module = model
         call_args = args
         # dynamo's spelling of dynamic axes (auto gives every rung the same options).
-        options = torchscript_options(options, list(named_inputs(model, args, kwargs)))
+        options = torchscript_options(options, model, args, kwargs)
         if kwargs:
             # The TorchScript exporter cannot pass keyword inputs: wrap them positionally.
             if args:
