@@ -7,7 +7,10 @@ reads ``dynamic_axes`` keyed by ONNX input names, which default to names like
 would stop the TorchScript rung with "only supports dynamic shapes through
 dynamic_axes". :func:`torchscript_options` translates the plain form (an axis number to
 a name or a ``torch.export.Dim``, per input) for that rung; other forms go to torch
-unchanged. :func:`parse_dynamic` reads the CLI's ``INPUT:AXIS[=NAME]``.
+unchanged. :func:`parse_dynamic` reads the CLI's ``INPUT:AXIS[=NAME]`` and
+:func:`dynamo_shapes` puts it in torch.export's structure (one key per forward parameter,
+a tuple for ``*args``, a mapping for ``**kwargs``). Inputs are named as the forward
+names them; positional inputs past a ``*args`` are ``arg<i>`` (their position).
 """
 
 from __future__ import annotations
