@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.input_specs import DTYPES, load_input_specs  # noqa: F401 (re-exported)
 from graphtag.exporter.eager import state_kept
 
@@ -463,9 +463,8 @@ def check_inputs_fit(model: nn.Module, inputs: ExampleInputs, hint: str = SPECS_
         with torch.no_grad(), state_kept(model):
             return model(*inputs.args, **inputs.kwargs)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise GraphtagError(
-            f"inputs do not fit the model: {type(exc).__name__}: {first} ({hint})"
+            f"inputs do not fit the model: {first_line(exc, typed=True)} ({hint})"
         ) from exc
 
 

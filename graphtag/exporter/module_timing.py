@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.exporter.eager import require_hooks, state_kept
 from graphtag.exporter.example_inputs import ExampleInputs
 from graphtag.exporter.noise import quiet_torch
@@ -93,9 +93,8 @@ def time_modules(
                 try:
                     module(*inputs.args, **inputs.kwargs)
                 except Exception as exc:
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                     raise GraphtagError(
-                        f"the PyTorch model failed on the inputs: {type(exc).__name__}: {first}"
+                        f"the PyTorch model failed on the inputs: {first_line(exc, typed=True)}"
                     ) from exc
                 wall = clock() - begin
                 if index >= warmup:

@@ -59,7 +59,7 @@ from graphtag.analysis.boundaries import (
 )
 from graphtag.analysis.selection import module_scopes
 from graphtag.core import metadata
-from graphtag.core.errors import GraphtagError, PipelineError
+from graphtag.core.errors import GraphtagError, PipelineError, first_line
 from graphtag.core.graphs import subgraph_owners
 from graphtag.core.hierarchy import is_ancestor_or_self
 from graphtag.core.pass_result import PassResult, diagnostics_of, stats_of
@@ -265,11 +265,10 @@ class Scoped(ir.passes.InPlacePass):
         except GraphtagError as exc:
             raise ScopedPassError(f"pass '{self.name}' on module {tag}: {exc}") from exc
         except Exception as exc:  # a pass that cannot work on part of a model
-            text = str(exc).strip().splitlines()
-            detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
             raise ScopedPassError(
                 f"pass '{self.name}' failed on module {tag} extracted as a standalone model "
-                f"({detail}); a pass that needs the whole model cannot run scoped"
+                f"({first_line(exc, typed=True)}); a pass that needs the whole model cannot "
+                "run scoped"
             ) from exc
 
     @staticmethod
