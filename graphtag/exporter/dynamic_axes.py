@@ -121,7 +121,7 @@ def _per_input(shapes: object, slots: list[_Slot]) -> dict[str, Any] | None:
 def parse_dynamic(
     specs: Sequence[str], inputs: Mapping[str, torch.Tensor] | None
 ) -> dict[str, dict[int, str]]:
-    """``dynamic_shapes`` from ``INPUT:AXIS[=NAME]`` texts (NAME defaults to
+    """Input name -> ``{axis: NAME}`` from ``INPUT:AXIS[=NAME]`` texts (NAME defaults to
     ``INPUT_AXIS``; a negative AXIS counts from the end), checked against the example
     ``inputs``: an unknown input or an axis the input does not have is a GraphtagError.
     With ``inputs`` None only the syntax is checked (before a model is loaded)."""
