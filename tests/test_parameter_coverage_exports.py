@@ -5,7 +5,7 @@ projection is tied to its input embedding (torch.export keeps one initializer fo
 names), loaded back from ``save_pretrained`` as the sweep does; a convolution
 followed by a batch norm with its activation in one module (timm's ``BatchNormAct2d``,
 rebuilt here): the optimizer folds the norm into the convolution and the folded bias
-records no origin; and two default-initialised layer norms exported by TorchScript,
+records no origin (TorchScript's constant folding does the same and records nothing); and two default-initialised layer norms exported by TorchScript,
 which keeps one initializer for parameters of identical value and writes the other as
 ``Identity(n1.weight) -> n2.weight``; a learned position embedding TorchScript folds
 into the rows it reads (graphtag's export finds it by value). All must PASS; a parameter
@@ -135,17 +135,29 @@ def tied_decoder(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def conv_bn_act(tmp_path_factory):
+def _conv_bn_act(folder, exporter: str):
     torch.manual_seed(0)
     model = ConvBnAct().eval()
     perturb_parameters(model)
     with torch.no_grad():  # running statistics that are not the defaults
         model.bn.running_mean.uniform_(-0.5, 0.5)
         model.bn.running_var.uniform_(0.5, 1.5)
-    path = tmp_path_factory.mktemp("bn") / "conv_bn_act.onnx"
-    export(model, (torch.randn(1, 3, 8, 8),), f=path, exporter="dynamo", optimize=True)
+    path = folder / f"conv_bn_act_{exporter}.onnx"
+    export(model, (torch.randn(1, 3, 8, 8),), f=path, exporter=exporter, optimize=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def conv_bn_act(tmp_path_factory):
+    return _conv_bn_act(tmp_path_factory.mktemp("bn"), "dynamo")
+
+
+@pytest.fixture(scope="module")
+def conv_bn_act_torchscript(tmp_path_factory):
+    """TorchScript's constant folding merges the norm into the convolution too, and
+    records no context: the convolution is tagged with the parent, the norm's module
+    keeps only its activation, which reads the convolution's output."""
+    return _conv_bn_act(tmp_path_factory.mktemp("bn-ts"), "torchscript")
 
 
 def _two_norms_input() -> torch.Tensor:
@@ -260,8 +272,9 @@ def test_tied_embedding_decoder_passes(tied_decoder):
     assert report.passed, [(r.rule, r.detail) for r in report.results if r.status == "FAIL"]
 
 
-def test_conv_batchnorm_activation_folded_passes(conv_bn_act):
-    model = graphtag.load(conv_bn_act)
+@pytest.mark.parametrize("fixture", ["conv_bn_act", "conv_bn_act_torchscript"])
+def test_conv_batchnorm_activation_folded_passes(request, fixture):
+    model = graphtag.load(request.getfixturevalue(fixture))
     names = {v.name for v in iter_initializers(model)}
     assert "bn.weight" not in names and "bn.bias" not in names  # really folded away
     result = _coverage(model)
@@ -324,6 +337,7 @@ def test_copy_of_a_graph_input_is_no_merged_parameter(merged_norms):
     [
         ("tied_decoder", "transformer.h.0.mlp.c_fc"),
         ("conv_bn_act", "head"),
+        ("conv_bn_act_torchscript", "head"),  # reads the norm's output, not the fold's
         ("merged_norms", "n1"),  # its initializers are read by n2's copies too
         ("merged_norms", "n2"),  # reads n1's initializers through its merged copies
     ],

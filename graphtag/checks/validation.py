@@ -43,7 +43,9 @@ except the ONNX checker, which is onnx's own. The rules, in report order:
       recording an origin (batch-norm fused into a convolution): its module (or a
       descendant) consumes a derived floating-point initializer -- one that is neither a
       recorded parameter nor a recorded buffer and holds more than one element; a fused
-      node consumes for the modules of its ``fused`` contexts -- or has no node left at
+      node consumes for the modules of its ``fused`` contexts, and a node reading one
+      for the modules below its own that read its output (TorchScript folds a batch norm
+      into the convolution feeding it and records no context) -- or has no node left at
       all; or the torch-optimizer pass recorded that the optimizer dropped it
       (``pkg.graphtag.optimizer_removed``: a zero bias whose ``Add`` it removed). These
       are expected and counted in the detail.
@@ -403,7 +405,8 @@ def _owner_evidence(
     for value in iter_initializers(model):
         if value.name not in owners and value.name not in buffers and _is_derived_weight(value):
             # A fused node acts for the modules it fused (its ``fused`` contexts).
-            for tag in readers.tags(value) | _fused_modules(value):
+            reading = readers.tags(value) | _fused_modules(value)
+            for tag in reading | _fed_submodules(value, reading):
                 credit(tag, "removed")
     for tag in wanted:
         if tag not in has_nodes:
@@ -471,6 +474,24 @@ class _Readers:
                     )
                 found |= self._moved(self._bodies[key], function, node)
         return found
+
+
+def _fed_submodules(value: ir.Value, reading: set[str]) -> set[str]:
+    """Modules below a reader of ``value`` that read what that node computes.
+
+    TorchScript's constant folding merges a module into the node before it without
+    recording contexts: a batch norm folded into the convolution that feeds it, whose
+    module keeps its other nodes (an activation). The convolution is tagged with the
+    parent of both, the batch norm's module only reads its output."""
+    fed: set[str] = set()
+    for use in value.uses():
+        for output in use.node.outputs:
+            for consumer in output.uses():
+                tag = metadata.node_tag(consumer.node)
+                below = tag is not None and tag not in reading
+                if below and any(is_ancestor_or_self(outer, tag) for outer in reading):
+                    fed.add(tag)
+    return fed
 
 
 def _fused_modules(value: ir.Value) -> set[str]:
