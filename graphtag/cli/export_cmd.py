@@ -19,7 +19,7 @@ from graphtag.cli.model_args import (
     source_files,
 )
 from graphtag.cli.tables import add_format_option, emit
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -85,6 +85,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_format_option(parser)
     parser.set_defaults(func=run)
+
+
+def _check_fallback(output: Path, module, inputs) -> None:
+    """A TorchScript export auto fell back to can be silently wrong (torch mistranslates
+    some in-place writes to views): its outputs are checked against PyTorch's."""
+    from graphtag.exporter.verify import check_outputs
+
+    print("checking the TorchScript export's outputs against PyTorch", file=sys.stderr)
+    try:
+        problem = check_outputs(output, module, inputs)
+    except Exception as exc:  # the file is written; the check is a courtesy
+        problem, note = None, first_line(exc, typed=True)
+        print(f"graphtag: warning: the outputs could not be checked ({note})", file=sys.stderr)
+    if problem:
+        print(
+            "graphtag: warning: the TorchScript export does not reproduce PyTorch on the "
+            f"example inputs: {problem}; graphtag verify names the modules",
+            file=sys.stderr,
+        )
 
 
 def _step(index: int, total: int, text: str) -> None:
@@ -167,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         _save_with_sidecar(result, output)
     else:
         result.save(output)
+    if args.exporter == "auto" and not result.route.startswith("dynamo"):
+        _check_fallback(output, loaded.module, inputs)
     elapsed = time.perf_counter() - started
     stats = result.stats
     rows = [

@@ -70,6 +70,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -829,7 +830,13 @@ def graph_feeds(
     model: ir.Model, module: torch.nn.Module, inputs: ExampleInputs
 ) -> dict[str, np.ndarray]:
     """The model's graph inputs from the example inputs: by argument name, else in order."""
-    names = [v.name for v in model.graph.inputs]
+    return feeds_for([v.name for v in model.graph.inputs], module, inputs)
+
+
+def feeds_for(
+    names: list[str], module: torch.nn.Module, inputs: ExampleInputs
+) -> dict[str, np.ndarray]:
+    """Graph inputs ``names`` from the example inputs: by argument name, else in order."""
     named: dict[str, Any] = dict(inputs.kwargs)
     try:
         bound = inspect.signature(module.forward).bind_partial(*inputs.args, **inputs.kwargs)
@@ -887,3 +894,55 @@ def run_all_values(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str
             f"ONNX Runtime failed to run the exported model: {first_line(exc, typed=True)}"
         ) from exc
     return dict(zip(names, results))
+
+
+# ---------------------------------------------------------------------------- whole model
+
+
+def check_outputs(
+    path: str | os.PathLike,
+    module: torch.nn.Module,
+    inputs: ExampleInputs | tuple | Mapping,
+    *,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> str | None:
+    """The saved model at ``path`` against PyTorch on the example inputs, outputs only.
+
+    Returns None when every output matches (``compare_arrays``), else one line naming
+    the first output that does not. Also None, with the reason logged, when the outputs
+    cannot be compared: PyTorch's own outputs differ between two runs (the model
+    samples), or their number differs from the graph's. A cheap check for an export
+    route that can be silently wrong (torch's TorchScript exporter mistranslates some
+    in-place writes to views); ``verify_modules`` finds the module.
+    """
+    import onnxruntime as ort
+
+    inputs = _as_example_inputs(inputs)
+    with torch.no_grad(), state_kept(module):
+        first = [t for _, t in _tensors(module(*inputs.args, **inputs.kwargs), "")]
+        second = [t for _, t in _tensors(module(*inputs.args, **inputs.kwargs), "")]
+    expected = [_to_numpy(t) for t in first]
+    if any(compare_arrays(a, _to_numpy(b), 0.0, 0.0).excess > 0 for a, b in zip(expected, second)):
+        logger.info("the model's outputs are random (two PyTorch runs differ): not compared")
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = feeds_for([i.name for i in session.get_inputs()], module, inputs)
+    actual = session.run(None, feeds)
+    if len(actual) != len(expected):
+        logger.info(
+            "the graph has %d outputs, PyTorch returns %d tensors: not compared",
+            len(actual),
+            len(expected),
+        )
+        return None
+    for index, (want, got) in enumerate(zip(expected, actual)):
+        if want.shape != got.shape:
+            return f"output {index} has shape {list(got.shape)}, PyTorch's {list(want.shape)}"
+        difference = compare_arrays(want, got, rtol, atol)
+        if difference.excess > 0:
+            return (
+                f"output {index} differs by up to {difference.abs:.3g} "
+                f"({difference.rel:.2g} of its scale; rtol {rtol:g}, atol {atol:g})"
+            )
+    return None
