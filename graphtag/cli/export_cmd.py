@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         _save_with_sidecar(result, output)
     else:
         result.save(output)
-    if args.exporter == "auto" and not result.route.startswith("dynamo"):
+    if args.exporter == "auto" and result.exporter == "torchscript":
         _check_fallback(output, loaded.module, inputs)
     elapsed = time.perf_counter() - started
     stats = result.stats
