@@ -1085,3 +1085,101 @@ def test_reordered_along_one_axis_matches_but_mixed_elements_do_not():
     found, _ = best_match_unordered(rows, [("changed", rows[:, ::-1] + 0.5)], 1e-5, 1e-5)
     assert not found.within
     assert best_match_unordered(rows[:1, :1], [("one", rows[:1, :1])], 1e-5, 1e-5) == (None, None)
+
+
+class _ChannelsLastBlock(nn.Module):
+    """Works channels-last and hands NCHW back, as windowed-attention blocks do."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.fc = nn.Linear(channels, channels)
+
+    def forward(self, x):
+        y = x.permute(0, 2, 3, 1)
+        y = y + self.fc(self.norm(y))
+        return y.permute(0, 3, 1, 2)
+
+
+class _Norm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor: permutes in, and back out."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _ChannelsLastNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.block = _ChannelsLastBlock(16)
+        self.head_norm = _Norm2d(16)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(self.head_norm(self.block(self.stem(x))).mean((2, 3)))
+
+
+def _channels_last_net():
+    torch.manual_seed(0)
+    module = _ChannelsLastNet().eval()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return module, ExampleInputs((torch.randn(1, 3, 6, 5),), {})
+
+
+def test_a_module_output_kept_only_in_its_consumers_layout_is_transposed(tmp_path):
+    """TorchScript merges the block's closing permute with the norm's opening one, so the
+    block's NCHW output exists only channels-last (checked here on the export itself):
+    TRANSPOSED, naming the value and the axes, not a MISMATCH. A wrong weight in the
+    block is still a MISMATCH; dynamo keeps the value, so there it is OK."""
+    module, inputs = _channels_last_net()
+    path = tmp_path / "m.onnx"
+    graphtag_export = __import__("graphtag").export
+    graphtag_export(module, inputs.args, f=path, exporter="torchscript", verbose=False)
+    import onnx
+
+    inferred = ir.from_proto(onnx.shape_inference.infer_shapes(onnx.load(path)))
+    shapes = {
+        tuple(value.shape)
+        for node in inferred.graph
+        if metadata.node_tag(node) == "/_ChannelsLastNet/_ChannelsLastBlock"
+        for value in node.outputs
+        if value.shape is not None
+    }
+    assert (1, 6, 5, 16) in shapes and (1, 16, 6, 5) not in shapes, shapes
+
+    checks = _by_tag(verify_modules(module, inputs, exporter="torchscript"))
+    block = checks["/_ChannelsLastNet/_ChannelsLastBlock"]
+    assert block.status == "TRANSPOSED" and not block.failed, block.reason
+    assert block.matched == block.transposed == 1 and "axes (0, 3, 1, 2)" in block.reason
+    others = {tag: c.status for tag, c in checks.items() if c is not block}
+    assert set(others.values()) == {"OK"}, others
+    faulty = _by_tag(
+        verify_modules(
+            module,
+            inputs,
+            exporter="torchscript",
+            transform=_scale_initializer("block.fc.bias", 1.5),
+        )
+    )
+    assert faulty["/_ChannelsLastNet/_ChannelsLastBlock"].status == "MISMATCH"
+    dynamo = _by_tag(verify_modules(module, inputs, exporter="dynamo"))
+    assert {c.status for c in dynamo.values()} == {"OK"}
+
+
+def test_transposed_matches_only_another_layout_of_the_same_values():
+    from graphtag.exporter.verify import best_match_transposed
+
+    nchw = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    nhwc = nchw.transpose(0, 2, 3, 1).copy()
+    found, name, axes = best_match_transposed(nchw, [("nhwc", nhwc)], 1e-5, 1e-5)
+    assert name == "nhwc" and found.within and axes == (0, 3, 1, 2)
+    # The same elements in another arrangement (not a permutation of the axes).
+    shuffled = nhwc.reshape(-1)[::-1].reshape(nhwc.shape).copy()
+    found, _, _ = best_match_transposed(nchw, [("shuffled", shuffled)], 1e-5, 1e-5)
+    assert not found.within
+    # A candidate of the very shape is best_match's, not a transposition.
+    assert best_match_transposed(nchw, [("same", nchw)], 1e-5, 1e-5) == (None, None, None)
+    assert best_match_transposed(nchw[0, 0, 0], [("v", nchw[0, 0, 0])], 1e-5, 1e-5)[0] is None

@@ -414,7 +414,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         n
         for r in verified
         for s, n in r["verify"]["counts"].items()
-        if s in ("OK", "UNUSED", "CONSTANT", "REORDERED")
+        if s in ("OK", "UNUSED", "CONSTANT", "REORDERED", "TRANSPOSED")
     )
     random = sum(n for r in verified for s, n in r["verify"]["counts"].items() if s == "RANDOM")
     faults = [
@@ -427,7 +427,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         f"export with auto (the ladder: dynamo, switches, TorchScript): {share(auto)}",
         f"export by some route: {share(anyway)}",
         f"verified models: {len(verified)}; modules: {modules}, executed: {executed}, "
-        f"OK, UNUSED, CONSTANT or REORDERED: {good} ({good / executed:.1%})"
+        f"OK, UNUSED, CONSTANT, REORDERED or TRANSPOSED: {good} ({good / executed:.1%})"
         + (f"; RANDOM (PyTorch itself does not repeat them): {random}" if random else "")
         if executed
         else "verified: 0",

@@ -56,7 +56,10 @@ Statuses: OK; UNUSED (every live tensor matched, some dead ones have no node); C
 (every live tensor matched, some input-independent ones only by a constant of the graph
 outside the module's outputs); REORDERED (every live tensor matched, some only once
 sorted along one axis: an operation with unspecified output order, as top-k without
-sorting, ordered them differently); MISMATCH (a live tensor has no match); NOT-EXECUTED (no
+sorting, ordered them differently); TRANSPOSED (every live tensor matched, some only
+with their axes permuted: the exporter merged the module's closing transpose with its
+consumer's opening one, so the tensor exists only in the consumer's layout, as in
+channels-last blocks under TorchScript); MISMATCH (a live tensor has no match); NOT-EXECUTED (no
 call in the eager run); NO-NODES (executed, but no node of the main graph carries its
 tag or a descendant's, e.g. folded away by the optimizer, or computed inside a
 control-flow body, which is not extracted alone); ERROR (extraction or onnxruntime
@@ -101,6 +104,7 @@ STATUSES = (  # in the order reports list them: not failing first
     "UNUSED",
     "CONSTANT",
     "REORDERED",
+    "TRANSPOSED",
     "RANDOM",
     "MISMATCH",
     "ERROR",
@@ -123,12 +127,14 @@ class ModuleCheck:
     internal: int = 0  # of the matched, reproduced by a value internal to the module
     constant: int = 0  # of the matched, input-independent and reproduced by a constant
     reordered: int = 0  # of the matched, equal only up to the order along one axis
+    transposed: int = 0  # of the matched, equal only with their axes permuted
     max_abs_diff: float | None = None  # worst best-candidate |onnx - torch|; None: none
     max_rel_diff: float | None = None  # same, relative to max |torch| of that tensor
     calls: int = 0
     # ERROR: the failure; MISMATCH: the first unmatched tensors; UNUSED: the first unused
     # ones; CONSTANT: the first folded constants and the values matching them;
-    # REORDERED: the first tensors equal only up to order and their values; RANDOM: the
+    # REORDERED: the first tensors equal only up to order and their values; TRANSPOSED:
+    # the first tensors equal only with their axes permuted, the values and axes; RANDOM: the
     # first outputs PyTorch gave differently on two runs with the same inputs; NO-NODES:
     # where its computation went ("fused into <tag>", "folded into constant <name>"),
     # when known.
@@ -137,15 +143,18 @@ class ModuleCheck:
     unused_outputs: list[str] = dataclasses.field(default_factory=list)
     constant_outputs: list[str] = dataclasses.field(default_factory=list)
     reordered_outputs: list[str] = dataclasses.field(default_factory=list)
+    transposed_outputs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return self.status in ("MISMATCH", "ERROR")
 
     def status_text(self) -> str:
-        shown = self.status in ("ERROR", "NO-NODES", "UNUSED", "CONSTANT", "REORDERED", "RANDOM")
-        shown = shown and bool(self.reason)
+        shown = self.status in _EXPLAINED and bool(self.reason)
         return f"{self.status}: {self.reason}" if shown else self.status
+
+
+_EXPLAINED = ("ERROR", "NO-NODES", "UNUSED", "CONSTANT", "REORDERED", "TRANSPOSED", "RANDOM")
 
 
 @dataclasses.dataclass
@@ -514,6 +523,7 @@ def _match_calls(
             pool = final if last and item.outside and not foreign else computed
             best, name = best_match(item.array, pool.items(), rtol, atol)
             folded = reordered = False
+            axes: tuple[int, ...] | None = None
             if item.live and item.constant and constants is not None and not _within(best):
                 # Input-independent: the exporter may have folded it into its consumers.
                 found, where_found = best_match(item.array, constants.items(), rtol, atol)
@@ -525,6 +535,16 @@ def _match_calls(
                 found, where_found = best_match_unordered(item.array, pool.items(), rtol, atol)
                 if _within(found):
                     best, name, reordered = found, where_found, True
+            if item.live and not _within(best):
+                # The exporter may have merged the module's closing transpose with its
+                # consumer's opening one: the tensor then exists only in another layout.
+                found, where_found, axes = best_match_transposed(
+                    item.array, pool.items(), rtol, atol
+                )
+                if _within(found):
+                    best, name = found, where_found
+                else:
+                    axes = None
             if best is not None and (best.within or item.live):
                 worst_abs = best.abs if worst_abs is None else max(worst_abs, best.abs)
                 worst_rel = best.rel if worst_rel is None else max(worst_rel, best.rel)
@@ -532,6 +552,13 @@ def _match_calls(
                 check.matched += 1
                 check.constant += 1
                 check.constant_outputs.append(f"{where}{item.describe()} = {name}")
+            elif axes is not None:
+                check.matched += 1
+                check.transposed += 1
+                check.internal += name not in final
+                check.transposed_outputs.append(
+                    f"{where}{item.describe()} ~ {name} with axes {axes}"
+                )
             elif reordered:
                 check.matched += 1
                 check.reordered += 1
@@ -569,6 +596,15 @@ def _match_calls(
             " output order is unspecified, such as top-k without sorting)"
         )
         _add_reason(check, order)
+    if check.transposed_outputs and not check.unmatched:
+        if check.status == "OK":
+            check.status = "TRANSPOSED"
+        layout = (
+            ", ".join(check.transposed_outputs[:3])
+            + " equal only with the axes permuted (the exporter merged the module's closing"
+            " transpose with its consumer's: the tensor exists only in that layout)"
+        )
+        _add_reason(check, layout)
 
 
 def _add_reason(check: ModuleCheck, text: str) -> None:
@@ -710,6 +746,53 @@ def best_match_unordered(
             if best.within:
                 break
     return best, name
+
+
+def best_match_transposed(
+    expected: np.ndarray, candidates: Iterable[tuple[str, Any]], rtol: float, atol: float
+) -> tuple[Difference | None, str | None, tuple[int, ...] | None]:
+    """:func:`best_match` among the candidates of another shape that holds the same axis
+    lengths in another order, each transposed into ``expected``'s shape (every axis
+    permutation that fits, the identity excluded); the difference, the name and the
+    permutation (``numpy.transpose`` of the candidate). (None, None, None) when none fits.
+    """
+    if expected.ndim < 2:
+        return None, None, None
+    best: Difference | None = None
+    name: str | None = None
+    chosen: tuple[int, ...] | None = None
+    lengths = sorted(expected.shape)
+    for key, value in candidates:
+        if (
+            not isinstance(value, np.ndarray)
+            or value.shape == expected.shape
+            or sorted(value.shape) != lengths
+        ):
+            continue
+        for axes in _fitting_permutations(value.shape, expected.shape):
+            found = compare_arrays(expected, np.transpose(value, axes), rtol, atol)
+            if _closer(found, best):
+                best, name, chosen = found, key, axes
+    return best, name, chosen
+
+
+def _fitting_permutations(
+    shape: tuple[int, ...], target: tuple[int, ...]
+) -> Iterator[tuple[int, ...]]:
+    """Axis orders ``axes`` of ``shape`` with ``shape[axes[i]] == target[i]`` (the
+    identity excluded), built axis by axis: only the fitting ones are enumerated."""
+
+    def extend(prefix: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+        if len(prefix) == len(target):
+            if prefix != tuple(range(len(target))):
+                yield prefix
+            return
+        want = target[len(prefix)]
+        for axis, length in enumerate(shape):
+            if length == want and axis not in prefix:
+                yield from extend((*prefix, axis))
+
+    yield from extend(())
 
 
 # ---------------------------------------------------------------------------- PyTorch side
