@@ -587,24 +587,30 @@ def _match_calls(
             + " (input-independent: the exporter copied it into its consumers)"
         )
         _add_reason(check, folded)
-    if check.reordered_outputs and not check.unmatched:  # UNUSED and CONSTANT win
-        if check.status == "OK":
-            check.status = "REORDERED"
-        order = (
-            ", ".join(check.reordered_outputs[:3])
-            + " equal only up to the order of elements along one axis (an operation whose"
-            " output order is unspecified, such as top-k without sorting)"
-        )
-        _add_reason(check, order)
-    if check.transposed_outputs and not check.unmatched:
-        if check.status == "OK":
-            check.status = "TRANSPOSED"
-        layout = (
-            ", ".join(check.transposed_outputs[:3])
-            + " equal only with the axes permuted (the exporter merged the module's closing"
-            " transpose with its consumer's: the tensor exists only in that layout)"
-        )
-        _add_reason(check, layout)
+    # UNUSED and CONSTANT win; REORDERED before TRANSPOSED; every kind is named.
+    _matched_only_as(
+        check,
+        "REORDERED",
+        check.reordered_outputs,
+        "equal only up to the order of elements along one axis (an operation whose output "
+        "order is unspecified, such as top-k without sorting)",
+    )
+    _matched_only_as(
+        check,
+        "TRANSPOSED",
+        check.transposed_outputs,
+        "equal only with the axes permuted (the exporter merged the module's closing "
+        "transpose with its consumer's: the tensor exists only in that layout)",
+    )
+
+
+def _matched_only_as(check: ModuleCheck, status: str, outputs: list[str], why: str) -> None:
+    """Name the ``outputs`` matched only in a weaker sense; the status when none stronger."""
+    if not outputs or check.unmatched:
+        return
+    if check.status == "OK":
+        check.status = status
+    _add_reason(check, ", ".join(outputs[:3]) + " " + why)
 
 
 def _add_reason(check: ModuleCheck, text: str) -> None:
