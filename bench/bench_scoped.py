@@ -17,12 +17,18 @@ so it moves less from run to run on a noisy machine).
 
 Goal: scoped <= unscoped + extraction, for every pass and pattern.
 
+``--instructions`` also counts each step's executed instructions under valgrind's
+callgrind (``instructions.py``): one run of each step after a warm-up, in a separate
+process per pass and pattern. The count is the same from run to run whatever the load,
+so it places a ratio that wall time leaves within noise (it is not time: cache misses
+are not in it).
+
 ``--sizes N ...`` adds a scaling run: CSE scoped to every layer of synthetic tagged
 transformer graphs (``synthetic.build_model``, 29 nodes per layer, in graph order) of
 about N nodes each, and t(largest) / t(smallest); ``--skip-gpt2`` runs only that.
 
     python bench/bench_scoped.py [--repeat 5] [--passes PASS ...] [--json out.json]
-                                 [--sizes 10000 100000] [--skip-gpt2]
+                                 [--sizes 10000 100000] [--skip-gpt2] [--instructions]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).parent))
+from instructions import region, run_counted
 from models import export_gpt2_24l
 from synthetic import build_model
 from timing import add_synthetic, timed
@@ -66,12 +73,7 @@ def bench(path: Path, repeat: int, passes: list[str] = PASSES) -> list[dict]:
     rows = []
     for pass_name in passes:
         for label, pattern in PATTERNS.items():
-            text = f"{pass_name}@{pattern}"
-            steps = [
-                (lambda m, p=pass_name: Pipeline.from_text(p)(m)),
-                (lambda m, t=text: Pipeline.from_text(t)(m)),
-                (lambda m, p=pattern: _extract_scopes(m, p)),
-            ]
+            steps = list(_steps(pass_name, pattern).values())  # unscoped, scoped, extraction
             times: list[list[float]] = [[], [], []]  # unscoped, scoped, extraction
             for index in range(repeat):
                 for which in _rotated(index):  # no step always runs first or last
@@ -103,6 +105,51 @@ def bench(path: Path, repeat: int, passes: list[str] = PASSES) -> list[dict]:
     return rows
 
 
+def _steps(pass_name: str, pattern: str) -> dict:
+    return {
+        "unscoped": lambda m: Pipeline.from_text(pass_name)(m),
+        "scoped": lambda m: Pipeline.from_text(f"{pass_name}@{pattern}")(m),
+        "extraction": lambda m: _extract_scopes(m, pattern),
+    }
+
+
+def count_worker(path: Path, pass_name: str, pattern: str) -> None:
+    """Under callgrind: each step once to warm up (imports, plugin discovery), then once
+    in a counted region, each on a freshly loaded model (loading is not counted)."""
+    steps = _steps(pass_name, pattern)
+    for step in steps.values():
+        step(ir.load(path))
+    for label, step in steps.items():
+        model = ir.load(path)
+        with region(label):
+            step(model)
+        del model
+
+
+def bench_instructions(path: Path, passes: list[str]) -> list[dict]:
+    rows = []
+    for pass_name in passes:
+        for label, pattern in PATTERNS.items():
+            argv = [__file__, "--count-worker", str(path), pass_name, pattern]
+            counts = dict(run_counted(argv))
+            whole, scoped, extraction = (counts[k] for k in ("unscoped", "scoped", "extraction"))
+            row = {
+                "pass": pass_name,
+                "scope": label,
+                "unscoped_instructions": whole,
+                "extraction_instructions": extraction,
+                "scoped_instructions": scoped,
+                "ratio": scoped / (whole + extraction),
+            }
+            rows.append(row)
+            print(
+                f"| {pass_name} | {label} | {whole / 1e6:.0f}M | {extraction / 1e6:.0f}M | "
+                f"{scoped / 1e6:.0f}M | {row['ratio']:.3f} |",
+                flush=True,
+            )
+    return rows
+
+
 def bench_scaling(sizes: list[int], repeat: int) -> list[dict]:
     """CSE on every layer of synthetic graphs, each run on a freshly built model."""
     rows = []
@@ -125,7 +172,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", nargs="+", default=PASSES, metavar="PASS")
     parser.add_argument("--sizes", type=int, nargs="+", default=[], metavar="N")
     parser.add_argument("--skip-gpt2", action="store_true")
+    parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--count-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.count_worker:
+        path, pass_name, pattern = args.count_worker
+        count_worker(Path(path), pass_name, pattern)
+        return
     result: dict = {}
     if not args.skip_gpt2:
         with tempfile.TemporaryDirectory() as tmp:
@@ -138,6 +191,13 @@ def main(argv: list[str] | None = None) -> None:
             )
             print("|---|---|---:|---:|---:|---:|---:|---:|")
             result.update(nodes=nodes, rows=bench(path, args.repeat, args.passes))
+            if args.instructions:
+                print(
+                    "\nInstructions (callgrind, one counted run of each step):\n\n"
+                    "| pass | scope | unscoped | extraction | scoped | "
+                    "scoped / (unscoped + extraction) |\n|---|---|---:|---:|---:|---:|"
+                )
+                result["instructions"] = bench_instructions(path, args.passes)
     if args.sizes:
         rows = bench_scaling(args.sizes, args.repeat)
         add_synthetic(result, rows, "scoped_s", f"synthetic nodes | {PASSES[0]}@*/Layer.* s")
