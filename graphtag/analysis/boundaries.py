@@ -177,13 +177,14 @@ def boundary_of(tag: str, scope: NodeScope, graph: ir.Graph) -> ModuleBoundary:
     """
     result = ModuleBoundary(tag)
     graph_outputs = {id(v) for v in graph.outputs}
+    members = scope.ids  # membership per edge: a set lookup, not a method call
     seen: set[int] = set()
     for node in scope.nodes:
         result.nodes.append(node)
         flagged = False
         for value in node_reads(node):
             producer = value.producer()
-            if producer is not None and producer in scope:
+            if producer is not None and id(producer) in members:
                 continue
             if id(value) not in seen:
                 seen.add(id(value))
@@ -195,7 +196,13 @@ def boundary_of(tag: str, scope: NodeScope, graph: ir.Graph) -> ModuleBoundary:
                 continue
             flagged = True
         for value in node.outputs:
-            if id(value) in graph_outputs or any(use.node not in scope for use in value.uses()):
+            outside = id(value) in graph_outputs
+            if not outside:
+                for use in value.uses():
+                    if id(use.node) not in members:
+                        outside = True
+                        break
+            if outside:
                 result.outputs.append(value)
                 flagged = True
             else:

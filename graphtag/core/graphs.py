@@ -81,7 +81,7 @@ def outer_values(node: ir.Node) -> list[ir.Value]:
 def node_reads(node: ir.Node) -> list[ir.Value]:
     """What ``node`` depends on: its inputs, then the outer values its subgraphs read."""
     values = [v for v in node.inputs if v is not None]
-    if node.attributes:
+    if node.attributes.data:  # the plain dict: no method call per node
         values.extend(outer_values(node))
     return values
 

@@ -44,7 +44,7 @@ class NodeScope:
         while stack:
             node = stack.pop()
             self.all_nodes.append(node)
-            if node.attributes:
+            if node.attributes.data:  # the plain dict: no method call per node
                 for graph in reversed(subgraphs_of(node)):
                     body_values.update(id(v) for v in graph.inputs)
                     body_values.update(id(v) for v in graph.initializers.values())
@@ -54,6 +54,12 @@ class NodeScope:
 
     def __contains__(self, node: object) -> bool:
         return id(node) in self._members
+
+    @property
+    def ids(self) -> frozenset[int] | set[int]:
+        """The ids of every node of the scope (bodies included): for loops that test
+        membership per edge, without a method call each time. Read-only by contract."""
+        return self._members
 
     def __len__(self) -> int:
         return len(self.nodes)

@@ -77,7 +77,7 @@ def _walk(nodes: Iterable[ir.Node]) -> tuple[list[ir.Node], list[ir.Value]]:
         node = stack.pop()
         found.append(node)
         values.extend(node.outputs)
-        if node.attributes:
+        if node.attributes.data:
             for graph in reversed(subgraphs_of(node)):
                 values.extend(graph.inputs)
                 values.extend(graph.initializers.values())
@@ -171,7 +171,7 @@ class _Wiring:
         self.initializers = [(v, v.name, v.const_value) for v in graph.initializers.values()]
         self.opsets = dict(graph.opset_imports)
         self.edges = _edges(nodes)
-        self.values = [v for n in nodes for v in n.outputs]
+        self.values = [v for edge in self.edges for v in edge[5]]  # outputs, node order
         self.names = [v.name for v in self.values]
 
     @classmethod
@@ -235,15 +235,16 @@ class _Wiring:
                 return None
             last = i
             op, domain, overload, name, inputs, outputs = edges[i]
+            reads = node.inputs
             if (
                 node.op_type != op
                 or node.domain != domain
                 or node.overload != overload
                 or node.name != name
                 or node.outputs != outputs
-                or len(node.inputs) != len(inputs)
-                or not defined.issuperset(node.inputs)
-                or (node.attributes and subgraphs_of(node))
+                or len(reads) != len(inputs)
+                or not defined.issuperset(reads)
+                or (node.attributes.data and subgraphs_of(node))  # the plain dict: cheaper
             ):
                 return None
             defined.update(outputs)
@@ -452,15 +453,15 @@ class Splicer:
         assert wiring is not None
         copies = {id(node): mark for node, mark in before.constant_copies.values()}
         kept = {id(new) for new, _ in pairs}
-        if any(
-            id(new) in copies and not _same_fingerprint(_fingerprint(new), copies[id(new)])
-            for new, _ in pairs
+        if any(  # the few copies, not every kept node
+            id(node) in kept and not _same_fingerprint(_fingerprint(node), mark)
+            for node, mark in before.constant_copies.values()
         ):
             return None
         to_model: dict[ir.Value | None, ir.Value | None] = {None: None}
         if pruned is not None:  # where each value the rewrite reads lives in the model
-            for new, old in wiring.pairs:
-                to_model.update(zip(new.outputs, old.outputs))
+            # The extraction's values (a node's outputs never change), in node order.
+            to_model.update(zip(wiring.values, (v for _, old in wiring.pairs for v in old.outputs)))
             outside = {v.name: v for v in pruned.inputs}
             outside.update((v.name, v) for v in pruned.constants if v.is_initializer())
             graph = rewritten.graph
@@ -495,7 +496,13 @@ class Splicer:
         removed_initializers = 0
         if removed:
             graph = self.model.graph
-            graph.remove(removed, safe=True)  # detaches their inputs; no one else reads them
+            # Only removed nodes read their outputs: what outside the scope reads is a
+            # boundary output, which pruned() found on a kept node. So no use check, only
+            # the detaching of their inputs that safe=True would also do.
+            for node in removed:
+                for i in range(len(node.inputs)):
+                    node.replace_input_with(i, None)
+            graph.remove(removed)
             if pruned is not None:
                 removed_initializers = _drop_unread_initializers(
                     graph, pruned.constants, self._values
@@ -635,12 +642,19 @@ def _in_order(nodes: list[ir.Node]) -> bool:
 def _copy_node(new: ir.Node, old: ir.Node) -> None:
     """What a rewrite keeping the wiring may have changed on ``new``, onto ``old``."""
     attributes, edited = old.attributes.data, new.attributes.data  # Attr's == reads values
-    if len(attributes) != len(edited) or any(attributes.get(k) is not a for k, a in edited.items()):
+    changed = len(attributes) != len(edited)
+    if not changed:
+        for key, attribute in edited.items():  # a loop, not any(): one per kept node
+            if attributes.get(key) is not attribute:
+                changed = True
+                break
+    if changed:
         old.attributes.clear()
         old.attributes.update(edited)
-    if old.metadata_props != new.metadata_props:
-        old.metadata_props.clear()
-        old.metadata_props.update(new.metadata_props)
+    props, new_props = old.metadata_props, new.metadata_props
+    if props != new_props:
+        props.clear()
+        props.update(new_props)
     old.doc_string = new.doc_string
 
 
@@ -649,9 +663,10 @@ def _copy_value(new: ir.Value, old: ir.Value) -> None:
     old.shape = new.shape
     if old.const_value is not new.const_value:
         old.const_value = new.const_value
-    if old.metadata_props != new.metadata_props:
-        old.metadata_props.clear()
-        old.metadata_props.update(new.metadata_props)
+    props, new_props = old.metadata_props, new.metadata_props
+    if props != new_props:
+        props.clear()
+        props.update(new_props)
 
 
 def _check_reentries(where: str, before: ExtractedIO, graph: ir.Graph) -> None:
