@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = ["NodeScope", "native_scoping", "whole_model_reason"]
 
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 import onnx_ir as ir
 
@@ -56,9 +57,9 @@ class NodeScope:
         return id(node) in self._members
 
     @property
-    def ids(self) -> frozenset[int] | set[int]:
+    def ids(self) -> AbstractSet[int]:
         """The ids of every node of the scope (bodies included): for loops that test
-        membership per edge, without a method call each time. Read-only by contract."""
+        membership per edge, without a method call each time. Read-only."""
         return self._members
 
     def __len__(self) -> int:
