@@ -215,7 +215,7 @@ def test_a_rewrite_that_keeps_the_wiring_is_copied_onto_the_same_nodes(monkeypat
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
     full = layers(2)
-    monkeypatch.setattr(splice._Wiring, "of", classmethod(lambda cls, graph, origins: None))
+    monkeypatch.setattr(splice._Wiring, "of", classmethod(lambda cls, graph, nodes, origins: None))
     spliced = Scoped(EditInPlacePass(), "*/Layer.0")(full)
     assert spliced.stats["nodes_removed"] == spliced.stats["nodes_added"] == len(inside)
     assert views(full) == after
@@ -239,7 +239,7 @@ def test_an_attribute_replaced_in_place_reaches_the_model(monkeypatch):
     results = []
     for path in ("in place", "full splice"):
         if path == "full splice":
-            monkeypatch.setattr(splice._Wiring, "of", classmethod(lambda cls, g, o: None))
+            monkeypatch.setattr(splice._Wiring, "of", classmethod(lambda cls, g, n, o: None))
         model = _scaled_constant()
         ids = _ids(model)
         Scoped(DoubleConstantsPass(), "/M/A")(model)

@@ -60,7 +60,7 @@ class Selection:
         def walk(nodes: Iterable[ir.Node]) -> None:
             for node in nodes:
                 found.append(node)
-                if node.attributes:
+                if node.attributes.data:  # the plain dict: no method call per node
                     for graph in subgraphs_of(node):
                         walk(graph)
 
@@ -109,7 +109,7 @@ def _tagged(model: ir.Model) -> tuple[list[str], list[tuple[ir.Node, str | None]
                 seen.add(tag)
                 if tag not in known:
                     known.update(dict.fromkeys(ancestors_and_self(tag)))
-            if node.attributes:
+            if node.attributes.data:  # the plain dict: no method call per node
                 stack.extend(subgraphs_of(node))
     return list(known), main
 

@@ -138,10 +138,11 @@ class ExtractedIO:
         """``origins``: the source node of each extracted node (Extractor.extract_traced);
         with them, a rewrite that keeps the wiring is copied back onto those nodes."""
         graph = extracted.graph
+        nodes = list(graph)
         copied = {v.name for v in boundary.constants if not v.is_initializer()}
         copies: dict[str, tuple[ir.Node, tuple]] = {}
         if copied:
-            for node in graph:
+            for node in nodes:
                 if not node.inputs and node.outputs and all(v.name in copied for v in node.outputs):
                     fingerprint = _fingerprint(node)
                     for value in node.outputs:
@@ -152,7 +153,7 @@ class ExtractedIO:
             copies,
             frozenset(extracted.functions),
             dict(reentries or {}),
-            _Wiring.of(graph, origins) if origins is not None else None,
+            _Wiring.of(graph, nodes, origins) if origins is not None else None,
         )
 
 
@@ -164,22 +165,25 @@ class _Wiring:
     An extraction holding a control-flow body is never "kept" (bodies are not followed).
     """
 
-    def __init__(self, nodes: list[ir.Node], origins: list[ir.Node], graph: ir.Graph) -> None:
+    def __init__(
+        self, nodes: list[ir.Node], origins: list[ir.Node], graph: ir.Graph, edges: list[tuple]
+    ) -> None:
         self.nodes = nodes
         self.pairs = list(zip(nodes, origins))
         self.graph_io = (tuple(graph.inputs), tuple(graph.outputs))
         self.initializers = [(v, v.name, v.const_value) for v in graph.initializers.values()]
         self.opsets = dict(graph.opset_imports)
-        self.edges = _edges(nodes)
+        self.edges = edges
         self.values = [v for edge in self.edges for v in edge[5]]  # outputs, node order
         self.names = [v.name for v in self.values]
 
     @classmethod
-    def of(cls, graph: ir.Graph, origins: list[ir.Node]) -> _Wiring | None:
-        nodes = list(graph)
-        if len(nodes) != len(origins) or _any_body(nodes):
+    def of(cls, graph: ir.Graph, nodes: list[ir.Node], origins: list[ir.Node]) -> _Wiring | None:
+        """``nodes``: the graph's, in order."""
+        if len(nodes) != len(origins):
             return None
-        return cls(nodes, origins, graph)
+        edges = _edges(nodes)
+        return None if edges is None else cls(nodes, origins, graph, edges)
 
     def renamed(self) -> bool:
         """Whether the pass renamed a value the extraction's nodes wrote."""
@@ -199,12 +203,7 @@ class _Wiring:
         ):
             return False
         nodes = list(graph)  # Nodes and Values compare by identity
-        return (
-            nodes == self.nodes
-            and _edges(nodes) == self.edges
-            and not self.renamed()
-            and not _any_body(nodes)
-        )
+        return nodes == self.nodes and _edges(nodes) == self.edges and not self.renamed()
 
     def pruned(self, graph: ir.Graph) -> list[tuple[ir.Node, ir.Node]] | None:
         """The (rewritten, model) node pairs when ``graph`` (the rewrite) only removed
@@ -252,13 +251,15 @@ class _Wiring:
         return pairs if defined.issuperset(graph.outputs) else None
 
 
-def _edges(nodes: list[ir.Node]) -> list[tuple]:
-    """Per node: its op and name, and the values it reads and writes."""
-    return [(n.op_type, n.domain, n.overload, n.name, n.inputs, n.outputs) for n in nodes]
-
-
-def _any_body(nodes: list[ir.Node]) -> bool:
-    return any(subgraphs_of(n) for n in nodes if n.attributes)
+def _edges(nodes: list[ir.Node]) -> list[tuple] | None:
+    """Per node: its op and name, and the values it reads and writes; None when a node
+    holds a control-flow body (its wiring is not followed)."""
+    edges = []
+    for n in nodes:
+        if n.attributes.data and subgraphs_of(n):  # the plain dict: cheap for most nodes
+            return None
+        edges.append((n.op_type, n.domain, n.overload, n.name, n.inputs, n.outputs))
+    return edges
 
 
 def _fingerprint(node: ir.Node) -> tuple:
