@@ -579,6 +579,28 @@ def test_symbolic_shape_inference_types_what_onnx_s_does():
         assert found["t2"] == (ir.TensorType(ir.DataType.FLOAT), ir.Shape([2, 8])), symbolic
 
 
+def test_symbolic_inference_giving_up_leaves_nothing_in_the_working_directory(
+    tmp_path, monkeypatch
+):
+    """ONNX Runtime's symbolic inference saves the model as sym_shape_infer_temp.onnx in
+    the current directory when it cannot infer every shape (an op it does not know):
+    graphtag removes that leftover, and does not remove a file of that name that was
+    there before."""
+    from graphtag.surgery.extraction import infer_main_graph_types
+
+    x = _input("x")
+    mystery = _node("Mystery", [x], "/M", "mystery", domain="custom.x")
+    relu = _node("Relu", [mystery.outputs[0]], "/M", "relu")
+    relu.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    model = _model([x], [relu.outputs[0]], [mystery, relu], opsets={"": 18, "custom.x": 1})
+    monkeypatch.chdir(tmp_path)
+    assert infer_main_graph_types(model, symbolic=True) == {}  # it gave up
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "sym_shape_infer_temp.onnx").write_text("the user's")
+    infer_main_graph_types(model, symbolic=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["sym_shape_infer_temp.onnx"]
+
+
 def test_the_source_graph_s_own_metadata_is_not_copied():
     """Graph metadata describes the whole source graph (torch's exporter stores the
     program's signature there, O(model) bytes): an extraction, a new graph, has none,

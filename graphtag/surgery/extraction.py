@@ -37,6 +37,7 @@ import contextlib
 import difflib
 import functools
 import io
+import os
 from collections.abc import Iterable, Iterator, Mapping
 
 import onnx_ir as ir
@@ -342,10 +343,7 @@ def infer_main_graph_types(
     try:
         proto = ir.serde.serialize_model(light)
         if symbolic:
-            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints why it gives up
-                proto = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+            proto = _symbolic_shape_inference(proto)
             if proto is None:  # it returns None when it gives up
                 return {}
         else:
@@ -360,6 +358,27 @@ def infer_main_graph_types(
                 ir.serde.deserialize_type_proto_for_shape(info.type),
             )
     return found
+
+
+# ONNX Runtime's symbolic shape inference saves the model under this name in the current
+# directory when it cannot infer every shape, then raises.
+_ORT_LEFTOVER = "sym_shape_infer_temp.onnx"
+
+
+def _symbolic_shape_inference(proto):
+    """ONNX Runtime's symbolic shape inference on ``proto``, without its leftovers: what it
+    prints when it gives up, and the copy of the model it writes into the current
+    directory then (removed unless a file of that name was there before)."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    existed = os.path.lexists(_ORT_LEFTOVER)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    finally:
+        if not existed:
+            with contextlib.suppress(OSError):
+                os.remove(_ORT_LEFTOVER)
 
 
 def missing_module_error(
