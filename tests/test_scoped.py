@@ -14,10 +14,12 @@ from onnx_builders import run_ort
 from scoped_builders import FLOAT, called_twice, layers, views, with_body
 
 import graphtag
+from graphtag.analysis.boundaries import module_boundaries
 from graphtag.analysis.selection import select
 from graphtag.checks.compare import compare_topology
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError, PipelineError
+from graphtag.core.graphs import iter_values
 from graphtag.passes.boundary_detection import BoundaryDetectionPass
 from graphtag.passes.multi_consumer import MultiConsumerPass
 from graphtag.passes.namespace import NamespacePass
@@ -31,6 +33,7 @@ from graphtag.pipeline import (
     parse_pipeline,
     registry,
 )
+from graphtag.surgery.extraction import Extractor
 from graphtag.surgery.splice import SCOPE_TAG_SOURCE
 
 FEEDS = {"x": np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)}
@@ -465,6 +468,71 @@ def test_the_pass_sees_the_hierarchy_of_its_scope_only():
         "/M/Layer.2",
         "/M/Head",
     ]
+
+
+class RecordExtractionPass(ir.passes.InPlacePass):
+    """Record whether each model it is given carries a hierarchy."""
+
+    def __init__(self, seen: list) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.seen.append(metadata.HIERARCHY in model.metadata_props)
+        return ir.passes.PassResult(model, False)
+
+
+class NoHierarchyPass(RecordExtractionPass):
+    reads_hierarchy = False  # declared by the pass
+
+
+class OnnxIrLikePass(RecordExtractionPass):
+    pass
+
+
+OnnxIrLikePass.__module__ = "onnx_ir.passes.common.probe"  # where onnx_ir's passes live
+
+
+@pytest.mark.parametrize(
+    ("pass_class", "expected"),
+    [(RecordExtractionPass, True), (NoHierarchyPass, False), (OnnxIrLikePass, False)],
+    ids=["default", "declared", "onnx_ir"],
+)
+def test_the_hierarchy_goes_to_the_passes_that_may_read_it(pass_class, expected):
+    """Cutting the hierarchy for each scope is a tenth of an extraction: a pass that says
+    it does not read it (``reads_hierarchy = False``), and onnx_ir's own passes, get
+    extractions without one; any other pass gets its scope's part."""
+    seen: list = []
+    Scoped(pass_class(seen), "*/Layer.*")(layers(2))
+    assert seen == [expected, expected]
+
+
+def test_an_extraction_for_a_rewrite_refreshes_the_records_it_changes_only():
+    """Handed to a pass, an extraction's consumer records are made true where it changed
+    who reads a value (inputs, outputs, initializers, copied Constants); an internal
+    value keeps the source's record, as the pass would see it on the whole model. A
+    file extraction refreshes every record."""
+    model = layers(2)
+    values = list(iter_values(model))
+    for value in values:
+        metadata.set_consumers(value, metadata.consumer_tags(value))
+    stale = next(v for v in values if v.name == "v8")  # inside /M/Layer.1
+    metadata.set_consumers(stale, {"/M/Elsewhere"})
+    extractor = Extractor(model, module_boundaries(model))
+    whole = extractor.extract("/M/Layer.1")
+    lean, _ = extractor.extract_traced("/M/Layer.1", for_rewrite=True)
+
+    def records(extracted: ir.Model) -> dict:
+        return {v.name: metadata.consumers(v) for v in iter_values(extracted)}
+
+    full, partial = records(whole), records(lean)
+    assert full["v8"] == {"/M/Layer.1"} and partial["v8"] == {"/M/Elsewhere"}
+    del full["v8"], partial["v8"]
+    assert full == partial
+    assert full["v12"] == set()  # the output: read outside only
+    assert full["v0"] == {"/M/Layer.1"}  # the copied Constant: this layer reads it here
+    assert full["layer.1.w"] == full["v6"] == {"/M/Layer.1"}
+    assert metadata.HIERARCHY in lean.metadata_props  # by default
 
 
 class CastOutputPass(ir.passes.InPlacePass):

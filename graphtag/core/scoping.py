@@ -11,6 +11,9 @@ more, through two optional attributes:
 * ``whole_model: str`` (a class attribute): the pass cannot run on a part of a model;
   the text says why (it names a model-level result, another model, ...). A scoped run
   is then an error naming the pass and that reason.
+* ``reads_hierarchy: bool`` (a class attribute, default True; onnx_ir's own passes are
+  taken as False): False says the pass never reads the model's module hierarchy
+  (``pkg.graphtag.core.hierarchy``), so the extractions it gets can go without one.
 """
 
 from __future__ import annotations

@@ -106,9 +106,19 @@ class Extractor:
     def extract(self, tag: str) -> ir.Model:
         return self.extract_traced(tag)[0]
 
-    def extract_traced(self, tag: str) -> tuple[ir.Model, list[ir.Node]]:
+    def extract_traced(
+        self, tag: str, *, for_rewrite: bool = False, with_hierarchy: bool = True
+    ) -> tuple[ir.Model, list[ir.Node]]:
         """:meth:`extract`, plus the source node of each node of the extracted main graph
-        (graph order): the modules' own nodes and the outside Constants copied in."""
+        (graph order): the modules' own nodes and the outside Constants copied in.
+
+        ``for_rewrite``: the extraction is handed to a pass and spliced back, never
+        saved. Consumer records are then made true only where the extraction changed
+        who reads a value (its inputs, outputs, initializers and copied Constants); an
+        internal value has the same readers as in the source, so it keeps the source's
+        record, as the pass would see it on the whole model. ``with_hierarchy=False`` (only
+        with ``for_rewrite``): no module hierarchy, for a pass that does not read it.
+        """
         boundary = self.boundaries.get(tag)
         if boundary is None or not boundary.nodes:
             raise missing_module_error(self.model, tag, self.boundaries)
@@ -161,12 +171,26 @@ class Extractor:
             functions=[f.clone() for f in self._functions_called(boundary.nodes)],
             metadata_props=props,
         )
-        tree = self._hierarchy_of(extracted, tag)
-        if tree is not None:
-            tree.attach(extracted)
+        if with_hierarchy or not for_rewrite:
+            tree = self._hierarchy_of(extracted, tag)
+            if tree is not None:
+                tree.attach(extracted)
+        else:
+            extracted.metadata_props.pop(metadata.HIERARCHY, None)
         metadata.set_extracted_module(extracted, tag)
         # Only the module's nodes use its values now (its outputs: nothing inside it).
-        metadata.refresh_consumers(iter_values(extracted))
+        if for_rewrite:
+            copies = {id(n) for n in constant_nodes}
+            metadata.refresh_consumers(
+                [
+                    *graph.inputs,
+                    *graph.outputs,
+                    *graph.initializers.values(),
+                    *(v for n, o in zip(graph, origins) if id(o) in copies for v in n.outputs),
+                ]
+            )
+        else:
+            metadata.refresh_consumers(iter_values(extracted))
         return extracted, origins
 
     @functools.cached_property
