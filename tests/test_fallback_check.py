@@ -109,6 +109,10 @@ def test_a_right_fallback_is_checked_quietly_and_dynamo_not_at_all(models):
     assert "checking" not in err  # dynamo as given: no fallback, nothing to check
     # Asked for by name, TorchScript is the user's choice: no check either.
     assert "checking" not in _export(models, "wrong", "--exporter", "torchscript")
+    # Turned off, a wrong fallback is written without the check or its warning.
+    err = _export(models, "wrong", "--no-fallback-check")
+    assert "exported by the torchscript route" in err
+    assert "checking" not in err and "does not reproduce" not in err
 
 
 def test_check_outputs_compares_and_leaves_random_models_alone(models, tmp_path, monkeypatch):
