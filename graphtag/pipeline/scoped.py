@@ -10,7 +10,9 @@ descendant's.
 How a scope is rewritten (:mod:`graphtag.core.scoping` has the pass-side protocol):
 
 * generic (any pass): the scope is extracted as a standalone model
-  (:mod:`graphtag.surgery.extraction`), the pass runs on it, and when it reports
+  (:mod:`graphtag.surgery.extraction`; made for a rewrite: consumer records refreshed
+  where the extraction changed a value's readers, the hierarchy only for a pass that
+  may read it, see :func:`_reads_hierarchy`), the pass runs on it, and when it reports
   ``modified=True`` the result is spliced back in place of the scope's nodes
   (:mod:`graphtag.surgery.splice`): boundary values keep their names, types and shapes
   (a pass changing one is an error naming it), new nodes get the scope's tag, and
