@@ -3,7 +3,7 @@
 :class:`graphtag.pipeline.scoped.Scoped` runs any pass on the modules a tag pattern
 selects. By default it extracts each module as a standalone model, runs the pass on
 it and splices the result back (:mod:`graphtag.surgery.splice`). A pass class can say
-more, through two optional attributes:
+more, through optional attributes:
 
 * ``call_scoped(self, model, scope: NodeScope) -> PassResult``: the pass restricts
   itself to ``scope`` on the whole model (a *native* scoped run: no extraction). It
@@ -18,7 +18,7 @@ more, through two optional attributes:
 
 from __future__ import annotations
 
-__all__ = ["NodeScope", "native_scoping", "whole_model_reason"]
+__all__ = ["NodeScope", "native_scoping", "reads_hierarchy", "whole_model_reason"]
 
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -92,3 +92,9 @@ def whole_model_reason(pass_: object) -> str | None:
     """Why the pass cannot run on part of a model, or None when it can."""
     reason = getattr(pass_, "whole_model", None)
     return reason if isinstance(reason, str) and reason else None
+
+
+def reads_hierarchy(pass_: object) -> bool | None:
+    """The pass's ``reads_hierarchy`` declaration, None when it makes none."""
+    declared = getattr(pass_, "reads_hierarchy", None)
+    return declared if isinstance(declared, bool) else None

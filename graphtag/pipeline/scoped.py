@@ -67,6 +67,7 @@ from graphtag.core.hierarchy import is_ancestor_or_self
 from graphtag.core.pass_result import PassResult, diagnostics_of, stats_of
 from graphtag.core.patterns import pattern_texts, split_patterns
 from graphtag.core.scoping import NodeScope, native_scoping
+from graphtag.core.scoping import reads_hierarchy as declared_reads_hierarchy
 from graphtag.core.scoping import whole_model_reason as declared_reason
 from graphtag.passes.toposort import TopologicalSortPass
 from graphtag.surgery.extraction import Extractor
@@ -89,22 +90,25 @@ def whole_model_reason(pass_: object) -> str | None:
     reason = declared_reason(pass_)
     if reason is not None:
         return reason
-    cls = pass_ if isinstance(pass_, type) else type(pass_)
-    if cls.__module__.startswith("onnx_ir."):
-        return _WHOLE_MODEL_CLASSES.get(cls.__name__)
-    return None
+    cls = _onnx_ir_class(pass_)
+    return None if cls is None else _WHOLE_MODEL_CLASSES.get(cls.__name__)
 
 
 def _reads_hierarchy(pass_: object) -> bool:
     """Whether the pass may read the module hierarchy of the model it is given: its
-    class's ``reads_hierarchy`` (a bool) when it declares one; otherwise True, except
-    for onnx_ir's own passes, which know nothing of graphtag's model metadata. A scoped
-    run hands the others extractions without the hierarchy (cutting it is a tenth of an
+    ``reads_hierarchy`` declaration when it makes one; otherwise True, except for
+    onnx_ir's own passes, which know nothing of graphtag's model metadata. A scoped run
+    hands the others extractions without the hierarchy (cutting it is a tenth of an
     extraction's cost)."""
-    declared = getattr(pass_, "reads_hierarchy", None)
-    if isinstance(declared, bool):
-        return declared
-    return not type(pass_).__module__.startswith("onnx_ir.")
+    declared = declared_reads_hierarchy(pass_)
+    return declared if declared is not None else _onnx_ir_class(pass_) is None
+
+
+def _onnx_ir_class(pass_: object) -> type | None:
+    """The class of ``pass_`` (a pass or a pass class) when onnx_ir defines it, which
+    graphtag cannot give declarations of its own."""
+    cls = pass_ if isinstance(pass_, type) else type(pass_)
+    return cls if cls.__module__.startswith("onnx_ir.") else None
 
 
 class ScopedPassError(GraphtagError):

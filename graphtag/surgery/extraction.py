@@ -116,8 +116,8 @@ class Extractor:
         saved. Consumer records are then made true only where the extraction changed
         who reads a value (its inputs, outputs, initializers and copied Constants); an
         internal value has the same readers as in the source, so it keeps the source's
-        record, as the pass would see it on the whole model. ``with_hierarchy=False`` (only
-        with ``for_rewrite``): no module hierarchy, for a pass that does not read it.
+        record, as the pass would see it on the whole model. ``with_hierarchy=False``:
+        no module hierarchy, for a pass that does not read it.
         """
         boundary = self.boundaries.get(tag)
         if boundary is None or not boundary.nodes:
@@ -171,7 +171,7 @@ class Extractor:
             functions=[f.clone() for f in self._functions_called(boundary.nodes)],
             metadata_props=props,
         )
-        if with_hierarchy or not for_rewrite:
+        if with_hierarchy:
             tree = self._hierarchy_of(extracted, tag)
             if tree is not None:
                 tree.attach(extracted)
