@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from cli_helpers import run_cli
+from cli_helpers import run_cli, run_main
 
 import graphtag
 from graphtag.exporter.verify import check_outputs
@@ -133,3 +133,58 @@ def test_check_outputs_compares_and_leaves_random_models_alone(models, tmp_path,
     # The noisy model's outputs really differ between runs: the check must skip, not pass.
     module, args = fallback_models.make("Noisy")
     assert not torch.equal(module(*args), module(*args))
+
+
+def test_the_python_api_checks_a_fallback_too(models, tmp_path, monkeypatch):
+    """``graphtag.export`` (``auto`` by default) runs the same check as the CLI and says
+    so in the result and with a FallbackOutputsWarning."""
+    from graphtag.exporter.tagged_export import FallbackOutputsWarning
+
+    monkeypatch.syspath_prepend(str(models))
+    import fallback_models
+
+    module, args = fallback_models.make("Wrong")
+    with pytest.warns(FallbackOutputsWarning, match="output 0 differs by up to"):
+        result = graphtag.export(module, args, tmp_path / "wrong.onnx", verbose=False)
+    assert result.fell_back and result.exporter == "torchscript"
+    assert result.output_check is not None and not result.output_check.passed
+    assert "output 0 differs" in result.output_check.problem
+    # No file, or a file whose weights are graph inputs: the check runs on a temporary
+    # copy with the weights as initializers.
+    for f, options in (
+        (None, {}),
+        (tmp_path / "inputs.onnx", {"keep_initializers_as_inputs": True}),
+    ):
+        with pytest.warns(FallbackOutputsWarning, match="output 0 differs"):
+            again = graphtag.export(module, args, f, verbose=False, **options)
+        assert "output 0 differs" in again.output_check.problem
+    # Exported without its weights, the model cannot be run on the example inputs alone:
+    # said, not passed.
+    with pytest.warns(FallbackOutputsWarning, match="could not be checked"):
+        bare = graphtag.export(
+            module, args, tmp_path / "bare.onnx", export_params=False, verbose=False
+        )
+    assert bare.output_check.problem is None and "graph inputs" in bare.output_check.error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.onnx", "inputs.onnx", "wrong.onnx"]
+
+    # A right fallback passes without a warning; turned off, or TorchScript asked for by
+    # name, nothing is checked.
+    right, right_args = fallback_models.make("Right")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackOutputsWarning)
+        checked = graphtag.export(right, right_args, verbose=False)
+        assert checked.fell_back and checked.output_check.passed
+        skipped = graphtag.export(module, args, verbose=False, check_fallback=False)
+        assert skipped.fell_back and skipped.output_check is None
+        strict = graphtag.export(module, args, exporter="torchscript", verbose=False)
+        assert not strict.fell_back and strict.output_check is None
+
+
+def test_a_profile_of_a_wrong_fallback_says_so(models, monkeypatch, capsys):
+    """``graphtag profile`` of a model source exports it first: a profile of a graph that
+    does not reproduce the model carries the check's line among its notes."""
+    source = f"{models / 'fallback_models.py'}:wrong"
+    proc = run_main(monkeypatch, capsys, "profile", source, "--warmup", "0", "--runs", "1")
+    assert proc.returncode == 0, proc.stderr
+    (note,) = [line for line in proc.stderr.splitlines() if "does not reproduce" in line]
+    assert note.startswith("graphtag: note: the TorchScript export does not reproduce PyTorch")

@@ -19,7 +19,7 @@ from graphtag.cli.model_args import (
     source_files,
 )
 from graphtag.cli.tables import add_format_option, emit
-from graphtag.core.errors import GraphtagError, first_line
+from graphtag.core.errors import GraphtagError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -96,20 +96,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _check_fallback(output: Path, module, inputs) -> None:
     """A TorchScript export auto fell back to can be silently wrong (torch mistranslates
     some in-place writes to views): its outputs are checked against PyTorch's."""
-    from graphtag.exporter.verify import check_outputs
+    from graphtag.exporter.tagged_export import check_fallback_outputs
 
     print("checking the TorchScript export's outputs against PyTorch", file=sys.stderr)
-    try:
-        problem = check_outputs(output, module, inputs)
-    except Exception as exc:  # the file is written; the check is a courtesy
-        problem, note = None, first_line(exc, typed=True)
-        print(f"graphtag: warning: the outputs could not be checked ({note})", file=sys.stderr)
-    if problem:
-        print(
-            "graphtag: warning: the TorchScript export does not reproduce PyTorch on the "
-            f"example inputs: {problem}; graphtag verify names the modules",
-            file=sys.stderr,
-        )
+    line = check_fallback_outputs(output, module, inputs).warning()
+    if line is not None:
+        print(f"graphtag: warning: {line}", file=sys.stderr)
 
 
 def _step(index: int, total: int, text: str) -> None:
@@ -171,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 strip_torch_metadata=args.strip_torch_metadata,
                 outline=args.outline,
                 namespace=args.namespace,
+                check_fallback=False,  # checked below, on the file as written
                 **options,
             )
     except ExportFailed as exc:
@@ -192,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         _save_with_sidecar(result, output)
     else:
         result.save(output)
-    if args.exporter == "auto" and result.exporter == "torchscript" and not args.no_fallback_check:
+    if result.fell_back and not args.no_fallback_check:
         _check_fallback(output, loaded.module, inputs)
     elapsed = time.perf_counter() - started
     stats = result.stats

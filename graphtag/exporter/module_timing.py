@@ -166,6 +166,8 @@ def profile_source(
             save_trace=save_trace,
         )
     measured.model = f"{type(module).__name__} (exported by graphtag)"
+    if result.output_check is not None and (line := result.output_check.warning()):
+        measured.notes.append(line)  # a profile of a graph that is not the model
     series = None
     if with_torch:
         say(f"timing {len(result.hierarchy)} modules in eager PyTorch")

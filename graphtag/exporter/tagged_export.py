@@ -12,6 +12,9 @@
    metadata, then runs the same optimization and reconciles the tags);
    ``strip-torch-metadata`` on request; the tag pipeline (tag-propagation,
    multi-consumer, residual-resolution); ``function-outlining`` on request.
+4. When ``auto`` ended on TorchScript (an earlier route failed), the model's outputs are
+   checked against PyTorch's on the example inputs (:func:`check_fallback_outputs`):
+   torch's TorchScript exporter can be wrong on the very inputs it traced.
 
 graphtag only adds metadata, so the graph has the same topology as a plain export with
 the same options and the same route.
@@ -21,8 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
+import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +38,7 @@ import torch
 
 from graphtag.analysis.liveness import dead_node_names
 from graphtag.core import metadata
-from graphtag.core.errors import GraphtagError
+from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.graphs import iter_all_nodes
 from graphtag.core.hierarchy import Hierarchy
 from graphtag.core.io import save
@@ -52,11 +58,16 @@ __all__ = [
     "DEFAULT_EXPORT_PIPELINE",
     "ExportResult",
     "ExportStats",
+    "FallbackOutputsWarning",
     "KwargsWrapper",
+    "OutputCheck",
+    "check_fallback_outputs",
     "export",
     "export_steps",
     "wrap_kwargs",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Passes graphtag export runs after tagging (pipeline syntax, see graphtag.pipeline).
 DEFAULT_EXPORT_PIPELINE = DEFAULT_PIPELINE
@@ -79,6 +90,34 @@ class ExportStats:
         return self.tagged / self.nodes if self.nodes else 1.0
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputCheck:
+    """A TorchScript fallback's outputs checked against PyTorch's on the example inputs."""
+
+    problem: str | None = None  # the first output that differs; None when they match
+    error: str | None = None  # why they could not be compared
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None and self.error is None
+
+    def warning(self) -> str | None:
+        """The line to warn with, None when the outputs match."""
+        if self.problem:
+            return (
+                "the TorchScript export does not reproduce PyTorch on the example inputs: "
+                f"{self.problem}; graphtag verify names the modules"
+            )
+        if self.error:
+            return f"the outputs could not be checked ({self.error})"
+        return None
+
+
+class FallbackOutputsWarning(UserWarning):
+    """The ``auto`` ladder's TorchScript export does not reproduce PyTorch (or could not
+    be checked): the file is written, ``graphtag verify`` names the modules."""
+
+
 @dataclasses.dataclass
 class ExportResult:
     """The tagged model, the module hierarchy, export statistics and how it was made."""
@@ -91,6 +130,13 @@ class ExportResult:
     switches: dict[str, str] = dataclasses.field(default_factory=dict)  # set during export
     attempts: list[Attempt] = dataclasses.field(default_factory=list)  # routes that failed
     report: PipelineReport = dataclasses.field(default_factory=PipelineReport)
+    output_check: OutputCheck | None = None  # a TorchScript fallback's outputs, when checked
+
+    @property
+    def fell_back(self) -> bool:
+        """TorchScript made the graph after an earlier route failed (``auto``'s last rung):
+        not the caller's choice, and the route that can be silently wrong."""
+        return self.exporter == "torchscript" and bool(self.attempts)
 
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
         return save(self.model, path, external_data=external_data)
@@ -148,6 +194,7 @@ def export(
     outline: str | None = None,
     namespace: bool = False,
     optimizer_route: bool = True,
+    check_fallback: bool = True,
     **torch_options: Any,
 ) -> ExportResult:
     """Export like ``torch.onnx.export`` and tag every node with its module.
@@ -171,7 +218,11 @@ def export(
     then runs torch's optimization as a pass and reconciles fused nodes' tags; the
     topology is that of a plain export. When ``f`` is given the tagged model is written
     there (atomically) the way torch would write it (``export_params``,
-    ``keep_initializers_as_inputs`` and ``external_data`` honoured). Raises
+    ``keep_initializers_as_inputs`` and ``external_data`` honoured). With
+    ``check_fallback`` (default), a model the ladder fell back to TorchScript for has its
+    outputs checked against PyTorch's on ``args``/``kwargs`` (two forward passes and an
+    ONNX Runtime session; :attr:`ExportResult.output_check`), and a mismatch is a
+    :class:`FallbackOutputsWarning`. Raises
     :class:`~graphtag.exporter.exporters.ExportFailed` naming every route's failure.
     """
     from graphtag.pipeline import Pipeline
@@ -237,7 +288,40 @@ def export(
     )
     if f is not None:
         _save_like_torch(onnx_model, f, torch_options)
+    if check_fallback and result.fell_back:
+        result.output_check = _check_written(result, f, torch_options, model, args, kwargs)
     return result
+
+
+def check_fallback_outputs(path: str | os.PathLike, model: torch.nn.Module, inputs) -> OutputCheck:
+    """The saved model at ``path`` against PyTorch on ``inputs`` (``ExampleInputs``, an
+    args tuple or a kwargs dict): ``graphtag.exporter.verify.check_outputs``, with a
+    failure to compare reported in the result rather than raised (the export stands)."""
+    from graphtag.exporter.verify import check_outputs
+
+    try:
+        return OutputCheck(problem=check_outputs(path, model, inputs))
+    except Exception as exc:
+        return OutputCheck(error=first_line(exc, typed=True))
+
+
+def _check_written(result: ExportResult, f, torch_options: dict, model, args, kwargs):
+    from graphtag.exporter.example_inputs import ExampleInputs
+
+    if not kwargs and args and isinstance(args[-1], dict):
+        args, kwargs = args[:-1], dict(args[-1])  # torch's convention, as normalized above
+    logger.info("checking the TorchScript fallback's outputs against PyTorch")
+    # The written file serves unless its weights were made graph inputs (the check feeds
+    # the example inputs only). Without export_params the model itself has no weights:
+    # the check then says it could not feed them.
+    as_inputs = torch_options.get("keep_initializers_as_inputs", False)
+    with tempfile.TemporaryDirectory(prefix="graphtag-fallback-check-") as tmp:
+        path = f if f is not None and not as_inputs else result.save(Path(tmp) / "model.onnx")
+        check = check_fallback_outputs(path, model, ExampleInputs(args, kwargs))
+    line = check.warning()
+    if line is not None:
+        warnings.warn(line, FallbackOutputsWarning, stacklevel=3)
+    return check
 
 
 def _stats(model: ir.Model, hierarchy: Hierarchy) -> ExportStats:

@@ -202,6 +202,7 @@ def verify_modules(
     say = progress or (lambda _text: None)
     say(f"exporting ({exporter}, optimize={optimize})")
     export_options.setdefault("verbose", False)
+    export_options.setdefault("check_fallback", False)  # every module is checked below
     result = export(
         module,
         inputs.args,
