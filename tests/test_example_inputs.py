@@ -491,3 +491,64 @@ def test_specs_file_inputs_export_the_stateless_forward(tmp_path):
         write(tmp_path, {"input": {"shape": [1, 4], "dtype": "float32"}}, "linear.json"),
     )
     assert list(plain.kwargs) == ["input"]
+
+
+def test_token_ids_without_a_vocabulary_index_every_embedding_table():
+    """Ids hashed into buckets (no vocab_size, no input embedding to read): ids below the
+    smallest embedding table index whichever table they reach."""
+    cfg = transformers.CanineConfig(
+        **TINY, num_hash_buckets=64, downsampling_rate=4, max_position_embeddings=64
+    )
+    assert getattr(cfg, "vocab_size", None) is None
+    model = transformers.CanineModel(cfg).eval()
+    tables = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+    inputs = make_example_inputs(model)
+    ids = inputs.kwargs["input_ids"]
+    assert ids.shape == (1, 8) and int(ids.min()) >= 0 and int(ids.max()) < min(tables)
+    assert len(set(ids.flatten().tolist())) > 1  # random ids, not one repeated value
+    assert check_inputs_fit(model, inputs) is not None
+
+
+def test_a_model_without_embeddings_or_vocabulary_is_named():
+    class Ids(nn.Module):
+        def forward(self, input_ids):
+            return input_ids * 2
+
+    model = Ids()
+    model.config = transformers.PretrainedConfig()
+    model.main_input_name = "input_ids"
+    with pytest.raises(GraphtagError, match="no embedding table"):
+        make_example_inputs(model)
+
+
+@pytest.mark.parametrize(
+    ("model_cls", "cfg", "shapes"),
+    [
+        # context_length steps of num_input_channels channels
+        (
+            "PatchTSTModel",
+            dict(num_input_channels=3, context_length=32, patch_length=8, patch_stride=8,
+                 d_model=16, num_attention_heads=2, num_hidden_layers=1, ffn_dim=32),
+            {"past_values": (1, 32, 3)},
+        ),
+        # lagged models look back context_length + max(lags_sequence) steps; their
+        # required time features and observed mask follow the series
+        (
+            "TimeSeriesTransformerModel",
+            dict(prediction_length=4, context_length=8, lags_sequence=[1, 2, 5], input_size=2,
+                 num_time_features=3, d_model=16, encoder_layers=1, decoder_layers=1),
+            {"past_values": (1, 13, 2), "past_time_features": (1, 13, 3),
+             "past_observed_mask": (1, 13, 2)},
+        ),
+    ],
+)  # fmt: skip
+def test_time_series_inputs_are_sized_from_the_config(model_cls, cfg, shapes):
+    model_type = getattr(transformers, model_cls)
+    config = model_type.config_class(**cfg)
+    model = model_type(config).eval()
+    inputs = make_example_inputs(model)
+    tensors = {k: tuple(v.shape) for k, v in inputs.kwargs.items() if torch.is_tensor(v)}
+    assert tensors == shapes
+    if "past_observed_mask" in shapes:
+        assert bool((inputs.kwargs["past_observed_mask"] == 1).all())
+    assert check_inputs_fit(model, inputs) is not None

@@ -295,6 +295,15 @@ class _Sizer:
                 return self._features(_sub_config(cfg, "audio_config", "encoder"))
             if name == "input_values":
                 return self._waveform(_sub_config(cfg, "audio_config", "encoder"))
+            if name == "past_values":
+                return torch.randn(*self._series_shape(cfg), generator=self.gen)
+            if name == "past_observed_mask":  # every step observed
+                return torch.ones(self._series_shape(cfg))
+            if name == "past_time_features":
+                features = getattr(cfg, "num_time_features", None)
+                if isinstance(features, int) and features > 0:
+                    steps = self._series_shape(cfg)[1]
+                    return torch.randn(self.batch, steps, features, generator=self.gen)
             if name in ("attention_mask", "token_type_ids"):
                 return None  # added next to generated ids; alone they mean nothing
         if single:
@@ -313,8 +322,14 @@ class _Sizer:
         vocab = getattr(cfg, "vocab_size", None)
         sizes = [v for v in (vocab, rows) if isinstance(v, int) and v > 0]
         if not sizes:
+            # No vocabulary to read (ids hashed into buckets, say): ids below every
+            # embedding table's size index whichever table they reach.
+            tables = [m.num_embeddings for m in self.model.modules() if isinstance(m, nn.Embedding)]
+            sizes = [min(tables)] if tables else []
+        if not sizes:
             raise GraphtagError(
-                "cannot infer the vocabulary size for token ids (config has no vocab_size); "
+                "cannot infer the vocabulary size for token ids (the config has no "
+                "vocab_size and the model no embedding table); "
                 "describe the inputs with --input-specs FILE.json"
             )
         high = min(sizes)
@@ -360,6 +375,17 @@ class _Sizer:
         if isinstance(mel, int) and isinstance(frames, int) and mel > 0 and frames > 0:
             return torch.randn(self.batch, frames, mel, generator=self.gen)
         return torch.randn(self.batch, _DEFAULT_AUDIO_SAMPLES, generator=self.gen)
+
+    def _series_shape(self, cfg: Any) -> tuple[int, int, int]:
+        # A time series (transformers' past_values): batch x steps x channels, as many
+        # steps as the model's context plus the farthest lag it looks back.
+        context = getattr(cfg, "context_length", None)
+        steps = context if isinstance(context, int) and context > 0 else self.seq
+        lags = getattr(cfg, "lags_sequence", None)
+        if lags:
+            steps += max(int(lag) for lag in lags)
+        channels = getattr(cfg, "num_input_channels", None) or getattr(cfg, "input_size", None)
+        return (self.batch, steps, int(channels or 1))
 
     def _from_first_layer(self) -> torch.Tensor | None:
         """A lone tensor parameter of a plain module, sized by the first layer that reads it:
