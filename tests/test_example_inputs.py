@@ -540,6 +540,15 @@ def test_a_model_without_embeddings_or_vocabulary_is_named():
             {"past_values": (1, 13, 2), "past_time_features": (1, 13, 3),
              "past_observed_mask": (1, 13, 2)},
         ),
+        # a univariate series (input_size 1) is batch x steps; the default lags reach 7
+        # back; no time features is a required but empty tensor
+        (
+            "AutoformerModel",
+            dict(prediction_length=4, context_length=8, d_model=16, encoder_layers=1,
+                 decoder_layers=1),
+            {"past_values": (1, 15), "past_time_features": (1, 15, 0),
+             "past_observed_mask": (1, 15)},
+        ),
     ],
 )  # fmt: skip
 def test_time_series_inputs_are_sized_from_the_config(model_cls, cfg, shapes):
@@ -552,3 +561,23 @@ def test_time_series_inputs_are_sized_from_the_config(model_cls, cfg, shapes):
     if "past_observed_mask" in shapes:
         assert bool((inputs.kwargs["past_observed_mask"] == 1).all())
     assert check_inputs_fit(model, inputs) is not None
+
+
+def test_video_pixels_have_a_frames_axis():
+    """A config with num_frames describes a video: batch x frames x channels x H x W."""
+    cfg = transformers.VideoMAEConfig(**TINY, image_size=32, patch_size=16, num_frames=4)
+    assert _generated(transformers.VideoMAEModel, cfg)["pixel_values"].shape == (1, 4, 3, 32, 32)
+
+
+def test_codec_waveforms_have_a_channel_axis():
+    """A config with audio_channels (a codec) takes batch x channels x samples."""
+    cfg = transformers.EncodecConfig(
+        hidden_size=32,
+        num_filters=8,
+        num_residual_layers=1,
+        upsampling_ratios=[4, 2],
+        codebook_size=64,
+        codebook_dim=32,
+        audio_channels=2,
+    )
+    assert _generated(transformers.EncodecModel, cfg)["input_values"].shape == (1, 2, 16000)

@@ -257,6 +257,11 @@ def _differs(clean: dict[str, Any], faulty: dict[str, Any]) -> bool:
 def _beyond_tolerance(a: Any, b: Any) -> bool:
     import numpy as np
 
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):  # ONNX sequences
+        same_kind = isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+        if not same_kind or len(a) != len(b):
+            return True
+        return any(_beyond_tolerance(x, y) for x, y in zip(a, b))
     a, b = np.asarray(a), np.asarray(b)
     if not np.issubdtype(a.dtype, np.floating):
         return False

@@ -301,7 +301,7 @@ class _Sizer:
                 return torch.ones(self._series_shape(cfg))
             if name == "past_time_features":
                 features = getattr(cfg, "num_time_features", None)
-                if isinstance(features, int) and features > 0:
+                if isinstance(features, int) and features >= 0:  # 0: required, but empty
                     steps = self._series_shape(cfg)[1]
                     return torch.randn(self.batch, steps, features, generator=self.gen)
             if name in ("attention_mask", "token_type_ids"):
@@ -340,6 +340,9 @@ class _Sizer:
         channels = getattr(cfg, "num_channels", None) or 3
         size = getattr(cfg, "image_size", None) or _DEFAULT_IMAGE_SIZE
         h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
+        frames = getattr(cfg, "num_frames", None)
+        if isinstance(frames, int) and frames > 0:  # a video: frames of images
+            return torch.randn(self.batch, frames, channels, h, w, generator=self.gen)
         return torch.randn(self.batch, channels, h, w, generator=self.gen)
 
     def _features(self, cfg: Any) -> torch.Tensor:
@@ -363,6 +366,10 @@ class _Sizer:
         return torch.randn(self.batch, self.seq * 8, dim, generator=self.gen)
 
     def _waveform(self, cfg: Any) -> torch.Tensor:
+        # A codec's waveform has a channel axis (audio_channels): batch x channels x samples.
+        channels = getattr(cfg, "audio_channels", None)
+        if isinstance(channels, int) and channels > 0:
+            return torch.randn(self.batch, channels, _DEFAULT_AUDIO_SAMPLES, generator=self.gen)
         # A conv feature extractor needs at least its receptive field; aim for seq frames.
         strides = getattr(cfg, "conv_stride", None)
         kernels = getattr(cfg, "conv_kernel", None)
@@ -376,16 +383,21 @@ class _Sizer:
             return torch.randn(self.batch, frames, mel, generator=self.gen)
         return torch.randn(self.batch, _DEFAULT_AUDIO_SAMPLES, generator=self.gen)
 
-    def _series_shape(self, cfg: Any) -> tuple[int, int, int]:
+    def _series_shape(self, cfg: Any) -> tuple[int, ...]:
         # A time series (transformers' past_values): batch x steps x channels, as many
-        # steps as the model's context plus the farthest lag it looks back.
+        # steps as the model's context plus the farthest lag it looks back. A univariate
+        # series sized by input_size is batch x steps, the form every such model takes.
         context = getattr(cfg, "context_length", None)
         steps = context if isinstance(context, int) and context > 0 else self.seq
         lags = getattr(cfg, "lags_sequence", None)
         if lags:
             steps += max(int(lag) for lag in lags)
-        channels = getattr(cfg, "num_input_channels", None) or getattr(cfg, "input_size", None)
-        return (self.batch, steps, int(channels or 1))
+        channels = getattr(cfg, "num_input_channels", None)
+        if not channels:
+            channels = getattr(cfg, "input_size", None) or 1
+            if channels == 1:
+                return (self.batch, steps)
+        return (self.batch, steps, int(channels))
 
     def _from_first_layer(self) -> torch.Tensor | None:
         """A lone tensor parameter of a plain module, sized by the first layer that reads it:
