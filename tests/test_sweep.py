@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+transformers = pytest.importorskip("transformers")
+
 SWEEP = Path(__file__).parents[1] / "bench" / "sweep"
 sys.path.insert(0, str(SWEEP))
 
@@ -64,6 +66,39 @@ def test_extended_zoo_file_matches_its_table():
         assert entry.options == {"exporter": "auto"}
     assert not set(models.EXTENDED) & set(models.TRANSFORMERS)  # a second list, not a copy
     assert {models.family(n) for n in models.EXTENDED} >= {"text encoder", "audio"}
+
+
+def test_unseen_zoo_file_matches_its_list():
+    """The third list: classes of neither other list, built by one generic rule."""
+    entries = load_zoo(TOML.parent / "UNSEEN.toml")
+    assert [e.name for e in entries] == models.UNSEEN
+    for entry in entries:
+        module, attr = entry.source.split(":")
+        assert module == "models.py" and callable(getattr(models, attr))
+        assert entry.options == {"exporter": "auto"}
+    listed = {row[2] for row in (*models.TRANSFORMERS.values(), *models.EXTENDED.values())}
+    assert not set(models.UNSEEN) & listed
+    assert all(hasattr(transformers, name) for name in models.UNSEEN)
+    assert {models.family(n) for n in models.UNSEEN} == {"unseen"}
+
+
+def test_the_generic_rule_shrinks_nested_configs_and_keeps_them_consistent():
+    values = models._shrink(
+        {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "layer_types": ["sliding", "full"] * 6,
+            "pad_token_id": 50256,
+            "vision_config": {"hidden_size": 1024, "image_size": 224, "patch_size": 16},
+            "use_cache": True,
+            "out_features": ["stage12"],
+        }
+    )
+    assert values["hidden_size"] == 32 and values["num_hidden_layers"] == 2
+    assert values["layer_types"] == ["sliding", "full"]
+    assert values["pad_token_id"] == 0 and values["use_cache"] is True
+    assert values["vision_config"] == {"hidden_size": 32, "image_size": 32, "patch_size": 16}
+    assert "out_features" not in values
 
 
 def test_unknown_factory_is_an_attribute_error():
