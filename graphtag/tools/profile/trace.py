@@ -103,7 +103,8 @@ def _scan(data: bytes) -> tuple[list, list, int] | None:
     layout is not the expected one and nothing is guessed.
     """
     head = data[:64].lstrip()
-    if not head.startswith(b"[") or not data.rstrip().endswith(b"]"):
+    # Only the tail is stripped: rstrip() on the whole file would copy it (tens of MB).
+    if not head.startswith(b"[") or not data[-64:].rstrip().endswith(b"]"):
         return None
     events = _EVENT.findall(data)  # in C; the lines' bulk (arguments) is skipped
     # One event per line between the "[" and "]" lines (a name with a line break, or
