@@ -157,6 +157,62 @@ def test_fast_reader_equals_json_and_reads_names_as_written(tmp_path):
         read_trace(bad)
 
 
+def test_reader_takes_one_event_per_line_in_other_spacing(tmp_path):
+    """ONNX Runtime's exact spacing is read fastest; other spacing, one event per line,
+    is still read by the line reader, not by the slow decoder."""
+    from graphtag.tools.profile import trace
+
+    events = [
+        _event("Session", "model_run", 0, 100),
+        _event("Node", "a_kernel_time", 5, 10),
+        _event("Node", "loop_kernel_time", 20, 50),
+        _event("Node", "body_kernel_time", 30, 15),
+        _event("Session", "model_run", 200, 100),
+        _event("Node", "a_kernel_time", 210, 12),
+    ]
+    spaced = tmp_path / "spaced.json"
+    spaced.write_text("[\n" + ",\n".join(map(json.dumps, events)) + "\n]\n")
+    data = spaced.read_bytes()
+    assert not trace._EXACT.findall(data) and len(trace._SPACED.findall(data)) == len(events)
+    got = trace._scan(data)
+    assert got is not None and got == parse_events(events)
+    assert [list(run) for run in got.runs] == [
+        [("a", 10), ("loop", 35), ("body", 15)],
+        [("a", 12)],
+    ]
+
+
+def test_attribution_sums_per_module_and_keeps_unknown_and_untagged_apart():
+    """Per run: each module's exclusive time and kernel calls, modules in the order their
+    first kernel ran; kernels of untagged or unknown nodes in the root, counted apart."""
+    from graphtag.tools.profile.collect import _attribute
+    from graphtag.tools.profile.tree import SYNTHETIC_ROOT
+
+    events = [
+        _event("Session", "model_run", 0, 100),
+        _event("Node", "b_kernel_time", 1, 4),
+        _event("Node", "a1_kernel_time", 10, 5),
+        _event("Node", "gone_kernel_time", 20, 3),
+        _event("Node", "a2_kernel_time", 30, 7),
+        _event("Session", "model_run", 200, 50),
+        _event("Node", "a1_kernel_time", 201, 6),
+        _event("Node", "a2_kernel_time", 210, 8),
+    ]
+    trace = parse_events(events)
+    tags = {"a1": ("/M/A", "MatMul", 1), "a2": ("/M/A", "Add", 2), "b": ("", "Relu", 3)}
+    got = _attribute(trace.runs, trace.wall_us, tags, {1: "exact", 2: "fused"})
+    first, second = got.series.self_ns
+    assert list(first.items()) == [(SYNTHETIC_ROOT, 4000 + 3000), ("/M/A", 12000)]
+    assert second == {"/M/A": 14000}
+    assert got.series.calls == [{SYNTHETIC_ROOT: 2, "/M/A": 2}, {"/M/A": 2}]
+    assert got.series.wall_ns == [100_000, 50_000]
+    assert (got.events, got.untagged_events, got.unknown_events) == (6, 1, 1)
+    assert got.unknown == {"gone"}
+    # The median run (the lower middle of 19 and 14 µs) is the second.
+    assert got.ops == {"/M/A": {"MatMul": 6000, "Add": 8000}}
+    assert got.match_ns == {"exact": 6000, "fused": 8000}
+
+
 # -- median run, tree ------------------------------------------------------------------
 
 
@@ -507,10 +563,10 @@ def test_profiling_an_onnx_file_never_imports_torch(mlp):
 
 def test_runs_cut_by_the_profilers_event_limit():
     from graphtag.tools.profile.collect import measured_runs
-    from graphtag.tools.profile.trace import MAX_EVENTS, Kernel, Trace
+    from graphtag.tools.profile.trace import MAX_EVENTS, Kernel, Run, Trace
 
     settings = RunSettings(warmup=2, runs=3)
-    runs = [[Kernel("n", i)] for i in range(4)]  # the fifth run was not recorded
+    runs = [Run.of([Kernel("n", i)]) for i in range(4)]  # the fifth run was not recorded
     notes: list[str] = []
     kept, wall = measured_runs(Trace(runs, [10, 11, 12, 13], 1, MAX_EVENTS), settings, notes)
     assert kept == runs[2:] and wall == [12, 13]

@@ -186,6 +186,8 @@ def _ratio_reduce(total: int, ratios: list[int], most: list[int], values: list[i
 
 def _wrap_cell(text: str, width: int, right: bool) -> list[str]:
     """Word-wrap ``text`` to ``width``, folding words longer than a line."""
+    if len(text) <= width:  # most cells: one line, no break (the loop below agrees)
+        return [text.rstrip().rjust(width) if right else text]
     breaks: list[int] = []
     used = 0
     for match in _WORD.finditer(text):

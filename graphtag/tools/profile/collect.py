@@ -33,7 +33,7 @@ from graphtag.core.io import load, save
 from graphtag.tools.profile.inputs import make_feeds
 from graphtag.tools.profile.series import RunSeries, median_run
 from graphtag.tools.profile.session import ProfiledSession, RunSettings
-from graphtag.tools.profile.trace import MAX_EVENTS, Trace, read_trace
+from graphtag.tools.profile.trace import MAX_EVENTS, Run, Trace, read_trace
 from graphtag.tools.profile.tree import SYNTHETIC_ROOT
 
 UNMATCHED = "unmatched"  # match kind of kernels whose node has no tag or is unknown
@@ -95,10 +95,9 @@ def collect_ort(
         # ONNX Runtime builds the session (and later writes its trace) without holding
         # Python's lock: the graphs load meanwhile, never during the measured runs.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            loading = pool.submit(load, model_path)
+            loading = pool.submit(_read_reference, model_path)
             session, refused = _session(model_path, settings, work / "given")
-            reference = loading.result()
-            renamed = _unique_node_names(reference)
+            reference, renamed, reference_tags, hierarchy = loading.result()
             if renamed:
                 # Kernels are known by node name only (and ONNX Runtime refuses repeated
                 # names): profile a copy with unique names.
@@ -114,11 +113,6 @@ def collect_ort(
                 raise refused
             if feeds is None:
                 feeds = make_feeds(reference, input_specs)
-            reference_tags = list(
-                dict.fromkeys(
-                    tag for n in iter_all_nodes(reference) if (tag := metadata.node_tag(n))
-                )
-            )
             tagged = bool(reference_tags)
             say(f"running {settings.warmup} warm-up and {settings.runs} measured inferences")
             # The optimized graph is retagged during the warm-up, which is not measured;
@@ -139,7 +133,6 @@ def collect_ort(
             f"{model_path.name} has no module tags ({metadata.MODULE}): every kernel is "
             "counted in the root; export the model with graphtag to see its modules",
         )
-    hierarchy = Hierarchy.from_model(reference)
     order_hint = [info.tag for info in hierarchy] if hierarchy is not None else []
     recorded, wall_us = measured_runs(trace, settings, notes)
     measured = _attribute(recorded, wall_us, tags, kinds)
@@ -195,6 +188,16 @@ def measured_runs(trace: Trace, settings: RunSettings, notes: list[str]):
     if trace.outside:
         notes.append(f"{trace.outside} kernel events outside any inference were ignored")
     return recorded, trace.wall_us[settings.warmup :]
+
+
+def _read_reference(path: Path) -> tuple[ir.Model, int, list[str], Hierarchy | None]:
+    """The profiled model with unique node names (:func:`_unique_node_names`, how many
+    changed), its module tags in graph order and its stored hierarchy: read while ONNX
+    Runtime builds its session."""
+    reference = load(path)
+    renamed = _unique_node_names(reference)
+    tags = dict.fromkeys(tag for n in iter_all_nodes(reference) if (tag := metadata.node_tag(n)))
+    return reference, renamed, list(tags), Hierarchy.from_model(reference)
 
 
 def _unique_node_names(model: ir.Model) -> int:
@@ -327,28 +330,53 @@ class _Attributed:
     unknown: set[str]
 
 
-def _attribute(runs, wall_us, tags: dict[str, tuple[str, str, int]], kinds: dict[int, str]):
+def _attribute(
+    runs: list[Run], wall_us, tags: dict[str, tuple[str, str, int]], kinds: dict[int, str]
+):
+    """Every kernel's exclusive time onto its node's module, per run: the module of each
+    distinct node name is looked up once, then summed per run in numpy."""
+    missing = (None, "", 0)
+    tag_list: list[str] = []  # kernels of unknown or untagged nodes go to the root
+    position: dict[str, int] = {}
+    lookups: dict[int, tuple] = {}  # per name table (one per trace): its arrays
+
+    def lookup(names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        found = lookups.get(id(names))
+        if found is None:
+            entries = [tags.get(name, missing)[0] for name in names]
+            keys = [tag or SYNTHETIC_ROOT for tag in entries]
+            for key in keys:
+                if key not in position:
+                    position[key] = len(tag_list)
+                    tag_list.append(key)
+            found = lookups[id(names)] = (
+                np.array([position[key] for key in keys], np.intp),
+                np.array([tag is None for tag in entries], bool),
+                np.array([tag == "" for tag in entries], bool),
+            )
+        return found
+
     self_ns: list[dict[str, int]] = []
     calls: list[dict[str, int]] = []
     events = untagged = unknown_events = 0
     unknown: set[str] = set()
-    missing = (None, "", 0)
-    for kernels in runs:
-        times: dict[str, int] = {}
-        counts: dict[str, int] = {}
-        for node, exclusive in kernels:
-            tag = tags.get(node, missing)[0]
-            if tag is None:
-                unknown.add(node)
-                unknown_events += 1
-                tag = SYNTHETIC_ROOT
-            elif not tag:
-                untagged += 1
-            times[tag] = times.get(tag, 0) + exclusive * _NS_PER_US
-            counts[tag] = counts.get(tag, 0) + 1
-        events += len(kernels)
-        self_ns.append(times)
-        calls.append(counts)
+    for run in runs:
+        tag_of, is_unknown, is_untagged = lookup(run.names)
+        index = tag_of[run.node]
+        # Modules in the order their first kernel ran.
+        present, first = np.unique(index, return_index=True)
+        present = present[np.argsort(first, kind="stable")].tolist()
+        times = np.bincount(index, weights=run.exclusive_us, minlength=len(tag_list))
+        counts = np.bincount(index, minlength=len(tag_list))
+        # Sums of integer µs, exact in float64 below 2**53.
+        self_ns.append({tag_list[i]: int(times[i]) * _NS_PER_US for i in present})
+        calls.append({tag_list[i]: int(counts[i]) for i in present})
+        events += len(run)
+        missed = is_unknown[run.node]
+        if missed.any():
+            unknown_events += int(np.count_nonzero(missed))
+            unknown.update(run.names[i] for i in np.unique(run.node[missed]).tolist())
+        untagged += int(np.count_nonzero(is_untagged[run.node]))
     series = RunSeries(self_ns, calls, [us * _NS_PER_US for us in wall_us])
     ops: dict[str, dict[str, int]] = {}
     match_ns: dict[str, int] = {}

@@ -11,17 +11,25 @@ and ONNX Runtime records those too: counting every event would count the body tw
 Each kernel's *exclusive* time is therefore its duration minus that of the kernels
 nested in it (same thread, started inside its interval); a run's kernel time is the sum
 of exclusive times, each microsecond counted once.
+
+A trace holds tens of thousands of kernel events per second of runs, so events are kept
+as columns (numpy arrays, node names by index) and only nested kernels, which only
+control flow produces, are walked one by one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
-from bisect import bisect_right
+from collections.abc import Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
+
+import numpy as np
 
 from graphtag.core.errors import GraphtagError
 
@@ -38,11 +46,49 @@ class Kernel(NamedTuple):
     exclusive_us: int
 
 
+class Run:
+    """The kernels of one inference, in (thread, start) order: ``node[i]`` indexes
+    ``names``, ``exclusive_us[i]`` is that kernel's exclusive time. Iterating gives
+    :class:`Kernel` tuples."""
+
+    __slots__ = ("exclusive_us", "names", "node")
+
+    def __init__(self, names: list[str], node: np.ndarray, exclusive_us: np.ndarray) -> None:
+        self.names = names
+        self.node = node
+        self.exclusive_us = exclusive_us
+
+    @classmethod
+    def of(cls, kernels: list[Kernel]) -> Run:
+        """A run from kernel tuples (tests, hand-made traces)."""
+        names = list(dict.fromkeys(k.node for k in kernels))
+        index = {name: i for i, name in enumerate(names)}
+        return cls(
+            names,
+            np.array([index[k.node] for k in kernels], dtype=np.intp),
+            np.array([k.exclusive_us for k in kernels], dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.node)
+
+    def __iter__(self) -> Iterator[Kernel]:
+        names = self.names
+        for node, time in zip(self.node.tolist(), self.exclusive_us.tolist()):
+            yield Kernel(names[node], time)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Run({list(self)!r})"
+
+
 @dataclasses.dataclass
 class Trace:
     """The kernels of every inference (``runs[i]``, in time order) and their wall times."""
 
-    runs: list[list[Kernel]]
+    runs: list[Run]
     wall_us: list[int]  # model_run duration of each run
     outside: int  # kernel events outside every model_run (none in a well-formed trace)
     events: int  # events in the file
@@ -57,7 +103,7 @@ def read_trace(path: str | os.PathLike) -> Trace:
         raise GraphtagError(f"{path}: not a readable ONNX Runtime profile ({exc})") from None
     scanned = _scan(data)
     if scanned is not None:
-        return _build(*scanned)
+        return scanned
     # Not ONNX Runtime's one-event-per-line layout: decode the whole document.
     try:
         events = json.loads(data)
@@ -71,7 +117,7 @@ def read_trace(path: str | os.PathLike) -> Trace:
 def parse_events(events: list) -> Trace:
     """A trace from decoded events (dicts in Chrome trace form)."""
     windows: list[tuple[int, int]] = []
-    kernels: list[tuple] = []
+    tid, ts, dur, names = [], [], [], []
     for e in events:
         if not isinstance(e, dict):
             continue
@@ -79,8 +125,14 @@ def parse_events(events: list) -> Trace:
         if cat == "Session" and name == "model_run":
             windows.append((e["ts"], e["dur"]))
         elif cat == "Node" and name.endswith(KERNEL_SUFFIX):
-            kernels.append((e.get("tid", 0), e["ts"], -e["dur"], name[: -len(KERNEL_SUFFIX)]))
-    return _build(windows, kernels, len(events))
+            tid.append(e.get("tid", 0))
+            ts.append(e["ts"])
+            dur.append(e["dur"])
+            names.append(name[: -len(KERNEL_SUFFIX)])
+    table = list(dict.fromkeys(names))
+    index = {name: i for i, name in enumerate(table)}
+    node = np.array([index[name] for name in names], dtype=np.intp)
+    return _build(windows, _ints(tid), _ints(ts), _ints(dur), node, table, len(events))
 
 
 # ONNX Runtime writes one event per line: '{"cat" : "Node","pid" :1,"tid" :1,"dur" :50,
@@ -88,16 +140,22 @@ def parse_events(events: list) -> Trace:
 # head of each line is several times faster than decoding the document, whose bulk is
 # arguments (shapes, memory, thread statistics) the profile does not need. The name is
 # written as is, not JSON-escaped (a node name with a quote or backslash makes the file
-# invalid JSON), so it is read up to the '","args"' that follows it.
-_EVENT = re.compile(
+# invalid JSON), so it is read up to the '","args"' that follows it. The exact spacing
+# ONNX Runtime writes is tried first (twice as fast); other spacing, then the decoder.
+_NAME = rb'"([^"]*(?:"(?!, ?"args")[^"]*)*)", ?"args" ?: ?\{'
+_EXACT = re.compile(
+    rb'\{"cat" : "(\w+)","pid" :-?\d+,"tid" :(-?\d+),"dur" :(\d+),"ts" :(\d+),"ph" : "X",'
+    rb'"name" :' + _NAME
+)
+_SPACED = re.compile(
     rb'\{"cat" ?: ?"(\w+)", ?"pid" ?: ?-?\d+, ?"tid" ?: ?(-?\d+), ?"dur" ?: ?(\d+), ?'
-    rb'"ts" ?: ?(\d+), ?"ph" ?: ?"X", ?"name" ?: ?"(.*?)", ?"args" ?: ?\{'
+    rb'"ts" ?: ?(\d+), ?"ph" ?: ?"X", ?"name" ?: ?' + _NAME
 )
 _SUFFIX = KERNEL_SUFFIX.encode()
 
 
-def _scan(data: bytes) -> tuple[list, list, int] | None:
-    """(windows, kernels, event count) from ONNX Runtime's layout; None for any other.
+def _scan(data: bytes) -> Trace | None:
+    """The trace from ONNX Runtime's layout; None for any other.
 
     Every event line must match (one match per line that opens an event), else the
     layout is not the expected one and nothing is guessed.
@@ -106,63 +164,89 @@ def _scan(data: bytes) -> tuple[list, list, int] | None:
     # Only the tail is stripped: rstrip() on the whole file would copy it (tens of MB).
     if not head.startswith(b"[") or not data[-64:].rstrip().endswith(b"]"):
         return None
-    events = _EVENT.findall(data)  # in C; the lines' bulk (arguments) is skipped
     # One event per line between the "[" and "]" lines (a name with a line break, or
     # another writer's layout, fails this and goes to the full decoder).
-    if len(events) != data.count(b"\n") - 2:
+    lines = data.count(b"\n") - 2
+    for pattern in (_EXACT, _SPACED):
+        events = pattern.findall(data)  # in C; the lines' bulk (arguments) is skipped
+        if len(events) == lines:
+            break
+    else:
         return None
-    windows: list[tuple[int, int]] = []
-    kernels: list[tuple] = []
+    cats, tids, durs, tss, names = (list(map(itemgetter(i), events)) for i in range(5))
+    # Few distinct names (each node runs once per inference): classify each name once.
+    kinds: dict[bytes, int] = {}  # name -> index of its node, -1 not a kernel, -2 model_run
+    table: list[str] = []
     cut = len(_SUFFIX)
-    decoded: dict[bytes, str] = {}  # each node runs once per inference: decode it once
-    for cat, tid, dur, ts, name in events:
-        if cat == b"Node":
-            if name.endswith(_SUFFIX):
-                node = decoded.get(name)
-                if node is None:
-                    node = decoded[name] = name[:-cut].decode("utf-8", "replace")
-                kernels.append((int(tid), int(ts), -int(dur), node))
-        elif cat == b"Session" and name == b"model_run":
-            windows.append((int(ts), int(dur)))
-    return windows, kernels, len(events)
-
-
-def _build(windows: list[tuple[int, int]], kernels: list[tuple], count: int) -> Trace:
-    """Kernel events ``(tid, ts, -dur, node)`` grouped by the ``model_run`` they fall in,
-    with exclusive times."""
-    windows.sort()
-    starts = [ts for ts, _ in windows]
-    ends = [ts + dur for ts, dur in windows]
-    raw: list[list[tuple]] = [[] for _ in windows]
-    outside = 0
-    for kernel in kernels:
-        ts = kernel[1]
-        index = bisect_right(starts, ts) - 1
-        if index < 0 or ts > ends[index]:
-            outside += 1
+    for name in dict.fromkeys(names):
+        if name.endswith(_SUFFIX):
+            kinds[name] = len(table)
+            table.append(name[:-cut].decode("utf-8", "replace"))
         else:
-            raw[index].append(kernel)
-    runs = [_exclusive(items) for items in raw]
-    return Trace(runs, [dur for _, dur in windows], outside, count)
+            kinds[name] = -2 if name == b"model_run" else -1
+    count = len(events)
+    kind = np.fromiter(map(kinds.__getitem__, names), dtype=np.intp, count=count)
+    kernel = (kind >= 0) & np.fromiter(map(b"Node".__eq__, cats), bool, count)
+    window = (kind == -2) & np.fromiter(map(b"Session".__eq__, cats), bool, count)
+    ts, dur, tid = (np.fromiter(map(int, column), np.int64, count) for column in (tss, durs, tids))
+    windows = list(zip(ts[window].tolist(), dur[window].tolist()))
+    return _build(windows, tid[kernel], ts[kernel], dur[kernel], kind[kernel], table, count)
 
 
-def _exclusive(items: list[tuple]) -> list[Kernel]:
-    """Kernels of one run in time order, nested kernels' time taken off their parent.
+def _ints(values: list[int]) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
 
-    Sorting by (thread, start, -duration) puts an enclosing kernel before the kernels
-    it contains; a stack of open kernels finds each one's direct parent.
-    """
-    items.sort()
-    exclusive = [-item[2] for item in items]
+
+def _build(
+    windows: list[tuple[int, int]],
+    tid: np.ndarray,
+    ts: np.ndarray,
+    dur: np.ndarray,
+    node: np.ndarray,
+    names: list[str],
+    count: int,
+) -> Trace:
+    """Kernel events (columns; ``node`` indexes ``names``) grouped by the ``model_run``
+    they fall in, with exclusive times."""
+    windows.sort()
+    starts = _ints([start for start, _ in windows])
+    ends = starts + _ints([length for _, length in windows])
+    run = np.searchsorted(starts, ts, side="right") - 1
+    inside = run >= 0
+    inside[inside] = ts[inside] <= ends[run[inside]]
+    outside = int(len(ts) - np.count_nonzero(inside))
+    # Per run, by (thread, start, longest first): an enclosing kernel comes before the
+    # kernels it contains.
+    run, tid, ts, dur, node = (column[inside] for column in (run, tid, ts, dur, node))
+    order = np.lexsort((-dur, ts, tid, run))
+    run, tid, ts, dur, node = (column[order] for column in (run, tid, ts, dur, node))
+    exclusive = dur.copy()
+    # A kernel that starts before its predecessor on the thread ends is nested; without
+    # any, every kernel's exclusive time is its duration.
+    same = (run[1:] == run[:-1]) & (tid[1:] == tid[:-1])
+    nested = np.flatnonzero(same & (ts[1:] < ts[:-1] + dur[:-1]))
+    bounds = np.searchsorted(run, np.arange(len(windows) + 1))
+    for index in np.unique(run[nested]).tolist():
+        a, b = int(bounds[index]), int(bounds[index + 1])
+        exclusive[a:b] = _exclusive(tid[a:b].tolist(), ts[a:b].tolist(), dur[a:b].tolist())
+    edges = bounds.tolist()
+    runs = [Run(names, node[a:b], exclusive[a:b]) for a, b in itertools.pairwise(edges)]
+    return Trace(runs, [length for _, length in windows], outside, count)
+
+
+def _exclusive(tid: list[int], ts: list[int], dur: list[int]) -> list[int]:
+    """Exclusive times of one run's kernels, sorted by (thread, start, -duration): a
+    stack of open kernels finds each one's direct parent, which loses its duration."""
+    exclusive = list(dur)
     stack: list[int] = []  # open kernels on the current thread
     thread = None
-    for i, (tid, ts, neg, _node) in enumerate(items):
-        if tid != thread:
+    for i in range(len(ts)):
+        if tid[i] != thread:
             stack.clear()
-            thread = tid
-        while stack and ts >= items[stack[-1]][1] - items[stack[-1]][2]:
+            thread = tid[i]
+        while stack and ts[i] >= ts[stack[-1]] + dur[stack[-1]]:
             stack.pop()
         if stack:
-            exclusive[stack[-1]] += neg  # the parent loses this kernel's duration
+            exclusive[stack[-1]] -= dur[i]
         stack.append(i)
-    return [Kernel(item[3], time if time > 0 else 0) for item, time in zip(items, exclusive)]
+    return [time if time > 0 else 0 for time in exclusive]
