@@ -182,6 +182,75 @@ def test_reader_takes_one_event_per_line_in_other_spacing(tmp_path):
     ]
 
 
+def _write_slowly(lines: list[str], path, pause: float = 0.002) -> None:
+    """Append ``lines`` to ``path`` a few at a time, cutting some lines in two, as a
+    buffered writer would."""
+    import time
+
+    text = "".join(lines).encode()
+    with open(path, "ab") as out:
+        for start in range(0, len(text), 97):  # cuts lines anywhere
+            out.write(text[start : start + 97])
+            out.flush()
+            time.sleep(pause)
+
+
+@pytest.mark.parametrize("layout", ["ort", "spaced", "one-line"])
+def test_trace_read_while_it_is_written_equals_reading_it_after(tmp_path, layout):
+    """The helper process parses the lines as they are written; another layout (one JSON
+    line) is refused by the helper and read here: the same trace either way."""
+    import threading
+
+    from graphtag.tools.profile.trace import TraceFollower
+
+    # ONNX Runtime writes names unescaped; a JSON writer (the spaced lines here) escapes.
+    odd = "plain" if layout == "spaced" else 'we"ird'
+    events = []
+    for run in range(3):
+        base = 1000 * run
+        events += [
+            _event("Node", "loop_kernel_time", base + 10, 60),
+            _event("Node", "body_kernel_time", base + 20, 15),
+            _event("Node", f"{odd}_kernel_time", base + 80, 5, tid=2),
+            _event("Session", "model_run", base, 100),
+        ]
+    if layout == "one-line":
+        lines = [json.dumps(events) + "\n"]
+    else:
+        line = _ort_line if layout == "ort" else json.dumps
+        lines = ["[\n", *(line(e) + ",\n" for e in events[:-1]), line(events[-1]) + "\n", "]\n"]
+    path = tmp_path / "trace.json"
+    path.write_bytes(b"")
+    with TraceFollower() as follower:
+        assert follower.wait_ready()
+        follower.follow(path)
+        writer = threading.Thread(target=_write_slowly, args=(lines, path))
+        writer.start()
+        writer.join()
+        given = follower._collect(path)
+    assert (given is None) == (layout == "one-line")
+    want = read_trace(path)
+    assert [list(run) for run in want.runs] == [[("loop", 45), ("body", 15), (odd, 5)]] * 3
+    if given is not None:
+        assert given == want
+    with TraceFollower() as follower:  # the public path: the helper's, or read here
+        assert follower.wait_ready()
+        follower.follow(path)
+        assert follower.result(path) == want
+
+
+def test_trace_is_read_here_when_the_helper_cannot_start(tmp_path, monkeypatch):
+    from graphtag.tools.profile import trace
+
+    path = tmp_path / "trace.json"
+    path.write_text("[\n" + _ort_line(_event("Session", "model_run", 0, 10)) + "\n]\n")
+    monkeypatch.setattr(trace.sys, "executable", str(tmp_path / "no-such-python"))
+    with trace.TraceFollower() as follower:
+        assert not follower.wait_ready()
+        follower.follow(path)
+        assert follower.result(path) == read_trace(path)
+
+
 def test_attribution_sums_per_module_and_keeps_unknown_and_untagged_apart():
     """Per run: each module's exclusive time and kernel calls, modules in the order their
     first kernel ran; kernels of untagged or unknown nodes in the root, counted apart."""
@@ -313,7 +382,19 @@ def mlp(tmp_path):
     return path
 
 
-def test_every_kernel_lands_in_its_module_exactly(mlp, tmp_path):
+@pytest.mark.parametrize("follow", [False, True], ids=["read-after", "read-while-written"])
+def test_every_kernel_lands_in_its_module_exactly(mlp, tmp_path, monkeypatch, follow):
+    """Also with the trace read by the helper process while ONNX Runtime writes it (here
+    forced: this model is below the size that starts the helper)."""
+    from graphtag.tools.profile import collect
+
+    if follow:
+        monkeypatch.setattr(collect, "_FOLLOW_EVENTS", 0)
+
+        def read_here(path):
+            raise AssertionError(f"the helper did not give the trace; read here: {path}")
+
+        monkeypatch.setattr(collect, "read_trace", read_here)
     trace, optimized = tmp_path / "trace.json", tmp_path / "optimized.onnx"
     before = digest(mlp)
     measured = collect_ort(mlp, FAST, save_trace=trace, save_optimized=optimized)

@@ -95,6 +95,7 @@ class ProfiledSession:
         import onnxruntime as ort
 
         workdir.mkdir(parents=True, exist_ok=True)
+        self._workdir = workdir
         self.settings = settings
         self.version = ort.__version__
         self.started = time.perf_counter()
@@ -150,6 +151,12 @@ class ProfiledSession:
             if now - last >= _PROGRESS_EVERY_S and index + 1 < count:
                 last = now
                 say(f"{label} {index + 1}/{count} ({now - self.started:.0f} s)")
+
+    def trace_file(self) -> Path | None:
+        """The trace file ONNX Runtime opened for this session (it writes the events at
+        :meth:`finish`), when there is exactly one."""
+        found = list(self._workdir.glob("ort_profile*.json"))
+        return found[0] if len(found) == 1 else None
 
     def finish(self) -> Path:
         """Stop the profiler; the trace file it wrote."""
