@@ -128,15 +128,12 @@ def collect_ort(
             graph = pool.submit(_read_optimized, reference, session.optimized, tagged)
             session.warm_up(feeds, say)
             optimized, kinds, tags, nodes, fused_into = graph.result()
-            if follower is not None and follower.wait_ready():
-                session.measure(feeds, say)
+            following = follower is not None and follower.wait_ready()
+            session.measure(feeds, say)
+            if following:
                 follower.follow(session.trace_file())
-                trace_path = session.finish()
-                trace = follower.result(trace_path)
-            else:
-                session.measure(feeds, say)
-                trace_path = session.finish()
-                trace = read_trace(trace_path)
+            trace_path = session.finish()
+            trace = follower.result(trace_path) if following else read_trace(trace_path)
         if save_trace is not None:
             _copy_atomic(trace_path, Path(save_trace))
         if save_optimized is not None:
