@@ -70,13 +70,8 @@ class Run:
     @classmethod
     def of(cls, kernels: list[Kernel]) -> Run:
         """A run from kernel tuples (tests, hand-made traces)."""
-        names = list(dict.fromkeys(k.node for k in kernels))
-        index = {name: i for i, name in enumerate(names)}
-        return cls(
-            names,
-            np.array([index[k.node] for k in kernels], dtype=np.intp),
-            np.array([k.exclusive_us for k in kernels], dtype=np.int64),
-        )
+        names, node = _indexed([k.node for k in kernels])
+        return cls(names, node, np.array([k.exclusive_us for k in kernels], dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.node)
@@ -138,10 +133,15 @@ def parse_events(events: list) -> Trace:
             ts.append(e["ts"])
             dur.append(e["dur"])
             names.append(name[: -len(KERNEL_SUFFIX)])
+    table, node = _indexed(names)
+    return _build(windows, _ints(tid), _ints(ts), _ints(dur), node, table, len(events))
+
+
+def _indexed(names: list[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct names in first-seen order, and each name's index among them."""
     table = list(dict.fromkeys(names))
     index = {name: i for i, name in enumerate(table)}
-    node = np.array([index[name] for name in names], dtype=np.intp)
-    return _build(windows, _ints(tid), _ints(ts), _ints(dur), node, table, len(events))
+    return table, np.array([index[name] for name in names], dtype=np.intp)
 
 
 # ONNX Runtime writes one event per line: '{"cat" : "Node","pid" :1,"tid" :1,"dur" :50,
@@ -231,7 +231,7 @@ class _Columns:
         return tuple(np.concatenate(column) for column in zip(*self.parts))
 
     def trace(self) -> Trace:
-        return _build(list(self.windows), *self.columns(), self.table, self.count)
+        return _build(self.windows, *self.columns(), self.table, self.count)
 
 
 def _ints(values: list[int]) -> np.ndarray:
@@ -249,7 +249,7 @@ def _build(
 ) -> Trace:
     """Kernel events (columns; ``node`` indexes ``names``) grouped by the ``model_run``
     they fall in, with exclusive times."""
-    windows.sort()
+    windows = sorted(windows)
     starts = _ints([start for start, _ in windows])
     ends = starts + _ints([length for _, length in windows])
     run = np.searchsorted(starts, ts, side="right") - 1
