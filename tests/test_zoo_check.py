@@ -64,9 +64,22 @@ def _zoo(tmp_path: Path, body: str) -> Path:
 CRASH = """
 import ctypes
 
+import torch
+
 
 def segfault():
     ctypes.string_at(0)  # reads address 0: the worker process dies of SIGSEGV
+
+
+def marks_torch():
+    torch.graphtag_zoo_mark = True  # state a model's code leaves in a preloaded module
+    raise ValueError("marked torch")
+
+
+def sees_torch():
+    # Runs after marks_torch (-j 1): a worker that reused its process, or a fork server
+    # that ran a model, would show the mark.
+    raise ValueError("torch marked" if hasattr(torch, "graphtag_zoo_mark") else "torch clean")
 """
 
 
@@ -100,6 +113,21 @@ def test_changed_model_fails_with_a_diff_then_update_passes(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "siblings: OK" in proc.stderr
     assert rows["siblings"].split()[3] == "torchscript"  # the route column
+
+
+def test_each_model_starts_from_a_clean_worker(tmp_path):
+    """What one model's code does to a module every worker imports (torch, loaded once
+    by the fork server) is not seen by the next model."""
+    (tmp_path / "crash.py").write_text(CRASH)
+    zoo = _zoo(
+        tmp_path,
+        '[[model]]\nname = "marks"\nsource = "crash.py:marks_torch"\n\n'
+        '[[model]]\nname = "sees"\nsource = "crash.py:sees_torch"\n',
+    )
+    proc = run_cli("zoo", "check", zoo, "--golden", tmp_path, "-j", "1", columns=250)
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    assert "marked torch" in rows["marks"], proc.stdout + proc.stderr
+    assert "torch clean" in rows["sees"], proc.stdout
 
 
 def _entries(tmp_path: Path, count: int) -> Path:
