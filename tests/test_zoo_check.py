@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,25 @@ def test_each_model_starts_from_a_clean_worker(tmp_path):
     rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
     assert "marked torch" in rows["marks"], proc.stdout + proc.stderr
     assert "torch clean" in rows["sees"], proc.stdout
+
+
+def test_a_temp_folder_too_deep_for_the_fork_server_spawns_the_workers(tmp_path):
+    """The fork server's socket lives in TMPDIR; a Unix socket path has about 107 bytes."""
+    (tmp_path / "crash.py").write_text(CRASH)
+    zoo = _zoo(tmp_path, '[[model]]\nname = "marks"\nsource = "crash.py:marks_torch"\n')
+    deep = tmp_path / ("t" * 100)
+    deep.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "graphtag", "zoo", "check", str(zoo), "--golden", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TMPDIR": str(deep), "COLUMNS": "250"},
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the model fails, as it should
+    assert "marked torch" in proc.stdout, proc.stdout + proc.stderr
+    assert "AF_UNIX" not in proc.stdout + proc.stderr
+    assert not list(deep.iterdir())  # nothing left in TMPDIR
 
 
 def _entries(tmp_path: Path, count: int) -> Path:

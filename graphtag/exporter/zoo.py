@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -51,6 +52,8 @@ from typing import Any
 from graphtag.core.errors import GraphtagError, first_line
 from graphtag.core.io import write_text_atomic
 from graphtag.core.toml_files import read_toml
+
+logger = logging.getLogger(__name__)
 
 _OPTIONS = {"exporter", "optimize", "random_init", "keep_all_modules", "input_specs", "opset"}
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -209,12 +212,15 @@ def run_workers(
     while pending or running:
         while pending and len(running) < max(1, jobs):
             entry = pending.pop(0)
-            reader, writer = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_worker, args=(entry, str(base), writer), name=f"graphtag-zoo-{entry.name}"
-            )
-            process.start()
-            writer.close()  # only the child holds it now: EOF here when the child is gone
+            try:
+                process, reader = _start(context, entry, base)
+            except OSError as exc:
+                if context.get_start_method() != "forkserver":
+                    raise
+                # Its socket lives in TMPDIR, whose path may be too long for one.
+                logger.info("the fork server cannot start (%s): spawning workers", exc)
+                context = multiprocessing.get_context("spawn")
+                process, reader = _start(context, entry, base)
             running.append(_Running(entry, process, reader, time.perf_counter()))
         # A pipe is ready when its message arrived or when the worker died (EOF).
         ready = set(wait([item.conn for item in running]))
@@ -232,6 +238,22 @@ def run_workers(
                 message = {"error": f"worker process died ({_exit_text(item.process.exitcode)})"}
             running.remove(item)
             done(item.entry, message, time.perf_counter() - item.started)
+
+
+def _start(context, entry: ZooEntry, base: Path) -> tuple[Any, Connection]:
+    """A started worker for ``entry`` and the end of the pipe its message comes on."""
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_worker, args=(entry, str(base), writer), name=f"graphtag-zoo-{entry.name}"
+    )
+    try:
+        process.start()
+    except BaseException:
+        reader.close()
+        raise
+    finally:
+        writer.close()  # only the child holds it now: EOF here when the child is gone
+    return process, reader
 
 
 # What every worker imports, whatever its model: loaded once by the fork server.
