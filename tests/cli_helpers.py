@@ -88,6 +88,14 @@ def _preload() -> None:
     import graphtag.cli
     import graphtag.exporter.sources
     import graphtag.exporter.tagged_export  # noqa: F401
+    from graphtag.exporter import torch_registry
+
+    # torch's ONNX function table, as a process has it after its first export (the
+    # same table: graphtag.exporter.torch_registry).
+    if torch_registry.install():
+        from torch.onnx._internal.exporter._registration import ONNXRegistry
+
+        ONNXRegistry.from_torchlib()
 
 
 def _forked_cli(args: list[str], cwd: Path | None, timeout: float, columns: int | None):

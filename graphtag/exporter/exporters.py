@@ -33,6 +33,7 @@ import torch
 
 from graphtag.core import metadata
 from graphtag.core.errors import GraphtagError
+from graphtag.exporter import torch_registry
 from graphtag.exporter.dynamic_axes import torchscript_options
 from graphtag.exporter.lowerings import extra_symbolics
 from graphtag.exporter.noise import root_cause
@@ -131,6 +132,7 @@ class DynamoExporter(Exporter):
         return _stamp(Exported(onnx_model, route, True, switches))
 
     def _export(self, model, args, kwargs, options) -> ir.Model:
+        torch_registry.install()  # torch's ONNX function table built once per process
         try:
             program = torch.onnx.export(model, args, None, kwargs=kwargs, dynamo=True, **options)
         except Exception as exc:
