@@ -58,10 +58,11 @@ def install() -> bool:
             logger.debug("torch has no ONNXRegistry.from_torchlib classmethod: not cached")
             return False
         build = original.__func__
+        signature = inspect.signature(build)
 
         @functools.wraps(build)
         def from_torchlib(cls, *args, **kwargs):
-            return _cached(build, cls, args, kwargs)
+            return _cached(build, signature, cls, args, kwargs)
 
         _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
         _original = original
@@ -81,11 +82,11 @@ def uninstall() -> None:
         _built.clear()
 
 
-def _cached(build, cls, args: tuple, kwargs: dict):
+def _cached(build, signature: inspect.Signature, cls, args: tuple, kwargs: dict):
     global builds
     try:
         # Defaults filled in: from_torchlib() and from_torchlib(opset_version=18) agree.
-        bound = inspect.signature(build).bind(cls, *args, **kwargs)
+        bound = signature.bind(cls, *args, **kwargs)
         bound.apply_defaults()
         key = tuple(bound.arguments.items())
         hash(key)

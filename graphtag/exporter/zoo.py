@@ -16,10 +16,11 @@ export options::
 
 Every model is loaded and exported by the library in its own worker process, forked
 from a fork server that has imported torch and the exporter once and runs no model
-(``spawn``, a fresh interpreter each, where there is no fork server): one model's imports
-and state never leak into another's, and a worker starts in milliseconds instead of
-importing torch again (seconds). It is snapshotted there (graphtag.tools.snapshot) and the snapshot sent back as
-plain data; the parent compares it with ``<golden>/<name>.json``. A model that fails
+(``spawn``, a fresh interpreter each, where there is no fork server): one model's
+imports and state never leak into another's, and a worker starts in milliseconds
+instead of importing torch again (seconds). The model is snapshotted there
+(graphtag.tools.snapshot) and the snapshot sent back as plain data; the parent compares
+it with ``<golden>/<name>.json``. A model that fails
 comes back as FAILED with its one-line error; a worker that dies (a crash, a kill, an
 exit) is reported as FAILED with its exit status; neither stops the others. ``jobs``
 workers run at once.
