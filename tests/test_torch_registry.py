@@ -134,3 +134,15 @@ def test_a_custom_translation_does_not_reach_the_next_export(cache):
     assert "Sigmoid" in custom and "Relu" not in custom
     plain = _ops(_torch_export())
     assert "Relu" in plain and "Sigmoid" not in plain
+
+
+def test_nothing_is_installed_where_torch_is_not_as_expected(monkeypatch):
+    torch_registry.uninstall()
+    try:
+        monkeypatch.delattr(torch._C, "_dispatch_get_all_op_names")
+        assert not torch_registry.install()
+        assert isinstance(_registration.ONNXRegistry.__dict__["from_torchlib"], classmethod)
+        assert torch_registry._original is None  # torch's own method left in place
+    finally:
+        monkeypatch.undo()
+        assert torch_registry.install()

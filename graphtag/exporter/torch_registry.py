@@ -49,13 +49,15 @@ def install() -> bool:
         if _original is not None:
             return True
         try:
+            import torch
             from torch.onnx._internal.exporter import _registration
 
             original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+            torch._C._dispatch_get_all_op_names  # noqa: B018 (what _state reads)
         except (ImportError, AttributeError, KeyError):
             original = None
         if not isinstance(original, classmethod):
-            logger.debug("torch has no ONNXRegistry.from_torchlib classmethod: not cached")
+            logger.debug("this torch's ONNX registry is not the one expected: not cached")
             return False
         build = original.__func__
         signature = inspect.signature(build)
