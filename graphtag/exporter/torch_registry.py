@@ -115,12 +115,7 @@ def _operators(registry) -> frozenset[str]:
             name = name()
         if isinstance(name, str):
             found.add(name)
-    try:
-        from onnxscript.function_libs.torch_lib import registration
-
-        found.update(name for name, _ in registration.default_registry.items())
-    except (ImportError, AttributeError):
-        pass
+    found.update(name for name, _ in _torchlib())
     return frozenset(name.partition(".")[0] for name in found)  # without the overload
 
 
@@ -133,14 +128,18 @@ def _state(operators: frozenset[str]) -> tuple[int, int]:
 
     names = torch._C._dispatch_get_all_op_names()
     known = hash(frozenset(n for n in names if n.partition(".")[0] in operators))
+    return known, sum(len(f.overloads) + len(f.complex) for _, f in _torchlib())
+
+
+def _torchlib() -> list[tuple[str, Any]]:
+    """onnxscript's torch library: (qualified name, its overloaded function) pairs; none
+    where onnxscript has no such registry."""
     try:
         from onnxscript.function_libs.torch_lib import registration
 
-        functions = registration.default_registry.items()
-        torchlib = sum(len(f.overloads) + len(f.complex) for _, f in functions)
+        return list(registration.default_registry.items())
     except (ImportError, AttributeError):
-        torchlib = -1
-    return known, torchlib
+        return []
 
 
 def _copy(registry):
